@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Creates .venv/ at the repo root with the pinned, CPU-only dependency set.
+# Idempotent: a second run with an unchanged lock does nothing but a quick check.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+py="${PYTHON:-python3.11}"
+command -v "$py" >/dev/null 2>&1 || py=python3
+stamp=.venv/.vr180matte-installed
+want="$(cat requirements/lock.txt requirements/constraints.txt requirements/dev.txt pyproject.toml | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+export PIP_NO_INPUT=1
+# torch first, pinned: anything that pulls an unpinned torch later finds it satisfied
+# and does not fetch the CUDA build.
+"${pip[@]}" install torch==2.13.0
+"${pip[@]}" install -c requirements/constraints.txt -r requirements/lock.txt -r requirements/dev.txt
+# ultralytics wants opencv-python, mediapipe wants opencv-contrib-python; both write cv2/.
+# The contrib build (a superset, same version) is installed last on purpose so cv2 has ximgproc.
+"${pip[@]}" install --force-reinstall --no-deps opencv-contrib-python==4.11.0.86
+# sam2 is a source package: without build isolation and with CUDA off it installs as pure Python
+# against the torch above instead of pulling a CUDA torch into a build environment.
+"${pip[@]}" install setuptools==84.2.1 wheel==0.48.0
+SAM2_BUILD_CUDA=0 "${pip[@]}" install --no-build-isolation --no-deps sam2==1.1.0
+"${pip[@]}" install --no-deps -e .
+.venv/bin/python -m pip check
+echo "$want" > "$stamp"

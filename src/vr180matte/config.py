@@ -1,0 +1,254 @@
+"""Configuration: defaults from ``cfg/default.yaml``, a user YAML/TOML file, ``--set`` overrides.
+
+Every key must exist in the defaults; an unknown key is rejected with the closest valid one.
+Types come from the default value; ranges and choices from ``RULES`` below.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; the message says how."""
+
+
+# Choices and numeric ranges. Keys not listed only need the default's type.
+RULES: dict[str, dict[str, Any]] = {
+    "input.layout": {"choices": ["auto", "sbs", "sbs_rl", "tb", "mono"]},
+    "input.squeezed": {"choices": ["auto", True, False]},
+    "processing.scale_factor": {"range": (0.05, 1.0)},
+    "processing.chunk_size": {"range": (0, 10_000_000), "also": ["auto"]},
+    "processing.overlap_frames": {"range": (0, 10_000)},
+    "processing.max_memory_gb": {"range": (0.5, 4096)},
+    "processing.read_ahead": {"range": (1, 256)},
+    "processing.vfr_policy": {"choices": ["keep_timestamps", "cfr"]},
+    "detection.confidence_threshold": {"range": (0.0, 1.0)},
+    "detection.model": {"choices": ["yolov8n", "yolov8s", "yolov8m"]},
+    "detection.detect_interval": {"range": (1, 100_000)},
+    "detection.min_box_area": {"range": (0.0, 1.0)},
+    "detection.max_persons": {"range": (1, 256)},
+    "matting.engine": {"choices": ["auto", "embedded", "det-sam2", "mobilesam", "passthrough"]},
+    "matting.sam2_model": {
+        "choices": ["sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large"]
+    },
+    "matting.max_conditioning_frames": {"range": (1, 64)},
+    "matting.memory_window": {"range": (1, 64)},
+    "matting.track_iou_threshold": {"range": (0.0, 1.0)},
+    "matting.track_max_missed": {"range": (0, 100_000)},
+    "refine.method": {"choices": ["guided", "bilinear"]},
+    "refine.radius_px": {"range": (1, 256)},
+    "refine.eps": {"range": (1e-8, 1.0)},
+    "refine.erode_px": {"range": (-64, 64)},
+    "refine.feather_px": {"range": (0, 128)},
+    "refine.temporal_strength": {"range": (0.0, 1.0)},
+    "output.format": {"choices": ["alpha", "greenscreen"]},
+    "output.codec": {"choices": ["auto", "prores4444", "png", "h264", "hevc"]},
+    "output.crf": {"range": (0, 51)},
+    "output.background_color": {"rgb": True},
+    "output.write_vr180_metadata": {"choices": ["auto", "always", "never"]},
+    "hardware.max_vram_gb": {"range": (0.5, 1024)},
+    "audio.audio_codec": {"choices": ["copy"]},
+    "stereo.consistency_mode": {"choices": ["independent", "master_slave", "joint"]},
+    "stereo.validation_threshold": {"range": (0.0, 1.0)},
+    "stereo.correction_method": {"choices": ["transfer", "reprocess", "ensemble"]},
+    "stereo.disparity_smoothing": {"range": (0.0, 1.0)},
+    "stereo.max_disparity_frac": {"range": (0.0, 0.5)},
+}
+
+
+def _load_defaults() -> dict:
+    text = resources.files("vr180matte").joinpath("cfg/default.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _closest(key: str, valid: Iterable[str]) -> str:
+    valid = list(valid)
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
+    if not match:  # compare by the last component, which is what people usually misspell
+        return valid[0]
+    leaf = key.rsplit(".", 1)[-1]
+    leaf_matches = difflib.get_close_matches(leaf, [v.rsplit(".", 1)[-1] for v in valid], n=1, cutoff=0.75)
+    if leaf_matches and not difflib.get_close_matches(key, valid, n=1, cutoff=0.75):
+        candidates = [v for v in valid if v.endswith("." + leaf_matches[0])]
+        return difflib.get_close_matches(key, candidates, n=1, cutoff=0.0)[0]
+    return match[0]
+
+
+def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
+    rule = RULES.get(name, {})
+    where = f"{name}={value!r} ({source})"
+    if "choices" in rule:
+        # YAML reads yes/no/true as bool; accept "true"/"false" strings for tri-state keys too.
+        if isinstance(value, str) and value.lower() in ("true", "false") and True in rule["choices"]:
+            value = value.lower() == "true"
+        if value not in rule["choices"] or (isinstance(value, bool) and True not in rule["choices"]):
+            options = ", ".join(str(c) for c in rule["choices"])
+            hint = ""
+            if isinstance(value, str):
+                near = difflib.get_close_matches(value, [str(c) for c in rule["choices"]], n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ConfigError(f"invalid value {where}: choose one of {options}{hint}")
+        return value
+    if rule.get("rgb"):
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != 3
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value)
+        ):
+            raise ConfigError(f"invalid value {where}: give three integers 0-255, e.g. [0, 255, 0]")
+        return [int(c) for c in value]
+    if value in rule.get("also", []):
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"invalid value {where}: expected true or false")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            extra = f" or {', '.join(map(str, rule['also']))}" if "also" in rule else ""
+            raise ConfigError(f"invalid value {where}: expected an integer{extra}")
+        value = int(value)
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"invalid value {where}: expected a number")
+        value = float(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"invalid value {where}: expected a string")
+    elif isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"invalid value {where}: expected a list")
+    if "range" in rule:
+        lo, hi = rule["range"]
+        if not lo <= value <= hi:
+            raise ConfigError(f"invalid value {where}: must be between {lo} and {hi}")
+    return value
+
+
+@dataclass(frozen=True)
+class Section:
+    """Read-only attribute view of one config section."""
+
+    _values: Mapping[str, Any]
+
+    def __getattr__(self, item: str) -> Any:
+        try:
+            return self._values[item]
+        except KeyError:
+            raise AttributeError(item) from None
+
+
+class Config:
+    """A validated configuration. ``cfg.section.key`` or ``cfg["section.key"]``."""
+
+    def __init__(self, flat: Mapping[str, Any]):
+        self._flat = dict(flat)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._flat[name]
+
+    def __getattr__(self, section: str) -> Section:
+        prefix = section + "."
+        values = {k[len(prefix):]: v for k, v in self._flat.items() if k.startswith(prefix)}
+        if not values:
+            raise AttributeError(section)
+        return Section(values)
+
+    def to_dict(self) -> dict:
+        tree: dict = {}
+        for name, value in self._flat.items():
+            section, key = name.split(".", 1)
+            tree.setdefault(section, {})[key] = copy.deepcopy(value)
+        return tree
+
+    def replace(self, **overrides: Any) -> "Config":
+        """A copy with ``section__key=value`` overrides, validated."""
+        sets = [f"{k.replace('__', '.', 1)}={json.dumps(v)}" for k, v in overrides.items()]
+        return load_config(None, sets, base=self._flat)
+
+    def digest(self, exclude: Iterable[str] = ()) -> str:
+        """Hash of the values that change the produced frames (used to validate resume)."""
+        skip = set(exclude)
+        data = {k: v for k, v in sorted(self._flat.items()) if k not in skip}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_file(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(path.read_text())
+        else:
+            data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"cannot parse config file {path}: {first}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must contain sections (a mapping), not {type(data).__name__}")
+    return data
+
+
+def _parse_set(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"invalid override '{item}': use section.key=value, e.g. processing.scale_factor=0.25")
+    name, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return name.strip(), value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults <- file at ``path`` <- ``overrides`` (``section.key=value`` strings)."""
+    defaults = _flatten(_load_defaults())
+    flat = dict(base) if base is not None else dict(defaults)
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if path is not None:
+        data = _read_file(Path(path))
+        for section, body in data.items():
+            if not isinstance(body, Mapping):
+                known = sorted({k.split(".")[0] for k in defaults})
+                if section not in known:
+                    raise ConfigError(
+                        f"unknown config section '{section}' in {path}: did you mean '{_closest(section, known)}'?"
+                    )
+                raise ConfigError(f"config section '{section}' in {path} must be a mapping of keys")
+        layers.append((str(path), _flatten(data)))
+    layers.append(("--set", dict(_parse_set(s) for s in overrides)))
+    for source, values in layers:
+        for name, value in values.items():
+            if name not in defaults:
+                raise ConfigError(f"unknown config key '{name}' ({source}): did you mean '{_closest(name, defaults)}'?")
+            flat[name] = _coerce(name, value, defaults[name], source)
+    return Config(flat)
+
+
+def default_config() -> Config:
+    return load_config()
