@@ -1,0 +1,351 @@
+"""A GPU-resident MobileSAM predictor: the classic ``SamPredictor`` API, without the trips back to the host.
+
+The model itself (TinyViT image encoder, SAM prompt encoder and mask decoder) comes from ultralytics, which
+ships MobileSAM and whose module names match the official ``mobile_sam.pt`` checkpoint key for key
+(``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``). The predictor wrapper is ours because the
+stock predictors copy every result to numpy: on a GPU that is a device-to-host transfer and a stream
+synchronisation per call, which costs more than the mask decoder itself.
+
+What differs from the classic ``segment_anything.SamPredictor``:
+
+* ``set_image`` takes a ``torch.uint8`` (H, W, 3) tensor on any device (or a numpy array) and does the
+  resize-longest-side-to-1024 / normalise / pad on the model's device, like ``set_torch_image``.
+* ``predict(..., as_numpy=False, return_low_res=True)``: by default results stay tensors on the model's device.
+  ``as_numpy=True`` returns numpy arrays exactly as the classic predictor does ("legacy mode");
+  ``return_low_res=False`` returns ``None`` for the low-resolution logits and frees them right away.
+* A 2-D ``box`` of shape (B, 4) (or 3-D ``point_coords`` (B, N, 2), or 4-D ``mask_input``) is one batched call
+  with batched outputs (B, C, H, W), like ``predict_torch``; a 1-D box (4,) gives the classic unbatched (C, H, W).
+
+Each call emits a ``sam_predict_output`` KPI event (see :class:`SamKpi`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vr180matte.engines.base import EngineError
+
+log = logging.getLogger(__name__)
+kpi_log = logging.getLogger("vr180matte.kpi")
+
+IMG_SIZE = 1024  # MobileSAM's encoder input side; the checkpoint's positional tables are built for it
+LOW_RES = 256  # side of the decoder's low-resolution mask logits
+MASK_THRESHOLD = 0.0  # logits above this are foreground (SAM's convention)
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def build_mobile_sam_model() -> torch.nn.Module:
+    """An uninitialised (random-weight) MobileSAM ``SAMModel`` on the CPU, in eval mode."""
+    from vr180matte.compat.torchvision_ops import ensure_torchvision_ops
+
+    ensure_torchvision_ops()  # ultralytics imports torchvision; its compiled ops may not match this torch
+    from ultralytics.models.sam.build import build_mobile_sam
+
+    return build_mobile_sam(checkpoint=None)
+
+
+def load_mobile_sam(
+    checkpoint: Path | str | None, device: torch.device | str = "cpu", *, random_init: bool = False
+) -> torch.nn.Module:
+    """MobileSAM on ``device`` with the weights of ``checkpoint`` (the public ``mobile_sam.pt``).
+
+    ``random_init=True`` skips loading (tests, benchmarks). Any problem with the file is an
+    :class:`EngineError` with a one-line message, because a bad download is the usual cause.
+    """
+    model = build_mobile_sam_model()
+    if not random_init:
+        if checkpoint is None:
+            raise EngineError("MobileSAM needs its checkpoint mobile_sam.pt: give a path or use random_init=True")
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise EngineError(f"MobileSAM checkpoint not found: {path} (download mobile_sam.pt into that folder)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same user-facing advice
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EngineError(f"cannot read MobileSAM checkpoint {path}: {first} (download mobile_sam.pt again)") from None
+        for key in ("model", "state_dict"):  # training checkpoints nest the weights
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        if not isinstance(state, dict):
+            raise EngineError(f"MobileSAM checkpoint {path} holds a {type(state).__name__}, not a state dict")
+        expected = set(model.state_dict())
+        missing = sorted(expected - set(state))
+        unexpected = sorted(set(state) - expected)
+        if missing or unexpected:
+            raise EngineError(
+                f"MobileSAM checkpoint {path} does not match the model: {len(missing)} missing keys"
+                f"{' (e.g. ' + missing[0] + ')' if missing else ''}, {len(unexpected)} unexpected"
+                f"{' (e.g. ' + unexpected[0] + ')' if unexpected else ''}; use the official mobile_sam.pt"
+            )
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:  # shape mismatches
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise EngineError(f"MobileSAM checkpoint {path} does not match the model: {first}") from None
+    model = model.to(torch.device(device))
+    model.requires_grad_(False)
+    # TinyViT caches its attention biases in eval(); redo it after loading and moving so the cache is current.
+    model.eval()
+    return model
+
+
+def _device_name(x: Any) -> str:
+    if x is None:
+        return "skipped"
+    if isinstance(x, torch.Tensor):
+        return str(x.device)
+    return "cpu"  # numpy arrays live in host memory
+
+
+class SamKpi:
+    """Counts and logs ``sam_predict_output`` events; shared by all predictors of one engine.
+
+    ``timing=True`` synchronises CUDA around each predict so ``latency_ms`` is the real device time; that
+    stalls the host's run-ahead (the CPU can no longer queue the next frame's work while the GPU is busy), so it
+    is off by default and ``latency_ms`` then is the host time to *enqueue* the call on CUDA (exact on CPU).
+    """
+
+    def __init__(self, device: torch.device | str, *, timing: bool = False):
+        self.device = torch.device(device)
+        self.timing = timing
+        self.count = 0
+        self.as_numpy = 0
+        self.return_low_res = 0
+        self.masks_left_gpu = 0
+        self.total_ms = 0.0
+
+    @property
+    def synced(self) -> bool:
+        """Whether latencies are real device times (always on CPU; on CUDA only with ``timing``)."""
+        return self.device.type != "cuda" or self.timing
+
+    def start(self) -> float:
+        if self.timing and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def record(self, t0: float, *, as_numpy: bool, return_low_res: bool, masks: Any, scores: Any, low: Any) -> dict:
+        if self.timing and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        latency = (time.perf_counter() - t0) * 1000.0
+        fields = {
+            "as_numpy": as_numpy,
+            "return_low_res": return_low_res,
+            "mask_device": _device_name(masks),
+            "iou_device": _device_name(scores),
+            "low_device": _device_name(low),
+            "latency_ms": round(latency, 3),
+            "latency_synced": self.synced,
+        }
+        self.count += 1
+        self.as_numpy += int(as_numpy)
+        self.return_low_res += int(return_low_res)
+        self.total_ms += latency
+        if self.device.type == "cuda" and not fields["mask_device"].startswith("cuda"):
+            self.masks_left_gpu += 1
+        if kpi_log.isEnabledFor(logging.INFO):
+            kpi_log.info(
+                "sam_predict_output %s",
+                json.dumps(fields, sort_keys=True),
+                extra={"kpi": {"event": "sam_predict_output", **fields}},
+            )
+        return fields
+
+    def summary(self) -> dict:
+        """For stats.json: predict count, legacy/low-res counts, mean latency, and ``masks_left_gpu``."""
+        return {
+            "event": "sam_predict_output",
+            "device": str(self.device),
+            "predicts": self.count,
+            "as_numpy": self.as_numpy,
+            "return_low_res": self.return_low_res,
+            "mean_latency_ms": round(self.total_ms / self.count, 3) if self.count else None,
+            "latency_synced": self.synced,
+            "masks_left_gpu": self.masks_left_gpu,
+        }
+
+
+def preprocess_shape(h: int, w: int, long_side: int = IMG_SIZE) -> tuple[int, int]:
+    """Size after resizing the longest side to ``long_side`` (SAM's ``ResizeLongestSide.get_preprocess_shape``)."""
+    scale = long_side / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+class MobileSamPredictor:
+    """``set_image`` once per image, then any number of (batched) ``predict`` calls against its embedding."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        kpi: SamKpi | None = None,
+        autocast_dtype: torch.dtype | None = None,
+    ):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.kpi = kpi if kpi is not None else SamKpi(self.device)
+        # Autocast only where it pays (CUDA); CPU autocast would change numbers and slow the encoder.
+        self.autocast_dtype = autocast_dtype if self.device.type == "cuda" else None
+        self.features: torch.Tensor | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+        self._mean = model.pixel_mean.to(self.device).view(1, 3, 1, 1)
+        self._std = model.pixel_std.to(self.device).view(1, 3, 1, 1)
+        self._dense_pe: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------------------------------------- image
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(device_type=self.device.type, enabled=False)
+        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
+
+    @torch.inference_mode()
+    def set_image(self, image: ArrayLike, image_format: str = "RGB") -> None:
+        """Compute the image embedding of an (H, W, 3) uint8 RGB image (tensor on any device, or numpy)."""
+        if isinstance(image, np.ndarray):
+            image = torch.from_numpy(np.ascontiguousarray(image))
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"set_image expects an (H, W, 3) image, got shape {tuple(image.shape)}")
+        if image_format.upper() == "BGR":
+            image = image.flip(-1)
+        elif image_format.upper() != "RGB":
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
+        h, w = int(image.shape[0]), int(image.shape[1])
+        x = image.to(self.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).float()
+        nh, nw = preprocess_shape(h, w)
+        # Same op as SamPredictor.set_torch_image (ResizeLongestSide.apply_image_torch).
+        x = F.interpolate(x, (nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        x = (x - self._mean) / self._std
+        x = F.pad(x, (0, IMG_SIZE - nw, 0, IMG_SIZE - nh))
+        self.features = None  # free the previous embedding before the encoder allocates
+        with self._autocast():
+            self.features = self.model.image_encoder(x)
+        self.original_size = (h, w)
+        self.input_size = (nh, nw)
+
+    def reset_image(self) -> None:
+        self.features = None
+        self.original_size = None
+        self.input_size = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self.features is not None
+
+    def get_image_embedding(self) -> torch.Tensor:
+        if self.features is None:
+            raise RuntimeError("call set_image() before get_image_embedding()")
+        return self.features
+
+    # ---------------------------------------------------------------------------------------------- prompts
+    def _tensor(self, x: ArrayLike | None, dtype: torch.dtype) -> torch.Tensor | None:
+        if x is None:
+            return None
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        return torch.as_tensor(x).to(self.device, dtype=dtype, non_blocking=True)
+
+    def _apply_coords(self, coords: torch.Tensor) -> torch.Tensor:
+        """Pixel coordinates of the original image -> the resized 1024 input (``ResizeLongestSide.apply_coords``)."""
+        (h, w), (nh, nw) = self.original_size, self.input_size
+        scale = torch.tensor([nw / w, nh / h], device=coords.device, dtype=coords.dtype)
+        return coords * scale
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        *,
+        as_numpy: bool = False,
+        return_low_res: bool = True,
+    ) -> tuple[Any, Any, Any]:
+        """Masks for the prompts on the current image: ``(masks, scores, low_res_logits)``.
+
+        Shapes: unbatched prompts give masks (C, H, W), scores (C,), low-res (C, 256, 256); batched prompts
+        (box (B, 4), points (B, N, 2), mask_input (B, 1, 256, 256)) give a leading B. C is 3 with
+        ``multimask_output`` else 1. Masks are bool unless ``return_logits``. Tensors stay on the model's device
+        unless ``as_numpy``; low-res logits are ``None`` when ``return_low_res`` is false.
+        """
+        if self.features is None:
+            raise RuntimeError("call set_image() before predict()")
+        t0 = self.kpi.start()
+        if point_coords is not None and point_labels is None:
+            raise ValueError("point_labels must be given with point_coords")
+        coords = self._tensor(point_coords, torch.float32)
+        labels = self._tensor(point_labels, torch.int64)
+        boxes = self._tensor(box, torch.float32)
+        masks_in = self._tensor(mask_input, torch.float32)
+        batched = (
+            (boxes is not None and boxes.ndim == 2)
+            or (coords is not None and coords.ndim == 3)
+            or (masks_in is not None and masks_in.ndim == 4)
+        )
+        if coords is not None:
+            coords = self._apply_coords(coords)
+            if coords.ndim == 2:
+                coords, labels = coords[None], labels[None]
+        if boxes is not None:
+            boxes = self._apply_coords(boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+        if masks_in is not None and masks_in.ndim == 3:
+            masks_in = masks_in[None]
+
+        with self._autocast():
+            low, scores = self._decode(coords, labels, boxes, masks_in, multimask_output)
+        masks = self.postprocess_masks(low)
+        if not return_logits:
+            masks = masks > MASK_THRESHOLD
+        scores = scores.float()
+        if return_low_res:
+            low = low.float()
+        else:
+            low = None  # frees the logits now instead of keeping them alive in the caller
+        if not batched:
+            masks, scores = masks[0], scores[0]
+            low = low[0] if low is not None else None
+        if as_numpy:
+            masks = masks.cpu().numpy()
+            scores = scores.cpu().numpy()
+            low = low.cpu().numpy() if low is not None else None
+        self.kpi.record(t0, as_numpy=as_numpy, return_low_res=return_low_res, masks=masks, scores=scores, low=low)
+        return masks, scores, low
+
+    def _decode(
+        self,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        masks_in: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        prompt_encoder, decoder = self.model.prompt_encoder, self.model.mask_decoder
+        points = (coords, labels) if coords is not None else None
+        sparse, dense = prompt_encoder(points=points, boxes=boxes, masks=masks_in)
+        if self._dense_pe is None:  # constant for the model: compute once, not per call
+            self._dense_pe = prompt_encoder.get_dense_pe()
+        return decoder(
+            image_embeddings=self.features,
+            image_pe=self._dense_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+
+    def postprocess_masks(self, low: torch.Tensor) -> torch.Tensor:
+        """Low-res logits (B, C, 256, 256) -> logits at the original image size (``Sam.postprocess_masks``)."""
+        x = F.interpolate(low.float(), (IMG_SIZE, IMG_SIZE), mode="bilinear", align_corners=False)
+        x = x[..., : self.input_size[0], : self.input_size[1]]
+        return F.interpolate(x, self.original_size, mode="bilinear", align_corners=False)
