@@ -1,0 +1,274 @@
+"""Probe a video file: geometry, exact frame rate and frame count, audio streams, VR180 stereo metadata.
+
+Why a full demux pass: the frame count has to be exact (the output is verified against it, and a truncated file must
+be caught before hours of processing), and variable frame rate can only be seen in the packet timestamps. Demuxing
+reads the file once but decodes nothing, so it costs disk bandwidth only (about a second per GB).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vr180matte.io.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: stereo metadata value (st3d) -> our layout name
+_STEREO_TO_LAYOUT = {"left-right": "sbs", "top-bottom": "tb", "mono": "mono"}
+
+
+@dataclass
+class AudioStreamInfo:
+    """One audio stream of the input (copied to the output packet by packet)."""
+
+    index: int
+    codec: str
+    sample_rate: int
+    channels: int
+    duration_s: float | None
+
+
+@dataclass
+class VideoInfo:
+    """What the pipeline needs to know about an input before decoding it."""
+
+    path: str
+    width: int
+    height: int
+    fps: Fraction
+    time_base: Fraction
+    frame_count: int
+    duration_s: float
+    codec: str
+    pix_fmt: str
+    bit_depth: int
+    is_vfr: bool
+    audio_streams: list[AudioStreamInfo]
+    layout: str | None
+    projection: str | None
+    fov_deg: float | None
+    eye_width: int
+    eye_height: int
+    #: presentation timestamps of every frame, sorted (stream time_base); lets the reader map a decoded frame to its
+    #: exact index after a seek. Not part of the JSON view.
+    frame_pts: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable dict (fractions as "num/den" strings, exact)."""
+        return {
+            "path": self.path,
+            "width": self.width,
+            "height": self.height,
+            "fps": _frac_str(self.fps),
+            "fps_float": float(self.fps),
+            "time_base": _frac_str(self.time_base),
+            "frame_count": self.frame_count,
+            "duration_s": self.duration_s,
+            "codec": self.codec,
+            "pix_fmt": self.pix_fmt,
+            "bit_depth": self.bit_depth,
+            "is_vfr": self.is_vfr,
+            "audio_streams": [vars(a).copy() for a in self.audio_streams],
+            "layout": self.layout,
+            "projection": self.projection,
+            "fov_deg": self.fov_deg,
+            "eye_width": self.eye_width,
+            "eye_height": self.eye_height,
+        }
+
+
+def _frac_str(f: Fraction) -> str:
+    return f"{f.numerator}/{f.denominator}"
+
+
+def _bit_depth(pix_fmt: str | None) -> int:
+    if not pix_fmt:
+        return 8
+    try:
+        return int(av.VideoFormat(pix_fmt).components[0].bits)
+    except Exception:  # unknown/hw formats: assume 8-bit, only used for information
+        return 8
+
+
+def read_stereo_metadata(path: str | Path) -> tuple[str | None, str | None, float | None]:
+    """(layout, projection, fov_deg) from the file's spherical metadata; all None when there is none.
+
+    The reader lives in ``vr180matte.io.spherical`` (imported lazily so probing works without it).
+    """
+    try:
+        from vr180matte.io.spherical import read_spherical
+    except ImportError:
+        log.debug("vr180matte.io.spherical not available; stereo metadata not read")
+        return None, None, None
+    try:
+        meta = read_spherical(path)
+    except Exception as exc:  # broken metadata must not stop a job: the layout falls back to the config
+        log.warning("could not read spherical metadata of %s: %s", path, exc)
+        return None, None, None
+    if meta is None:
+        return None, None, None
+    layout = _STEREO_TO_LAYOUT.get(getattr(meta, "stereo", None) or "", None)
+    fov = getattr(meta, "fov_deg", None)
+    return layout, getattr(meta, "projection", None), (float(fov) if fov is not None else None)
+
+
+def eye_size(width: int, height: int, layout: str | None) -> tuple[int, int]:
+    """Size of one eye's view. Without metadata the default layout (side-by-side) is assumed."""
+    if layout == "tb":
+        return width, height // 2
+    if layout == "mono":
+        return width, height
+    return width // 2, height
+
+
+def _scan_video_packets(container: av.container.InputContainer, stream) -> tuple[np.ndarray, list[int]]:
+    """Sorted pts and durations of every real (non-empty, non-discarded) video packet: demux only, no decode."""
+    pts: list[int] = []
+    durations: list[int] = []
+    dts_fallback = 0
+    for packet in container.demux(stream):
+        if not packet.size or packet.is_discard:
+            continue
+        p = packet.pts if packet.pts is not None else packet.dts
+        if p is None:  # raw streams without timestamps: count in order
+            p = dts_fallback
+        dts_fallback = p + 1
+        pts.append(p)
+        durations.append(packet.duration or 0)
+    order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
+    return np.asarray(pts, dtype=np.int64)[order], [durations[i] for i in order]
+
+
+def _is_vfr(sorted_pts: np.ndarray, time_base: Fraction) -> bool:
+    """Frame durations differ beyond timestamp rounding.
+
+    Rounding tolerated: one tick, or one millisecond (muxers that think in milliseconds, e.g. HandBrake's, store a
+    24 fps clip as alternating 42/41 ms frames; that is a constant rate, not a variable one).
+    """
+    if len(sorted_pts) < 3:
+        return False
+    diffs = np.diff(sorted_pts)
+    spread = int(diffs.max() - diffs.min())
+    tolerance = max(1, math.ceil(Fraction(1, 1000) / time_base))
+    return spread > tolerance
+
+
+def probe(path: str | Path, scan_packets: bool = True) -> VideoInfo:
+    """Describe ``path``; raises InputError for a missing file, a non-media file, no video stream or truncation.
+
+    ``scan_packets=False`` skips the demux pass (frame count from the header only, VFR not detected); only for
+    quick looks, never for processing.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"input not found: {p}; check the path")
+    if p.is_dir():
+        raise InputError(f"input is a folder, not a video file: {p}; give an .mp4/.mov file")
+    try:
+        container = av.open(str(p), "r")
+    except av.error.FileNotFoundError:
+        raise InputError(f"input not found: {p}; check the path") from None
+    except av.error.PermissionError:
+        raise InputError(f"input not readable (permission denied): {p}; fix its permissions") from None
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"not a readable video file: {p} (not a media file, or truncated/corrupt: {_short(exc)}); "
+            "give an intact .mp4/.mov"
+        ) from None
+    with container:
+        if not container.streams.video:
+            kinds = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
+            raise InputError(f"not a video file: {p} (no video stream; it has {kinds}); give an .mp4/.mov with video")
+        vs = container.streams.video[0]
+        cc = vs.codec_context
+        width, height = int(cc.width), int(cc.height)
+        if width <= 0 or height <= 0:
+            raise InputError(f"video stream of {p} has no frame size (corrupt header); give an intact video file")
+        time_base = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
+        header_frames = int(vs.frames or 0)
+        audio = []
+        for s in container.streams.audio:
+            acc = s.codec_context
+            dur = float(s.duration * s.time_base) if s.duration and s.time_base else None
+            audio.append(
+                AudioStreamInfo(
+                    index=int(s.index),
+                    codec=acc.name,
+                    sample_rate=int(acc.sample_rate or 0),
+                    channels=int(getattr(acc, "channels", 0) or (acc.layout.nb_channels if acc.layout else 0)),
+                    duration_s=dur,
+                )
+            )
+        frame_pts = None
+        is_vfr = False
+        if scan_packets:
+            try:
+                frame_pts, durations = _scan_video_packets(container, vs)
+            except av.error.FFmpegError as exc:
+                raise InputError(f"video {p} is truncated or corrupt ({_short(exc)}); re-export or re-download it") from None
+            frame_count = len(frame_pts)
+            if header_frames and frame_count < header_frames:
+                raise InputError(
+                    f"video {p} is truncated or corrupt: its header lists {header_frames} frames but only "
+                    f"{frame_count} are present; re-export or re-download it"
+                )
+            is_vfr = _is_vfr(frame_pts, time_base)
+        else:
+            frame_count = header_frames
+        if frame_count <= 0:
+            raise InputError(f"video stream of {p} has no frames; give a video file with frames")
+        # duration: first frame start to last frame end (matches the container's stream duration for mp4)
+        if frame_pts is not None and len(frame_pts):
+            last_dur = durations[-1] or (int(np.median(np.diff(frame_pts))) if len(frame_pts) > 1 else 0)
+            ticks = int(frame_pts[-1]) + last_dur - int(frame_pts[0])
+            duration_s = float(ticks * time_base)
+        elif vs.duration:
+            duration_s = float(vs.duration * time_base)
+        else:
+            duration_s = float(container.duration or 0) / av.time_base
+        if vs.average_rate:
+            fps = Fraction(vs.average_rate)
+        elif duration_s > 0:
+            fps = Fraction(frame_count) / Fraction(duration_s).limit_denominator(1_000_000)
+        else:
+            fps = Fraction(vs.guessed_rate or 30)
+        if duration_s <= 0:
+            duration_s = float(frame_count / fps)
+        pix_fmt = cc.pix_fmt or ""
+        codec = cc.name
+    layout, projection, fov = read_stereo_metadata(p)
+    ew, eh = eye_size(width, height, layout)
+    info = VideoInfo(
+        path=str(p),
+        width=width,
+        height=height,
+        fps=fps,
+        time_base=time_base,
+        frame_count=frame_count,
+        duration_s=duration_s,
+        codec=codec,
+        pix_fmt=pix_fmt,
+        bit_depth=_bit_depth(pix_fmt),
+        is_vfr=is_vfr,
+        audio_streams=audio,
+        layout=layout,
+        projection=projection,
+        fov_deg=fov,
+        eye_width=ew,
+        eye_height=eh,
+        frame_pts=frame_pts,
+    )
+    log.debug("probed %s: %s", p, info.to_json())
+    return info
+
+
+def _short(exc: BaseException) -> str:
+    """One line of an FFmpeg error (its message, without the errno noise)."""
+    msg = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(msg).split())[:160]

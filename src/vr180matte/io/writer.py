@@ -1,0 +1,202 @@
+"""Segment writer: encodes one chunk's frames once, in the final codec, with the source's timestamps.
+
+Why per-chunk segments in the final codec: a chunk's segment is its checkpoint for resume, and segments are joined by
+stream copy (``finalize.join_segments``), so nothing is ever encoded twice. Why source timestamps: the output keeps
+the input's exact timing, variable frame rate included (no frame dropped or duplicated), so the stream's time base is
+the input's.
+
+Codecs:
+- ``prores4444``: prores_ks profile 4444, ``yuva444p10le`` (alpha kept), .mov
+- ``png``: ``path`` is a folder of RGBA (or RGB) PNG files named ``{frame_index:06d}.png``
+- ``h264`` (libx264) / ``hevc`` (libx265, tag hvc1): ``yuv420p`` .mp4 for greenscreen. B-frames are off (``bf=0``):
+  with B-frames the encoder emits DTS before PTS, and for variable-frame-rate input the DTS of a segment's first
+  packets can fall at or before the previous segment's last DTS, which makes the stream-copy join invalid (the muxer
+  rejects non-increasing DTS). Without B-frames DTS == PTS, and source PTS are strictly increasing across chunks.
+  The cost is a somewhat larger file at the same CRF.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vr180matte.io.errors import OutputError
+
+log = logging.getLogger(__name__)
+
+CODECS = ("prores4444", "png", "h264", "hevc")
+
+
+def mov_options(time_base: Fraction) -> dict[str, str]:
+    """mov/mp4 muxer options that keep source timestamps exact.
+
+    ``video_track_timescale``: the track keeps the source's time base (the muxer otherwise doubles small timescales).
+    ``movie_timescale``: the edit list that carries a non-zero first timestamp is written in the movie timescale
+    (default 1000); in milliseconds a first pts of 35323/15360 s comes back as 35313, so it uses the track's.
+    """
+    tb = Fraction(time_base)
+    if tb.numerator != 1:
+        return {}
+    den = str(tb.denominator)
+    return {"video_track_timescale": den, "movie_timescale": den}
+
+
+def container_suffix(codec: str) -> str:
+    """File suffix of a segment/output for ``codec`` ("" for a PNG folder)."""
+    return {"prores4444": ".mov", "png": "", "h264": ".mp4", "hevc": ".mp4"}[codec]
+
+
+class SegmentWriter:
+    """Encodes one chunk segment in the final codec."""
+
+    def __init__(
+        self,
+        path: Path,
+        codec: str,
+        width: int,
+        height: int,
+        time_base: Fraction,
+        fps: Fraction,
+        crf: int = 18,
+        pix_fmt_in: str = "rgba",
+        preset: str = "medium",
+        threads: int = 0,
+    ) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"unknown output codec {codec!r}; use one of {', '.join(CODECS)}")
+        if codec in ("h264", "hevc") and (width % 2 or height % 2):
+            raise OutputError(f"{codec} with yuv420p needs an even frame size, got {width}x{height}; use prores4444 or png")
+        self.path = Path(path)
+        self.codec = codec
+        self.width, self.height = int(width), int(height)
+        self.time_base = Fraction(time_base)
+        self.fps = Fraction(fps)
+        self.pix_fmt_in = pix_fmt_in
+        self.frames_written = 0
+        self._closed = False
+        self._last_pts: int | None = None
+        self._durations: dict[int, int] = {}  # pts -> source frame duration, until its packet is muxed
+        self._container = None
+        self._stream = None
+        if codec == "png":
+            self._open_png()
+        else:
+            self._open_av(crf, preset, threads)
+
+    # -- setup ---------------------------------------------------------------------------------------------------
+    def _open_png(self) -> None:
+        import cv2  # noqa: F401  (fail here, not at the first frame)
+
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {self.path}: {exc.strerror}; choose a writable path") from None
+
+    def _open_av(self, crf: int, preset: str, threads: int) -> None:
+        fmt = "mov" if self.codec == "prores4444" else "mp4"
+        options = mov_options(self.time_base)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._container = av.open(str(self.path), "w", format=fmt, options=options)
+        except (OSError, av.error.FFmpegError) as exc:
+            raise OutputError(f"cannot write {self.path}: {exc}; choose a writable output folder") from None
+        c = self._container
+        rate = self.fps if self.fps > 0 else Fraction(30)
+        if self.codec == "prores4444":
+            s = c.add_stream("prores_ks", rate=rate)
+            s.pix_fmt = "yuva444p10le"
+            s.options = {"profile": "4444", "vendor": "apl0", "alpha_bits": "16"}
+        elif self.codec == "h264":
+            s = c.add_stream("libx264", rate=rate)
+            s.pix_fmt = "yuv420p"
+            s.options = {"crf": str(crf), "preset": preset, "bf": "0"}
+            s.codec_context.max_b_frames = 0
+        else:
+            s = c.add_stream("libx265", rate=rate)
+            s.pix_fmt = "yuv420p"
+            s.options = {"crf": str(crf), "preset": preset, "x265-params": "log-level=error:bframes=0"}
+            s.codec_context.max_b_frames = 0
+            s.codec_tag = "hvc1"
+        s.width, s.height = self.width, self.height
+        s.time_base = self.time_base
+        s.codec_context.time_base = self.time_base
+        s.codec_context.thread_type = "AUTO"
+        s.codec_context.thread_count = threads
+        self._stream = s
+
+    # -- writing -------------------------------------------------------------------------------------------------
+    def write(self, image: np.ndarray, pts: int | None, index: int, duration: int | None = None) -> None:
+        """Encode one frame. ``pts`` is the SOURCE timestamp in ``time_base`` units (None: derived from ``index``);
+        ``duration`` (ticks, optional, e.g. ``DecodedFrame.duration``) keeps a variable-rate last frame's length."""
+        if self._closed:
+            raise OutputError(f"segment {self.path} is already closed")
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"expected (H, W, 3|4) uint8, got {image.shape} {image.dtype}")
+        if image.shape[:2] != (self.height, self.width):
+            raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, segment is {self.width}x{self.height}")
+        if pts is None:
+            pts = int(round(Fraction(index) / self.fps / self.time_base))
+        if self._last_pts is not None and pts <= self._last_pts:
+            raise ValueError(f"pts must increase: {pts} after {self._last_pts} (frame {index})")
+        self._last_pts = pts
+        if self.codec == "png":
+            self._write_png(image, index)
+        else:
+            self._encode(image, pts, duration)
+        self.frames_written += 1
+
+    def _write_png(self, image: np.ndarray, index: int) -> None:
+        import cv2
+
+        code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        target = self.path / f"{index:06d}.png"
+        if not cv2.imwrite(str(target), cv2.cvtColor(image, code)):
+            raise OutputError(f"cannot write {target}; check free space and permissions")
+
+    def _encode(self, image: np.ndarray, pts: int, duration: int | None) -> None:
+        if self.codec != "prores4444" and image.shape[2] == 4:
+            image = image[..., :3]  # yuv420p has no alpha: greenscreen frames are composited before this
+        fmt = "rgba" if image.shape[2] == 4 else "rgb24"
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=fmt)
+        frame.pts = pts
+        frame.time_base = self.time_base
+        if duration:
+            # PyAV's pixel-format conversion drops frame.duration, so the packet gets it back in _mux
+            self._durations[pts] = int(duration)
+        frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose frame types
+        try:
+            for packet in self._stream.encode(frame):
+                self._mux(packet)
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"encoding {self.path} failed at frame {self.frames_written}: {exc}") from None
+
+    def _mux(self, packet: av.Packet) -> None:
+        dur = self._durations.pop(packet.pts, None)
+        if dur and not packet.duration:
+            packet.duration = dur
+        self._container.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._container is None:
+            return
+        try:
+            for packet in self._stream.encode():
+                self._mux(packet)
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"finishing {self.path} failed: {exc}") from None
+        finally:
+            self._container.close()
+
+    def __enter__(self) -> "SegmentWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
