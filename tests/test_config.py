@@ -1,0 +1,112 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vr180matte.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC_KEYS = {
+    "input": ["video_path"],
+    "processing": ["scale_factor", "chunk_size", "overlap_frames", "memory_pipeline", "streaming_output",
+                   "parallel_eyes", "max_memory_gb"],
+    "detection": ["confidence_threshold", "model"],
+    "matting": ["use_disparity_mapping", "memory_offload", "fp16"],
+    "output": ["path", "format", "background_color", "maintain_sbs"],
+    "hardware": ["device", "max_vram_gb"],
+    "audio": ["preserve_audio", "verify_sync", "audio_codec"],
+    "stereo": ["consistency_mode", "validation_threshold", "correction_method"],
+    "performance": ["profile_enabled", "preserve_intermediates"],
+    "debugging": ["log_intermediate_workflow", "save_detection_visualization", "frame_count_validation"],
+}
+
+
+def test_every_specification_key_exists_with_its_default():
+    cfg = load_config()
+    for section, keys in SPEC_KEYS.items():
+        for key in keys:
+            cfg[f"{section}.{key}"]  # raises KeyError if missing
+    assert cfg.processing.scale_factor == 0.5
+    assert cfg.output.background_color == [0, 255, 0]
+    assert cfg.stereo.consistency_mode == "master_slave"
+
+
+def test_the_full_specification_example_loads_from_yaml_and_toml(tmp_path):
+    spec = {
+        "input": {"video_path": "in.mp4"},
+        "processing": {"scale_factor": 0.5, "chunk_size": 900, "overlap_frames": 60, "memory_pipeline": False,
+                       "streaming_output": True, "parallel_eyes": False, "max_memory_gb": 40},
+        "detection": {"confidence_threshold": 0.7, "model": "yolov8n"},
+        "matting": {"use_disparity_mapping": True, "memory_offload": True, "fp16": True},
+        "output": {"path": "out/", "format": "alpha", "background_color": [0, 255, 0], "maintain_sbs": True},
+        "hardware": {"device": "cuda", "max_vram_gb": 10},
+        "audio": {"preserve_audio": True, "verify_sync": True, "audio_codec": "copy"},
+        "stereo": {"consistency_mode": "master_slave", "validation_threshold": 0.8, "correction_method": "transfer"},
+        "performance": {"profile_enabled": True, "preserve_intermediates": False},
+        "debugging": {"log_intermediate_workflow": True, "save_detection_visualization": False,
+                      "frame_count_validation": True},
+    }
+    y = tmp_path / "c.yaml"
+    y.write_text(yaml.safe_dump(spec))
+    assert load_config(y).input.video_path == "in.mp4"
+    toml = tmp_path / "c.toml"
+    toml.write_text('[processing]\nscale_factor = 0.25\nchunk_size = 0\n[output]\nformat = "greenscreen"\n')
+    cfg = load_config(toml)
+    assert cfg.processing.scale_factor == 0.25 and cfg.processing.chunk_size == 0
+    assert cfg.output.format == "greenscreen"
+
+
+@pytest.mark.parametrize("preset", ["rtx3080", "a40", "h100", "example"])
+def test_presets_are_valid(preset):
+    path = next((REPO / "configs").glob(f"{preset}.*"))
+    load_config(path)
+
+
+def test_set_overrides_are_type_checked():
+    cfg = load_config(None, ["processing.scale_factor=0.25", "output.maintain_sbs=false", "processing.chunk_size=auto"])
+    assert cfg.processing.scale_factor == 0.25 and cfg.output.maintain_sbs is False
+    assert cfg.processing.chunk_size == "auto"
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(None, ["processing.scale_factor=big"])
+    with pytest.raises(ConfigError, match="between 0.05 and 1.0"):
+        load_config(None, ["processing.scale_factor=2"])
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_config(None, ["processing.chunk_size=1.5"])
+    with pytest.raises(ConfigError, match="three integers"):
+        load_config(None, ["output.background_color=[0,300,0]"])
+
+
+def test_unknown_key_names_the_closest_valid_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"did you mean 'processing\.scale_factor'"):
+        load_config(None, ["processing.scale_facter=0.5"])
+    f = tmp_path / "typo.yaml"
+    f.write_text("stereo:\n  consistancy_mode: joint\n")
+    with pytest.raises(ConfigError, match=r"did you mean 'stereo\.consistency_mode'"):
+        load_config(f)
+    f.write_text("sterio:\n  consistency_mode: joint\n")
+    with pytest.raises(ConfigError, match="stereo"):
+        load_config(f)
+
+
+def test_enum_values_suggest_the_closest_choice():
+    with pytest.raises(ConfigError, match="did you mean 'master_slave'"):
+        load_config(None, ["stereo.consistency_mode=master-slave"])
+    with pytest.raises(ConfigError, match="yolov8n"):
+        load_config(None, ["detection.model=yolov9"])
+
+
+def test_error_is_one_line_and_bad_files_are_reported(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "missing.yaml")
+    assert "\n" not in str(e.value)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("processing: [1, 2\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(bad)
+
+
+def test_digest_ignores_excluded_keys():
+    a = load_config(None, ["output.path=a/"])
+    b = load_config(None, ["output.path=b/"])
+    assert a.digest() != b.digest()
+    assert a.digest(exclude=["output.path"]) == b.digest(exclude=["output.path"])
