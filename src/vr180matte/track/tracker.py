@@ -1,0 +1,193 @@
+"""Detection <-> track association for one view: pure logic, no models.
+
+Why a separate module: the association rules (which detection belongs to which person, when a track is
+drifting, when it is over) are the part of the engine that decides whether two people stay two people. They are
+kept free of any model so they can be tested exactly and reused by every engine (embedded, det-sam2, mobilesam).
+
+Boxes are ``numpy.float32`` ``[x0, y0, x1, y1]`` in processing-resolution pixels (continuous coordinates: a
+mask pixel ``(y, x)`` covers ``[x, x+1) x [y, y+1)``, so a mask's box ends one past its last pixel).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from ..engines.base import Detection
+from .ids import IdAllocator
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Track", "Tracker", "IdAllocator", "box_iou", "mask_box", "mask_stats"]
+
+# Cost given to pairs below the IoU threshold: larger than any sum of valid costs (each <= 1), so the
+# assignment first maximises the number of valid pairs and only then their total IoU.
+_INVALID_COST = 1e6
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` xyxy boxes -> ``(N, M)`` float32 (0 for empty boxes)."""
+    a = np.asarray(a, dtype=np.float32).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float32).reshape(-1, 4)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float32)
+    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return iou.astype(np.float32)
+
+
+def _stats_on_device(prob: torch.Tensor, thresh: float) -> torch.Tensor:
+    """``[x0, y0, x1, y1, area, prob_sum]`` of ``prob > thresh`` as a float tensor on ``prob``'s device.
+
+    Built with reductions only (no ``nonzero``), so nothing synchronises with the host until the caller
+    copies the six numbers down.
+    """
+    m = prob > thresh
+    h, w = m.shape
+    rows = m.any(dim=1)
+    cols = m.any(dim=0)
+    ys = torch.arange(h, device=prob.device)
+    xs = torch.arange(w, device=prob.device)
+    y0 = torch.where(rows, ys, h).min()
+    y1 = torch.where(rows, ys, -1).max() + 1
+    x0 = torch.where(cols, xs, w).min()
+    x1 = torch.where(cols, xs, -1).max() + 1
+    area = m.sum()
+    psum = torch.where(m, prob, torch.zeros((), dtype=prob.dtype, device=prob.device)).float().sum()
+    return torch.stack([x0.float(), y0.float(), x1.float(), y1.float(), area.float(), psum])
+
+
+def mask_stats(
+    probs: list[torch.Tensor], thresh: float = 0.5
+) -> list[tuple[np.ndarray | None, float, float]]:
+    """For each mask: ``(box or None, area fraction, mean probability inside the mask)``.
+
+    All masks are reduced on their device and come down in one transfer (one sync per frame, not per track).
+    """
+    if not probs:
+        return []
+    stats = torch.stack([_stats_on_device(p, thresh) for p in probs]).cpu().numpy()
+    out: list[tuple[np.ndarray | None, float, float]] = []
+    for p, (x0, y0, x1, y1, area, psum) in zip(probs, stats):
+        total = float(p.shape[-1] * p.shape[-2])
+        if area <= 0:
+            out.append((None, 0.0, 0.0))
+        else:
+            out.append((np.array([x0, y0, x1, y1], dtype=np.float32), float(area) / total, float(psum / area)))
+    return out
+
+
+def mask_box(prob: torch.Tensor, thresh: float = 0.5) -> np.ndarray | None:
+    """xyxy box of ``prob > thresh`` (float32, end-exclusive), or None when the mask is empty.
+
+    Computed on the mask's device; only four numbers (plus two) cross to the host.
+    """
+    return mask_stats([prob], thresh)[0][0]
+
+
+@dataclass
+class Track:
+    """One person in one view: only the current state, never a history of masks."""
+
+    id: int
+    box: np.ndarray | None  # box of the current mask (None while the mask is empty)
+    score: float  # last matched detector score, else the segmenter's mean mask probability
+    age: int = 0  # frames since the track started
+    missed: int = 0  # consecutive frames with an empty mask
+    hits: int = 0  # frames with a non-empty mask
+    last_seen: int = -1  # last frame with a non-empty mask
+    last_box: np.ndarray | None = None  # box of the last non-empty mask (used to match while missed)
+    start_frame: int = -1
+    last_matched: int = -1  # last frame a detection was matched to this track
+    unmatched_runs: int = 0  # detector runs without a match while the mask is empty
+    seeded: bool = False  # created or re-prompted from the other eye (master-slave stereo)
+    det_score: float | None = None  # score of the last matched detection
+    extra: dict = field(default_factory=dict)
+
+    def ref_box(self) -> np.ndarray | None:
+        """The box used for matching: the current mask box, else the last one seen."""
+        return self.box if self.box is not None else self.last_box
+
+
+class Tracker:
+    """Association and life-cycle rules, shared by every view.
+
+    ``iou_threshold``: minimum IoU of a (track mask box, detection box) pair to be matched.
+    ``max_missed``: a track whose mask stays empty for more than this many consecutive frames ends.
+    ``min_mask_area``: masks smaller than this fraction of the view count as empty (speckle is not a person).
+    ``drift_iou``: a matched track whose mask box has IoU below this with its detection is re-prompted.
+    """
+
+    def __init__(
+        self, iou_threshold: float = 0.3, max_missed: int = 30, min_mask_area: float = 1e-4, drift_iou: float = 0.5
+    ) -> None:
+        if not 0.0 <= iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+        if not 0.0 <= drift_iou <= 1.0:
+            raise ValueError(f"drift_iou must be in [0, 1], got {drift_iou}")
+        if max_missed < 0:
+            raise ValueError(f"max_missed must be >= 0, got {max_missed}")
+        self.iou_threshold = float(iou_threshold)
+        self.max_missed = int(max_missed)
+        self.min_mask_area = float(min_mask_area)
+        self.drift_iou = float(drift_iou)
+
+    def match(
+        self, tracks: list[Track], detections: list[Detection]
+    ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+        """Hungarian assignment on ``1 - IoU(track box, detection box)``.
+
+        Returns ``(matched [(track_idx, det_idx)], unmatched track idxs, unmatched det idxs)``. Pairs below
+        ``iou_threshold`` are never matched; among valid pairs the assignment is globally optimal, so two people
+        who cross keep their ids (a greedy or position-ordered match would swap them).
+        """
+        n, m = len(tracks), len(detections)
+        if n == 0 or m == 0:
+            return [], list(range(n)), list(range(m))
+        tboxes = np.zeros((n, 4), dtype=np.float32)
+        has_box = np.zeros(n, dtype=bool)
+        for i, t in enumerate(tracks):
+            rb = t.ref_box()
+            if rb is not None:
+                tboxes[i] = rb
+                has_box[i] = True
+        dboxes = np.stack([np.asarray(d.box, dtype=np.float32).reshape(4) for d in detections])
+        iou = box_iou(tboxes, dboxes)
+        iou[~has_box] = 0.0
+        valid = iou >= self.iou_threshold
+        cost = np.where(valid, 1.0 - iou, _INVALID_COST)
+        rows, cols = linear_sum_assignment(cost)
+        matched = [(int(r), int(c)) for r, c in zip(rows, cols) if valid[r, c]]
+        mt = {r for r, _ in matched}
+        md = {c for _, c in matched}
+        return matched, [i for i in range(n) if i not in mt], [j for j in range(m) if j not in md]
+
+    def is_drifted(self, track: Track, det: Detection) -> bool:
+        """True when the track's current mask box no longer agrees with its matched detection."""
+        if track.box is None:
+            return True  # mask vanished but the detector still sees the person: re-acquire
+        return float(box_iou(track.box, det.box)[0, 0]) < self.drift_iou
+
+    def is_empty(self, area_frac: float) -> bool:
+        return area_frac < self.min_mask_area or area_frac <= 0.0
+
+    def should_end(self, track: Track, confirm_end_runs: int = 0) -> bool:
+        """End a track whose mask has been empty too long, or is empty and the detector confirms it is gone.
+
+        ``confirm_end_runs`` > 0: a track with an empty mask that ``confirm_end_runs`` detector runs in a row did
+        not match ends early (the person left; no need to wait ``max_missed`` frames).
+        """
+        if track.missed > self.max_missed:
+            return True
+        return confirm_end_runs > 0 and track.missed > 0 and track.unmatched_runs >= confirm_end_runs
