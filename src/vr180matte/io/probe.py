@@ -20,7 +20,7 @@ from vr180matte.io.errors import InputError
 log = logging.getLogger(__name__)
 
 #: stereo metadata value (st3d) -> our layout name
-_STEREO_TO_LAYOUT = {"left-right": "sbs", "top-bottom": "tb", "mono": "mono"}
+_STEREO_TO_LAYOUT = {"left-right": "sbs", "right-left": "sbs_rl", "top-bottom": "tb", "mono": "mono"}
 
 
 @dataclass
@@ -50,7 +50,7 @@ class VideoInfo:
     bit_depth: int
     is_vfr: bool
     audio_streams: list[AudioStreamInfo]
-    layout: str | None
+    layout: str | None  # "sbs" | "sbs_rl" (right eye stored first) | "tb" | "mono" | None (no metadata)
     projection: str | None
     fov_deg: float | None
     eye_width: int
@@ -58,6 +58,8 @@ class VideoInfo:
     #: presentation timestamps of every frame, sorted (stream time_base); lets the reader map a decoded frame to its
     #: exact index after a seek. Not part of the JSON view.
     frame_pts: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: container index of the video stream read (cover-art streams are skipped)
+    stream_index: int = 0
 
     def to_json(self) -> dict:
         """A JSON-serialisable dict (fractions as "num/den" strings, exact)."""
@@ -94,6 +96,18 @@ def _bit_depth(pix_fmt: str | None) -> int:
         return int(av.VideoFormat(pix_fmt).components[0].bits)
     except Exception:  # unknown/hw formats: assume 8-bit, only used for information
         return 8
+
+
+#: formats FFmpeg opens as "video" that are not videos: text rendered as ANSI art (tty), single images
+_NOT_VIDEO_FORMATS = {"tty", "image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe"}
+
+
+def _is_still(stream) -> bool:
+    """Cover art in an audio file is a video stream with the attached_pic disposition, not a video."""
+    try:
+        return bool(stream.disposition & av.stream.Disposition.attached_pic)
+    except Exception:
+        return False
 
 
 def read_stereo_metadata(path: str | Path) -> tuple[str | None, str | None, float | None]:
@@ -182,10 +196,16 @@ def probe(path: str | Path, scan_packets: bool = True) -> VideoInfo:
             "give an intact .mp4/.mov"
         ) from None
     with container:
-        if not container.streams.video:
+        fmt = container.format.name or ""
+        if fmt in _NOT_VIDEO_FORMATS or fmt.endswith("_pipe"):
+            what = "a text file" if fmt == "tty" else "a still image"
+            raise InputError(f"not a video file: {p} (it is {what}); give an .mp4/.mov video")
+        videos = [s for s in container.streams.video if not _is_still(s)]
+        if not videos:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
             raise InputError(f"not a video file: {p} (no video stream; it has {kinds}); give an .mp4/.mov with video")
-        vs = container.streams.video[0]
+        vs = videos[0]
+        stream_index = int(vs.index)
         cc = vs.codec_context
         width, height = int(cc.width), int(cc.height)
         if width <= 0 or height <= 0:
@@ -263,6 +283,7 @@ def probe(path: str | Path, scan_packets: bool = True) -> VideoInfo:
         eye_width=ew,
         eye_height=eh,
         frame_pts=frame_pts,
+        stream_index=stream_index,
     )
     log.debug("probed %s: %s", p, info.to_json())
     return info

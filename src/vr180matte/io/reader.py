@@ -161,7 +161,7 @@ class FrameReader:
         except av.error.FFmpegError as exc:
             raise self._corrupt(self.start, str(exc)) from None
         with container:
-            vs = container.streams.video[0]
+            vs = container.streams[self.info.stream_index]
             cc = vs.codec_context
             cc.thread_type = "AUTO"
             cc.thread_count = self.threads

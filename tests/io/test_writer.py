@@ -1,0 +1,149 @@
+"""SegmentWriter round trips: ProRes 4444 with alpha, RGBA PNG, H.264 and HEVC, source timestamps passed through."""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from vr180matte.io.errors import OutputError
+from vr180matte.io.writer import SegmentWriter
+
+H, W = 48, 96
+TB = Fraction(1, 15360)
+VFR_PTS = [507, 1019, 2043, 2555, 3579]  # 1/30 s and 2/30 s steps, like face_1.mp4
+
+
+def _rgba(i: int) -> np.ndarray:
+    img = np.zeros((H, W, 4), np.uint8)
+    img[..., 0] = (np.arange(W) * 2)[None, :]
+    img[..., 1] = (np.arange(H) * 5)[:, None]
+    img[..., 2] = 40 * i
+    img[..., 3] = (np.arange(W) * 255 // (W - 1))[None, :]  # alpha ramp 0..255
+    img[: H // 4, : W // 4, 3] = 0
+    return img
+
+
+def _plane16(plane) -> np.ndarray:
+    """A 16-bit-per-sample plane as (H, W) (rows padded to line_size)."""
+    rows = np.frombuffer(bytes(plane), np.uint16).reshape(plane.height, plane.line_size // 2)
+    return rows[:, : plane.width]
+
+
+def _packets(path):
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return [(p.pts, p.dts, p.duration) for p in c.demux(s) if p.size], Fraction(s.time_base)
+
+
+def test_prores4444_keeps_alpha(tmp_path):
+    path = tmp_path / "seg.mov"
+    frames = [_rgba(i) for i in range(3)]
+    w = SegmentWriter(path, "prores4444", W, H, TB, Fraction(30))
+    for i, (img, pts) in enumerate(zip(frames, VFR_PTS)):
+        w.write(img, pts, i, duration=512)
+    w.close()
+    w.close()  # idempotent
+    assert w.frames_written == 3
+    packets, tb = _packets(path)
+    assert tb == TB and [p[0] for p in packets] == VFR_PTS[:3]
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == "prores" and s.codec_tag == "ap4h"
+        assert s.codec_context.profile in ("4444", "4444 XQ")
+        decoded = list(c.decode(s))
+    assert len(decoded) == 3
+    for f, img in zip(decoded, frames):
+        # the ProRes decoder reports 4444 as yuva444p12le; the encoder was fed yuva444p10le
+        assert f.format.name.startswith("yuva444p")
+        a10 = _plane16(f.reformat(format="yuva444p10le").planes[3])
+        assert a10.shape == (H, W) and a10.max() <= 1023
+        want = np.round(img[..., 3].astype(float) * 1023 / 255)
+        assert np.abs(a10.astype(float) - want).max() <= 2  # alpha within 10-bit rounding
+        rgba = f.to_ndarray(format="rgba")
+        assert np.abs(rgba[..., 3].astype(int) - img[..., 3]).max() <= 1
+        assert np.abs(rgba[..., :3].astype(int) - img[..., :3]).mean() < 2
+
+
+def test_png_rgba_exact(tmp_path):
+    folder = tmp_path / "seg_png"
+    w = SegmentWriter(folder, "png", W, H, TB, Fraction(30))
+    frames = [_rgba(i) for i in range(3)]
+    for k, img in enumerate(frames):
+        w.write(img, VFR_PTS[k], 100 + k)
+    w.close()
+    assert sorted(p.name for p in folder.iterdir()) == ["000100.png", "000101.png", "000102.png"]
+    for k, img in enumerate(frames):
+        back = cv2.imread(str(folder / f"{100 + k:06d}.png"), cv2.IMREAD_UNCHANGED)
+        assert back.shape == (H, W, 4)
+        assert np.array_equal(cv2.cvtColor(back, cv2.COLOR_BGRA2RGBA), img)
+
+
+@pytest.mark.parametrize("codec,name,tag", [("h264", "h264", "avc1"), ("hevc", "hevc", "hvc1")])
+def test_h264_hevc_vfr_pts_no_bframes(tmp_path, codec, name, tag):
+    path = tmp_path / f"seg_{codec}.mp4"
+    frames = [_rgba(i)[..., :3].copy() for i in range(5)]
+    with SegmentWriter(path, codec, W, H, TB, Fraction(1350, 61), crf=8, preset="ultrafast") as w:
+        for i, (img, pts) in enumerate(zip(frames, VFR_PTS)):
+            w.write(img, pts, i, duration=1024 if i == 4 else None)
+    packets, tb = _packets(path)
+    assert tb == TB
+    assert [p[0] for p in packets] == VFR_PTS  # source timestamps, variable rate kept
+    assert all(p[0] == p[1] for p in packets)  # no B-frames: DTS == PTS (joinable by stream copy)
+    assert packets[-1][2] == 1024  # the last frame keeps its own duration
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.name, s.codec_context.pix_fmt, s.codec_tag) == (name, "yuv420p", tag)
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
+    assert len(decoded) == 5
+    for got, img in zip(decoded, frames):
+        assert np.abs(got.astype(int) - img).mean() < 4
+
+
+def test_pts_from_index_when_missing(tmp_path):
+    path = tmp_path / "n.mov"
+    with SegmentWriter(path, "prores4444", W, H, Fraction(1, 30000), Fraction(30000, 1001)) as w:
+        for i in range(3):
+            w.write(_rgba(i), None, 10 + i)
+    packets, _ = _packets(path)
+    assert [p[0] for p in packets] == [10010, 11011, 12012]
+
+
+def test_rejects_non_increasing_pts(tmp_path):
+    w = SegmentWriter(tmp_path / "x.mov", "prores4444", W, H, TB, Fraction(30))
+    w.write(_rgba(0), 512, 0)
+    with pytest.raises(ValueError):
+        w.write(_rgba(1), 512, 1)
+    with pytest.raises(ValueError):
+        w.write(np.zeros((H + 2, W, 4), np.uint8), 1024, 1)
+    w.close()
+
+
+def test_odd_size_h264_refused(tmp_path):
+    with pytest.raises(OutputError):
+        SegmentWriter(tmp_path / "o.mp4", "h264", 95, 48, TB, Fraction(30))
+
+
+def test_output_under_a_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for codec, name in (("prores4444", "seg.mov"), ("png", "seg_png")):
+        with pytest.raises(OutputError) as e:
+            SegmentWriter(blocker / name, codec, W, H, TB, Fraction(30))
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
+def test_unwritable_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(OutputError) as e:
+            SegmentWriter(ro / "seg.mov", "prores4444", W, H, TB, Fraction(30))
+        assert "\n" not in str(e.value)
+    finally:
+        ro.chmod(0o700)
