@@ -110,8 +110,10 @@ class Track:
     last_box: np.ndarray | None = None  # box of the last non-empty mask (used to match while missed)
     start_frame: int = -1
     last_matched: int = -1  # last frame a detection was matched to this track
-    unmatched_runs: int = 0  # detector runs without a match while the mask is empty
+    unmatched_runs: int = 0  # consecutive detector runs without a match on frames whose mask was empty
+    unmatched_now: bool = False  # the detector ran on the current frame and did not see this track
     seeded: bool = False  # created or re-prompted from the other eye (master-slave stereo)
+    origin: str = "detection"  # how the track started: detection | seed | reprompt | handoff
     det_score: float | None = None  # score of the last matched detection
     extra: dict = field(default_factory=dict)
 
