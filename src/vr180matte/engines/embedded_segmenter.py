@@ -1,0 +1,200 @@
+"""Streaming multi-person segmenter of the embedded engine (one instance per view).
+
+Each track follows its person by itself between prompts, the way mediapipe's own pose tracker does, but for any
+number of people: the landmark model run on a track's ROI returns, besides the person's segmentation probability,
+two auxiliary landmarks from which the next frame's ROI is derived. A prompt (box or mask from the tracker) only
+re-anchors a track when its current ROI no longer agrees with the prompt, so re-prompting every few frames does
+not disturb a good track. When the landmark model loses a person, the segmenter looks for them again with the
+pose detector in a region around their last box; if that fails the track gets an all-zero mask (the tracker ends
+it after enough misses).
+
+The probability is smoothed over time with mediapipe's uncertainty-weighted rule (only uncertain pixels lean on
+the previous frame, so motion does not lag), cut to the track's ROI so a person next to it never leaks in, and
+contested pixels go to the strongest track.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .base import EngineError
+from .embedded_detector import PoseGraphs, Roi, box_iou, mask_box
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Track:
+    """Streaming state of one person; O(1) in the number of frames seen (one previous mask)."""
+
+    roi: Roi | None = None
+    prompt_box: np.ndarray | None = None  # pending (re-)anchor, applied on the next segment() call
+    last_box: np.ndarray | None = None  # box of the previous output mask
+    prev: np.ndarray | None = None  # previous smoothed probability, full image
+    lost_frames: int = 0
+    frames: int = field(default=0)
+
+
+class EmbeddedSegmenter:
+    """Box/mask-prompted streaming segmenter on the bundled pose landmark + segmentation model (CPU)."""
+
+    name = "mediapipe-pose-seg"
+
+    def __init__(
+        self,
+        view: str = "left",
+        device: torch.device | str = "cpu",
+        smoothing: float = 0.3,
+        search_margin: float = 0.5,
+        reanchor_iou: float = 0.5,
+    ) -> None:
+        """``smoothing``: mediapipe's combine-with-previous ratio (0 = off); ``search_margin``: how far around the
+        last box (as a fraction of its size) a lost person is searched for; ``reanchor_iou``: a prompt box that
+        overlaps the track's current box at least this much keeps the current ROI."""
+        self.view = view
+        self.device = torch.device(device)
+        self.smoothing = float(smoothing)
+        self.search_margin = float(search_margin)
+        self.reanchor_iou = float(reanchor_iou)
+        self._tracks: dict[int, _Track] = {}
+        self._graphs: PoseGraphs | None = None
+
+    @property
+    def graphs(self) -> PoseGraphs:
+        if self._graphs is None:
+            self._graphs = PoseGraphs()
+        return self._graphs
+
+    @property
+    def track_ids(self) -> list[int]:
+        """Live track ids (for tests and logging)."""
+        return list(self._tracks)
+
+    # -- prompts -----------------------------------------------------------------------------------------------
+    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
+        """Start ``track_id`` or re-anchor it at ``box`` (or the box of ``mask``) from the next frame on."""
+        if box is None and mask is not None:
+            box = mask_box(mask.detach().to("cpu").float().numpy())
+        if box is None:
+            raise EngineError(f"track {track_id}: a prompt needs a box or a non-empty mask")
+        box = np.asarray(box, dtype=np.float32).reshape(4)
+        tr = self._tracks.setdefault(track_id, _Track())
+        if tr.roi is not None and tr.last_box is not None and box_iou(tr.last_box, box) >= self.reanchor_iou:
+            log.debug("%s: track %d prompt agrees with its mask (IoU >= %.2f); kept", self.view, track_id, self.reanchor_iou)
+            return
+        tr.prompt_box = box
+        log.debug("%s: track %d (re-)anchored at %s", self.view, track_id, np.round(box).tolist())
+
+    def remove_track(self, track_id: int) -> None:
+        """Forget ``track_id``."""
+        self._tracks.pop(track_id, None)
+
+    def reset(self) -> None:
+        """Drop every track (the mediapipe graphs are kept: they hold no per-person state)."""
+        self._tracks.clear()
+
+    def close(self) -> None:
+        """Drop every track and free the mediapipe graphs."""
+        self.reset()
+        if self._graphs is not None:
+            self._graphs.close()
+            self._graphs = None
+
+    # -- per frame ---------------------------------------------------------------------------------------------
+    def segment(self, frame_idx: int, image: torch.Tensor) -> dict[int, torch.Tensor]:
+        """(H, W) float32 probability for every live track on this frame (all zero where the person is lost)."""
+        t0 = time.perf_counter()
+        rgb = np.ascontiguousarray(image.detach().to("cpu").numpy())
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise EngineError(f"embedded segmenter needs an (H, W, 3) uint8 RGB image, got {tuple(rgb.shape)} {rgb.dtype}")
+        h, w = rgb.shape[:2]
+        probs: dict[int, np.ndarray] = {}
+        for tid, tr in self._tracks.items():
+            probs[tid] = self._segment_track(tid, tr, rgb)
+        self._resolve_overlaps(probs)
+        out: dict[int, torch.Tensor] = {}
+        for tid, p in probs.items():
+            tr = self._tracks[tid]
+            tr.prev = p if p.any() else None
+            tr.last_box = mask_box(p) if tr.prev is not None else tr.last_box
+            out[tid] = torch.from_numpy(p).to(self.device)
+        log.debug(
+            "%s frame %d: %d track(s) in %.1f ms", self.view, frame_idx, len(out), (time.perf_counter() - t0) * 1e3
+        )
+        return out
+
+    def _segment_track(self, tid: int, tr: _Track, rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        fresh = False
+        if tr.prompt_box is not None:
+            tr.roi = self._roi_near(rgb, tr.prompt_box, margin=0.25) or Roi.from_box(tr.prompt_box)
+            tr.last_box, tr.prompt_box, tr.prev, fresh = tr.prompt_box, None, None, True
+        res = self.graphs.landmarks(rgb, tr.roi) if tr.roi is not None else None
+        if res is None and tr.last_box is not None:
+            # Lost by the landmark model: look for the person around where they were.
+            roi = self._roi_near(rgb, tr.last_box, margin=self.search_margin)
+            res = self.graphs.landmarks(rgb, roi) if roi is not None else None
+            if res is not None:
+                log.debug("%s: track %d re-acquired by the detector", self.view, tid)
+        if res is None:
+            tr.lost_frames += 1
+            tr.roi = None
+            return np.zeros((h, w), dtype=np.float32)
+        # Keep only what lies in the ROI the model was run on: other people nearby must not leak in.
+        region = (tr.roi or res.next_roi).box()
+        m = res.mask
+        x0, y0 = int(max(0, np.floor(region[0]))), int(max(0, np.floor(region[1])))
+        x1, y1 = int(min(w, np.ceil(region[2]))), int(min(h, np.ceil(region[3])))
+        cut = np.zeros_like(m)
+        if x1 > x0 and y1 > y0:
+            cut[y0:y1, x0:x1] = m[y0:y1, x0:x1]
+        if self.smoothing > 0 and tr.prev is not None and not fresh:
+            # mediapipe SegmentationSmoothingCalculator: mix in the previous mask where the current is uncertain.
+            uncertainty = 1.0 - np.abs(2.0 * cut - 1.0)
+            cut = cut + (tr.prev - cut) * (uncertainty * self.smoothing)
+        roi = res.next_roi
+        if roi.size < 8 or roi.size > 8 * max(h, w) or not (-roi.size < roi.cx < w + roi.size and -roi.size < roi.cy < h + roi.size):
+            tr.roi = None  # degenerate: search again next frame
+        else:
+            tr.roi = roi
+        tr.lost_frames = 0
+        tr.frames += 1
+        return np.clip(cut, 0.0, 1.0).astype(np.float32, copy=False)
+
+    def _roi_near(self, rgb: np.ndarray, box: np.ndarray, margin: float) -> Roi | None:
+        """Detector ROI of the person best matching ``box``, searched in ``box`` grown by ``margin`` each side."""
+        h, w = rgb.shape[:2]
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        x0 = int(max(0, box[0] - margin * bw))
+        y0 = int(max(0, box[1] - margin * bh))
+        x1 = int(min(w, box[2] + margin * bw))
+        y1 = int(min(h, box[3] + margin * bh))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return None
+        cands = self.graphs.detect(rgb[y0:y1, x0:x1], offset=(x0, y0))
+        target = Roi.from_box(box).box()
+        best, best_iou = None, 0.2
+        for _, roi in cands:
+            iou = box_iou(roi.box(), target)
+            if iou > best_iou:
+                best, best_iou = roi, iou
+        return best
+
+    @staticmethod
+    def _resolve_overlaps(probs: dict[int, np.ndarray]) -> None:
+        """Where another track is confidently stronger, cap this track's probability below it (in place)."""
+        if len(probs) < 2:
+            return
+        ids = list(probs)
+        stack = np.stack([probs[i] for i in ids])
+        for k, tid in enumerate(ids):
+            others = np.delete(stack, k, axis=0).max(axis=0)
+            lose = (others > stack[k]) & (others > 0.5)
+            if lose.any():
+                p = probs[tid].copy()
+                p[lose] = np.minimum(p[lose], 1.0 - others[lose])
+                probs[tid] = p

@@ -1,0 +1,186 @@
+"""The embedded engine on real footage with the real bundled mediapipe models (nothing downloaded)."""
+from __future__ import annotations
+
+import logging
+import time
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from synth import davis_frames, media
+from vr180matte.config import default_config
+from vr180matte.engines.base import Detector, Segmenter
+from vr180matte.engines.embedded import EMBEDDED_MAX_THRESHOLD, EmbeddedDetector, EmbeddedEngine, EmbeddedSegmenter
+from vr180matte.engines.embedded_detector import box_iou, mask_box
+
+log = logging.getLogger(__name__)
+
+
+def _rgb(path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
+@pytest.fixture(scope="module")
+def detector() -> EmbeddedDetector:
+    d = EmbeddedDetector()
+    yield d
+    d.close()
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> EmbeddedSegmenter:
+    s = EmbeddedSegmenter()
+    yield s
+    s.close()
+
+
+def run_davis(detector, segmenter, sequence: str, count: int | None, interval: int = 10) -> dict:
+    """The simple loop the issue specifies: detect on frame 0 and every ``interval`` frames, prompt track 0 with
+    the detection that best matches the ground truth, segment every frame; IoU of the union of tracks (>0.5) and
+    of the best single track."""
+    frames, masks = davis_frames(sequence, count)
+    segmenter.reset()
+    union, best = [], []
+    t_seg = t_det = 0.0
+    n_det = 0
+    for i, (fp, mp) in enumerate(zip(frames, masks)):
+        img = torch.from_numpy(_rgb(fp))
+        gt = cv2.imread(str(mp), cv2.IMREAD_GRAYSCALE) > 127
+        if i % interval == 0:
+            t = time.perf_counter()
+            dets = detector.detect(img)
+            t_det += time.perf_counter() - t
+            n_det += 1
+            if dets:
+                gbox = mask_box(gt.astype(np.float32))
+                segmenter.add_prompt(0, box=max(dets, key=lambda d: box_iou(d.box, gbox)).box)
+        t = time.perf_counter()
+        out = segmenter.segment(i, img)
+        t_seg += time.perf_counter() - t
+        on = [m.numpy() > 0.5 for m in out.values()]
+        union.append(_iou(np.logical_or.reduce(on) if on else np.zeros_like(gt), gt))
+        best.append(max((_iou(m, gt) for m in on), default=0.0))
+    segmenter.reset()
+    res = {
+        "union_miou": float(np.mean(union)),
+        "best_track_miou": float(np.mean(best)),
+        "det_ms": 1e3 * t_det / max(n_det, 1),
+        "seg_ms": 1e3 * t_seg / len(frames),
+        "frames": len(frames),
+    }
+    log.info("%s: %s", sequence, res)
+    return res
+
+
+def test_parkour_full_iou(detector, segmenter):
+    res = run_davis(detector, segmenter, "davis2016_parkour", None)
+    print(res)
+    assert res["frames"] == 100
+    assert res["union_miou"] >= 0.85, res
+
+
+@pytest.mark.slow
+def test_dance_twirl_best_track_iou(detector, segmenter):
+    res = run_davis(detector, segmenter, "davis2016_dance-twirl", None)
+    print(res)
+    assert res["best_track_miou"] >= 0.8, res
+
+
+def _two_people() -> np.ndarray:
+    """Parkour runner (left half) next to a talking head (right half): 960x480."""
+    frames, _ = davis_frames("davis2016_parkour", 1)
+    runner = _rgb(frames[0])[:, 300:780]
+    with av.open(str(media("talking_heads_audio_videoretalking", "face_2.mp4"))) as c:
+        head = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    head = cv2.resize(head, (480, 480), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(np.concatenate([runner, head], axis=1))
+
+
+def test_two_people_two_detections_two_masks(detector, segmenter):
+    img = torch.from_numpy(_two_people())
+    dets = detector.detect(img)
+    assert len(dets) == 2, [(d.score, d.box) for d in dets]
+    centres = sorted(float(d.box[0] + d.box[2]) / 2 for d in dets)
+    assert centres[0] < 480 < centres[1]
+    for d in dets:
+        assert d.mask is not None and d.mask.shape == (480, 960) and d.mask.dtype == torch.float32
+        assert d.score >= 0.5
+    segmenter.reset()
+    for k, d in enumerate(dets):
+        segmenter.add_prompt(k, box=d.box)
+    for i in range(3):
+        out = segmenter.segment(i, img)
+    assert sorted(out) == [0, 1]
+    m0, m1 = (out[k].numpy() > 0.5 for k in (0, 1))
+    assert m0.sum() > 2000 and m1.sum() > 2000
+    assert (m0 & m1).sum() < 0.02 * min(m0.sum(), m1.sum())
+    # each mask lies on its own person's side
+    for k, m in ((0, m0), (1, m1)):
+        side = float(dets[k].box[0] + dets[k].box[2]) / 2 < 480
+        frac_left = m[:, :480].sum() / m.sum()
+        assert (frac_left > 0.9) if side else (frac_left < 0.1)
+    segmenter.reset()
+
+
+def test_empty_frame(detector, segmenter):
+    img = torch.full((240, 320, 3), 90, dtype=torch.uint8)
+    assert detector.detect(img) == []
+    segmenter.reset()
+    segmenter.add_prompt(3, box=np.array([100, 50, 180, 200], dtype=np.float32))
+    out = segmenter.segment(0, img)
+    assert list(out) == [3]
+    assert out[3].shape == (240, 320) and out[3].dtype == torch.float32
+    assert float(out[3].max()) < 0.5  # nobody there: the track is lost, not invented
+    segmenter.reset()
+
+
+def test_remove_track_and_reset_free_state(segmenter):
+    frames, _ = davis_frames("davis2016_parkour", 1)
+    img = torch.from_numpy(_rgb(frames[0]))
+    segmenter.reset()
+    segmenter.add_prompt(1, box=np.array([507, 53, 599, 220], dtype=np.float32))
+    segmenter.add_prompt(2, box=np.array([10, 10, 60, 100], dtype=np.float32))
+    out = segmenter.segment(0, img)
+    assert sorted(out) == [1, 2]
+    assert float((out[1] > 0.5).sum()) > 3000
+    segmenter.remove_track(2)
+    assert segmenter.track_ids == [1]
+    assert sorted(segmenter.segment(1, img)) == [1]
+    segmenter.reset()
+    assert segmenter.track_ids == []
+    assert segmenter.segment(2, img) == {}
+
+
+def test_prompt_needs_box_or_mask(segmenter):
+    from vr180matte.engines.base import EngineError
+
+    with pytest.raises(EngineError):
+        segmenter.add_prompt(5, mask=torch.zeros(10, 10))
+
+
+def test_engine_factory(device):
+    cfg = default_config()
+    eng = EmbeddedEngine(cfg, device)
+    assert eng.name == "embedded" and eng.device == device
+    det = eng.make_detector()
+    seg = eng.make_segmenter("right")
+    assert isinstance(det, Detector) and isinstance(seg, Segmenter)
+    assert det.confidence_threshold == min(cfg.detection.confidence_threshold, EMBEDDED_MAX_THRESHOLD)
+    assert det.max_persons == cfg.detection.max_persons
+    frames, _ = davis_frames("davis2016_parkour", 1)
+    img = torch.from_numpy(_rgb(frames[0])).to(device)
+    dets = det.detect(img)
+    assert len(dets) == 1 and dets[0].mask.device.type == device.type
+    seg.add_prompt(0, box=dets[0].box)
+    out = seg.segment(0, img)
+    assert out[0].device.type == device.type and out[0].shape == (480, 854)
+    det.close()
+    seg.close()
