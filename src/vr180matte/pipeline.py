@@ -52,6 +52,7 @@ _RESUME_NEUTRAL = (
 )
 _OVERLAP_STORE_SIDE = 512  # long side of the low-res masks a chunk keeps for blending into the next
 _MIN_SCALE = 0.125
+_VIDEO_SUFFIXES = (".mov", ".mp4", ".m4v", ".mkv")
 
 
 class VerificationError(RuntimeError):
@@ -169,15 +170,16 @@ def _output_spec(cfg: Config) -> tuple[str, str]:
 class _Job:
     """State of one run; kept out of :func:`run` so each stage reads as a method."""
 
-    def __init__(self, input_path: Path, cfg: Config, out_dir: Path, quiet: bool):
+    def __init__(self, input_path: Path, cfg: Config, out_dir: Path, quiet: bool, out_file: Path | None = None):
         self.input = input_path
+        self.out_file = out_file
         self.cfg = cfg
         self.out_dir = out_dir
         self.quiet = quiet
-        self.timer = StageTimer(cfg.performance.profile_enabled)
+        self.timer = StageTimer()  # cheap, and stats.json always reports per-stage seconds
         self.chunk_log: list[dict] = []
         self.stereo_reports: list[dict] = []
-        self.corrections = 0
+        self.frames_done = 0  # frames encoded so far in this run (for the memory-over-time report)
 
     # ---- set-up -------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -194,11 +196,17 @@ class _Job:
         tag = "alpha" if cfg.output.format == "alpha" else "greenscreen"
         eyes = [None] if cfg.output.maintain_sbs else ["left", "right"]
         self.eyes_out = eyes
-        name = (lambda e: f"{self.stem}{'_' + e if e else ''}.{tag}{suffix or '_png'}")
-        self.outputs = {e: self.out_dir / name(e) for e in eyes}
+        if self.out_file is not None:  # -o named the output file itself
+            base = self.out_file
+            self.outputs = {e: base if e is None else base.with_name(f"{base.stem}_{e}{base.suffix}") for e in eyes}
+        else:
+            name = (lambda e: f"{self.stem}{'_' + e if e else ''}.{tag}{suffix or '_png'}")
+            self.outputs = {e: self.out_dir / name(e) for e in eyes}
         for path in self.outputs.values():
             if path.resolve() == self.input.resolve():
-                raise InputError(f"output path {path} is the input file: choose another output folder (-o)")
+                raise InputError(f"output path {path} is the input file: the input is never overwritten; choose another -o")
+            if self.out_file is not None and suffix and path.suffix.lower() != suffix:
+                raise InputError(f"output {path.name}: {self.codec} is written as {suffix}; name the file *{suffix}")
         self.device = resolve_device(cfg.hardware.device)
         self.engine_name, self.engine_reason = choose_engine(cfg)
         chunk_size = cfg.processing.chunk_size
@@ -307,7 +315,7 @@ class _Job:
         cfg = self.cfg
         handoff = self._load_handoff(chunk)
         self._reset_for_chunk(chunk, handoff)
-        prev_overlap = handoff["overlap"] if handoff else None
+        prev_overlap = handoff.get("overlap") if handoff else None
         next_overlap: dict[str, list[torch.Tensor]] = {"left": [], "right": []}
         next_handoff = None
         writers = self._open_writers(chunk)
@@ -326,12 +334,14 @@ class _Job:
                     if df is None:
                         break
                     idx = df.index
-                    with self.timer("upload"):
-                        frame = torch.from_numpy(df.rgb).to(self.device, non_blocking=True)
-                        eyes = dict(zip(("left", "right"), _split(frame, self.layout)))
                     if self.passthrough:
-                        alphas = None
+                        alphas = eyes = None
+                        if idx >= chunk.write_end:
+                            continue
                     else:
+                        with self.timer("upload"):
+                            frame = torch.from_numpy(df.rgb).to(self.device, non_blocking=True)
+                            eyes = dict(zip(("left", "right"), _split(frame, self.layout)))
                         alphas, stereo_res, probs = self._matte_frame(chunk, idx, eyes, prev_overlap)
                         corrections += len(stereo_res.corrections)
                         if chunk.handoff_frame == idx:
@@ -343,15 +353,15 @@ class _Job:
                         if idx >= chunk.write_end:
                             for eye in ("left", "right"):
                                 next_overlap[eye].append(_small(probs[eye]))
-                            bar.update(0)
                             continue
                     with self.timer("composite"):
-                        images = self._compose(eyes, alphas)
+                        images = self._compose_opaque(df.rgb) if self.passthrough else self._compose(eyes, alphas)
                     with self.timer("encode"):
                         pts = df.pts if cfg.processing.vfr_policy == "keep_timestamps" else None
                         for eye, img in images.items():
                             writers[eye][0].write(img, pts, idx)
                     frames_written += 1
+                    self.frames_done += 1
                     bar.update(1)
         except BaseException:
             for writer, partial, _final in writers.values():
@@ -426,29 +436,32 @@ class _Job:
                 save_confidence_map(folder / f"{idx:06d}_{eye}.png", prob)
         return alphas, res, probs
 
-    def _compose(self, eyes: dict, alphas: dict | None) -> dict[str | None, np.ndarray]:
-        cfg = self.cfg
-        mode = cfg.output.format
-        if alphas is None:  # passthrough: opaque alpha, no float work
-            out = {}
-            for eye, img in eyes.items():
-                if mode == "alpha":
-                    a = torch.full((*img.shape[:2], 1), 255, dtype=torch.uint8, device=img.device)
-                    img = torch.cat([img, a], dim=2)
-                out[eye] = img
-        else:
-            from .matte.composite import compose
+    def _compose(self, eyes: dict, alphas: dict) -> dict[str | None, np.ndarray]:
+        from .matte.composite import compose
 
-            out = {
-                eye: compose(
-                    eyes[eye], alphas[eye], mode=mode, background=tuple(cfg.output.background_color),
-                    premultiplied=cfg.refine.premultiplied,
-                )
-                for eye in eyes
-            }
+        cfg = self.cfg
+        out = {
+            eye: compose(
+                eyes[eye], alphas[eye], mode=cfg.output.format, background=tuple(cfg.output.background_color),
+                premultiplied=cfg.refine.premultiplied,
+            )
+            for eye in eyes
+        }
         if cfg.output.maintain_sbs:
             return {None: _join(out["left"], out["right"], self.layout).cpu().numpy()}
         return {eye: out[eye].contiguous().cpu().numpy() for eye in ("left", "right")}
+
+    def _compose_opaque(self, rgb: np.ndarray) -> dict[str | None, np.ndarray]:
+        """Passthrough: the decoded frame with alpha = 1, in numpy on the host (no device round trip)."""
+        if self.cfg.output.format == "alpha":
+            rgba = np.empty((*rgb.shape[:2], 4), dtype=np.uint8)
+            rgba[..., :3] = rgb
+            rgba[..., 3] = 255
+            rgb = rgba
+        if self.cfg.output.maintain_sbs:
+            return {None: rgb}
+        left, right = _split(torch.from_numpy(rgb), self.layout)
+        return {"left": np.ascontiguousarray(left.numpy()), "right": np.ascontiguousarray(right.numpy())}
 
     # ---- the whole job ------------------------------------------------------------------------------------
     def process_all(self) -> None:
@@ -496,27 +509,24 @@ class _Job:
         with self.timer("finalize"):
             for eye, output in self.outputs.items():
                 segments = [self.work.segment_path(c.index, suffix, eye) for c in self.chunks]
-                join_segments(segments, output, self.input, copy_audio, self.info.time_base)
-                self.spherical = self._write_metadata(output, eye)
+                meta = self._vr180_metadata(eye)
+                join_segments(segments, output, self.input, copy_audio, self.info.time_base, spherical=meta)
+                if meta is not None and output.is_dir():  # PNG sequence: no container, so a sidecar says it
+                    atomic_write_json(output / "vr180.json", {**meta, "premultiplied": cfg.refine.premultiplied})
+                self.spherical = meta
                 verification[eye or "sbs"] = verify_output(output, self.info.frame_count, self.info.duration_s)
         return verification
 
-    def _write_metadata(self, output: Path, eye: str | None) -> dict | None:
+    def _vr180_metadata(self, eye: str | None) -> dict | None:
+        """What to write: the input's VR180 metadata, or VR180 defaults for VR180-shaped input (policy allowing)."""
         policy = self.cfg.output.write_vr180_metadata
         has = self.info.projection is not None or self.info.layout is not None
         vr_shaped = abs(self.geo.eye_w * (2 if self.geo.squeezed else 1) - self.geo.eye_h) <= 2
         if policy == "never" or (policy == "auto" and not (has or vr_shaped)):
             return None
-        fov = self.info.fov_deg or 180.0
         stereo = "mono" if eye else ("top-bottom" if self.layout == "tb" else "left-right")
-        meta = {"stereo": stereo, "projection": "equirectangular", "fov_deg": fov}
-        if output.is_dir():  # PNG sequence: no container to carry it, so a sidecar says it
-            atomic_write_json(output / "vr180.json", {**meta, "premultiplied": self.cfg.refine.premultiplied})
-            return meta
-        from .io.spherical import write_spherical
-
-        write_spherical(output, stereo=stereo, projection="equirectangular", fov_deg=fov)
-        return meta
+        return {"stereo": stereo, "projection": self.info.projection or "equirectangular",
+                "fov_deg": self.info.fov_deg or 180.0}
 
 
 def _default_out_dir(cfg: Config) -> Path:
@@ -546,6 +556,9 @@ def run(
     if src.is_dir():
         raise InputError(f"input is a folder, not a video file: {src}")
     out = Path(out_dir) if out_dir is not None else _default_out_dir(cfg)
+    out_file = None
+    if out.suffix.lower() in _VIDEO_SUFFIXES:  # `-o clip.mov` names the output file, not a folder
+        out_file, out = out, out.parent
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe_file = out / f".vr180matte-write-test-{os.getpid()}"
@@ -554,20 +567,19 @@ def run(
     except OSError as exc:
         raise OutputError(f"cannot write to output folder {out}: {exc.strerror or exc}; choose another with -o") from None
 
-    job = _Job(src, cfg, out, quiet)
+    job = _Job(src, cfg, out, quiet, out_file)
     t_start = time.perf_counter()
+    job.prepare()  # every input/config check happens here, before any model loads or file is written
     report = None
     if cfg.performance.profile_enabled:
         from .quality.report import ProcessingReport
 
         report = ProcessingReport()
-    frame_counter = {"n": 0}
     device_probe = None
-    job.prepare()
     if job.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(job.device)
         device_probe = lambda: peak_vram_mb(job.device)  # noqa: E731
-    on_sample = (lambda t, rss, vram: report.sample(t, rss, vram, frame_counter["n"])) if report else None
+    on_sample = (lambda t, rss, vram: report.sample(t, rss, vram, job.frames_done)) if report else None
     with MemorySampler(vram_mb=device_probe, on_sample=on_sample) as mem:
         job.build_models()
         job.process_all()

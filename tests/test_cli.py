@@ -1,0 +1,137 @@
+"""The command line as a user meets it: real subprocesses, real files, exit codes and one-line errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from synth import gradient_sbs, tone, write_video
+
+EXE = [sys.executable, "-m", "vr180matte.cli"]
+FAST = ["--set", "matting.engine=passthrough", "--set", "hardware.device=cpu", "--quiet"]
+
+
+def cli(*args, timeout=120):
+    return subprocess.run([*EXE, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(proc) -> str:
+    lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("vr180matte: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cli")
+    return write_video(d / "clip.mp4", lambda i: gradient_sbs(i, 256, 128), n=12, fps=24, audio=tone(0.5))
+
+
+def test_probe_json(clip):
+    p = cli("probe", clip, "--json")
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert data["width"] == 256 and data["frame_count"] == 12 and data["fps"] == "24/1"
+    assert len(data["audio_streams"]) == 1
+
+
+def test_run_writes_output_and_stats(clip, tmp_path):
+    p = cli("run", clip, "-o", tmp_path, *FAST)
+    assert p.returncode == 0, p.stderr
+    stats = json.loads((tmp_path / "clip.stats.json").read_text())
+    for key in ("input", "engine", "frames_in", "frames_out", "fps", "duration_in_s", "duration_out_s", "audio",
+                "outputs", "stages", "peak_rss_mb", "peak_vram_mb", "chunks"):
+        assert key in stats, key
+    assert stats["frames_out"] == stats["frames_in"] == 12
+    assert (tmp_path / stats["outputs"][0]).exists()
+    assert p.stdout == "" and "it/s" not in p.stderr, "--quiet prints no progress"
+
+
+def test_missing_file(tmp_path):
+    p = cli("run", tmp_path / "nope.mp4", "-o", tmp_path, *FAST)
+    assert p.returncode == 2 and "not found" in one_line_error(p)
+
+
+def test_not_a_video(tmp_path):
+    f = tmp_path / "notes.mp4"
+    f.write_text("hello, this is not a video\n" * 50)
+    p = cli("run", f, "-o", tmp_path / "o", *FAST)
+    assert p.returncode == 2
+    one_line_error(p)
+    assert not (tmp_path / "o" / "notes.alpha.mov").exists()
+
+
+def test_audio_only_file(tmp_path):
+    f = tmp_path / "voice.m4a"
+    with av.open(str(f), "w") as c:
+        s = c.add_stream("aac", rate=48000)
+        s.layout = "stereo"
+        a = tone(0.3)
+        for i in range(0, a.shape[1], 1024):
+            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(a[:, i : i + 1024]), format="fltp", layout="stereo")
+            fr.sample_rate, fr.pts = 48000, i
+            for pk in s.encode(fr):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    p = cli("run", f, "-o", tmp_path, *FAST)
+    assert p.returncode == 2 and "video" in one_line_error(p)
+
+
+def test_odd_width_cannot_be_side_by_side(tmp_path):
+    f = write_video(tmp_path / "odd.mkv", lambda i: np.full((64, 129, 3), 90, np.uint8), n=3, codec="ffv1",
+                    pix_fmt="yuv444p")
+    p = cli("run", f, "-o", tmp_path, *FAST)
+    assert p.returncode == 2 and "odd" in one_line_error(p)
+
+
+def test_top_bottom_metadata_needs_an_override(clip, tmp_path):
+    from vr180matte.io.spherical import write_spherical
+
+    f = tmp_path / "tb.mp4"
+    f.write_bytes(clip.read_bytes())
+    write_spherical(f, stereo="top-bottom")
+    p = cli("run", f, "-o", tmp_path / "a", *FAST)
+    assert p.returncode == 2 and "input.layout=sbs" in one_line_error(p)
+    p = cli("run", f, "-o", tmp_path / "b", *FAST, "--set", "input.layout=sbs")
+    assert p.returncode == 0, p.stderr
+
+
+def test_truncated_file_leaves_no_finished_output(clip, tmp_path):
+    big = write_video(tmp_path / "big.mp4", lambda i: gradient_sbs(i, 256, 128), n=60, options={"g": "5"})
+    data = big.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    # keep the moov (PyAV writes it at the end) but drop the middle of mdat: frames decode until the hole
+    cut.write_bytes(data[: len(data) // 3] + bytes(len(data) // 3) + data[2 * len(data) // 3 :])
+    out = tmp_path / "o"
+    p = cli("run", cut, "-o", out, *FAST)
+    assert p.returncode == 2, p.stderr
+    assert "corrupt" in one_line_error(p) or "truncated" in one_line_error(p)
+    assert not (out / "cut.alpha.mov").exists()
+    assert not (out / "cut.stats.json").exists()
+
+
+def test_unwritable_output_folder(clip, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    p = cli("run", clip, "-o", blocker / "sub", *FAST)
+    assert p.returncode == 2 and "cannot write" in one_line_error(p)
+
+
+def test_invalid_config_value_and_unknown_key(clip, tmp_path):
+    p = cli("run", clip, "-o", tmp_path, "--set", "processing.scale_factor=3")
+    assert p.returncode == 2 and "scale_factor" in one_line_error(p)
+    p = cli("run", clip, "-o", tmp_path, "--set", "output.formt=alpha")
+    assert p.returncode == 2 and "did you mean 'output.format'" in one_line_error(p)
+
+
+def test_output_equal_to_input_is_refused(tmp_path):
+    f = write_video(tmp_path / "same.mov", lambda i: gradient_sbs(i, 128, 64), n=3)
+    before = f.read_bytes()
+    p = cli("run", f, "-o", f, *FAST)
+    assert p.returncode == 2 and "input" in one_line_error(p)
+    assert f.read_bytes() == before
