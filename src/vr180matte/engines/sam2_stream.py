@@ -1,0 +1,337 @@
+"""Streaming SAM2.1 video segmentation for one view, with memory that is flat in video length.
+
+Why not the stock ``SAM2VideoPredictor``: ``init_state`` loads the whole video as float32 tensors (a JPEG
+folder or decord), and its inference state keeps every frame's outputs (memory features, masks, pointers) for
+every object forever, so RAM/VRAM grow with video length; it also runs each object as its own batch.
+
+This module drives ``SAM2Base.track_step`` (the model's own per-frame step, unchanged) with a small state of
+its own:
+
+* frames arrive one at a time through :meth:`StreamingSam2Segmenter.segment`; each is resized to
+  ``model.image_size`` and normalised on the device, and the image encoder runs once per frame for all tracks;
+* every track is an object with its own memory bank: up to ``max_conditioning_frames`` prompted
+  (conditioning) frames -- the first one is kept, the oldest others are evicted -- and the last
+  ``memory_window`` non-conditioning frames' memory features. Object pointers (256 floats each) are kept for
+  the model's pointer window (``max_obj_ptrs_in_encoder``, 16 frames); nothing else survives a frame:
+  backbone features, images and the masks already returned are dropped;
+* tracks whose memory banks hold the same frames are run as one batch (usually all of them);
+* on CUDA the model runs under bf16 (or fp16) autocast when ``fp16``; on CPU in fp32. ``offload_to_cpu`` keeps
+  the memory features on the host (they are copied to the device when attended to, as in the stock predictor);
+* state is committed only after a frame succeeds, so an exception (e.g. CUDA out of memory) leaves the
+  segmenter exactly as it was before the call; :meth:`reset` always leaves it empty.
+
+Differences from the stock predictor, on purpose: no hole filling (needs SAM2's CUDA extension; the stock
+predictor skips it too when the extension is missing), no reverse tracking, prompts are boxes or masks.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sam2.modeling.sam2_base import SAM2Base
+
+log = logging.getLogger(__name__)
+
+_IMG_MEAN = (0.485, 0.456, 0.406)
+_IMG_STD = (0.229, 0.224, 0.225)
+_UNBOUNDED_FRAMES = 1 << 30  # "video length" handed to SAM2 when streaming (only caps the pointer window)
+
+
+@dataclass
+class _Prompt:
+    box: np.ndarray | None
+    mask: torch.Tensor | None
+
+
+@dataclass
+class _Track:
+    """One object's bounded memory bank. Keys are frame indices relative to the segmenter's origin."""
+
+    cond: "OrderedDict[int, dict[str, Any]]" = field(default_factory=OrderedDict)  # prompted frames
+    mem: "OrderedDict[int, dict[str, Any]]" = field(default_factory=OrderedDict)  # last non-cond frames
+    ptr: "OrderedDict[int, torch.Tensor]" = field(default_factory=OrderedDict)  # recent object pointers
+
+
+def _autocast(device: torch.device, fp16: bool):
+    """bf16 (or fp16 on GPUs without bf16) autocast on CUDA; plain fp32 elsewhere."""
+    if fp16 and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+class StreamingSam2Segmenter:
+    """Segmenter protocol implementation over a SAM2/SAM2.1 model (``SAM2Base`` or ``SAM2VideoPredictor``)."""
+
+    name = "sam2-stream"
+
+    def __init__(
+        self,
+        model: "SAM2Base",
+        device: torch.device | str,
+        *,
+        memory_window: int = 7,
+        max_conditioning_frames: int = 4,
+        fp16: bool = True,
+        offload_to_cpu: bool = True,
+        expected_frames: int | None = None,
+    ):
+        """``expected_frames``: length of the stream when known (only used like the stock predictor's video
+        length, to size the object-pointer window); None streams without a bound."""
+        if memory_window < 1 or max_conditioning_frames < 1:
+            raise ValueError("memory_window and max_conditioning_frames must be >= 1")
+        self.model = model
+        self.device = torch.device(device)
+        self.memory_window = int(memory_window)
+        self.max_conditioning_frames = int(max_conditioning_frames)
+        self.fp16 = bool(fp16)
+        self.storage_device = torch.device("cpu") if offload_to_cpu else self.device
+        self.num_frames = int(expected_frames) if expected_frames else _UNBOUNDED_FRAMES
+        self.image_size = int(model.image_size)
+        self._ptr_window = int(getattr(model, "max_obj_ptrs_in_encoder", 16)) if model.use_obj_ptrs_in_encoder else 0
+        self._mean = torch.tensor(_IMG_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(_IMG_STD, device=self.device).view(1, 3, 1, 1)
+        self._pos_enc: list[torch.Tensor] | None = None  # maskmem_pos_enc is the same for every frame/object
+        self.reset()
+
+    # ------------------------------------------------------------------ protocol
+    def reset(self) -> None:
+        """Drop every track, pending prompt and cached tensor."""
+        self._tracks: dict[int, _Track] = {}
+        self._pending: dict[int, _Prompt] = {}
+        self._origin: int | None = None
+        self._last_frame: int | None = None
+
+    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
+        """Prompt ``track_id`` on the next frame (new track, or a conditioning frame for an existing one).
+
+        A non-empty ``mask`` wins over ``box`` (it carries more information: chunk hand-off); an empty mask
+        falls back to ``box`` when one is given.
+        """
+        if box is None and mask is None:
+            raise ValueError("add_prompt needs a box or a mask")
+        if box is not None:
+            box = np.asarray(box, dtype=np.float32).reshape(4)
+        self._pending[int(track_id)] = _Prompt(box=box, mask=mask)
+
+    def remove_track(self, track_id: int) -> None:
+        """Forget ``track_id``: its memory bank is released at once."""
+        self._tracks.pop(int(track_id), None)
+        self._pending.pop(int(track_id), None)
+
+    @property
+    def track_ids(self) -> list[int]:
+        """Live tracks (prompted at least once and not removed), including prompts not yet applied."""
+        return sorted(set(self._tracks) | set(self._pending))
+
+    def memory_sizes(self) -> dict[int, dict[str, int]]:
+        """Entries held per track: ``cond`` (prompted frames), ``mem`` (memory frames), ``ptr`` (pointers)."""
+        return {tid: {"cond": len(t.cond), "mem": len(t.mem), "ptr": len(t.ptr)} for tid, t in self._tracks.items()}
+
+    def state_bytes(self) -> int:
+        """Bytes held by all memory banks (what must stay flat with video length)."""
+        seen: set[int] = set()
+        total = 0
+
+        def add(t: torch.Tensor | None) -> None:
+            nonlocal total
+            if t is None:
+                return
+            key = t.untyped_storage().data_ptr()
+            if key not in seen:
+                seen.add(key)
+                total += t.untyped_storage().nbytes()
+
+        for tr in self._tracks.values():
+            for e in list(tr.cond.values()) + list(tr.mem.values()):
+                add(e["maskmem_features"])
+                add(e["obj_ptr"])
+            for p in tr.ptr.values():
+                add(p)
+        return total
+
+    # ------------------------------------------------------------------ per frame
+    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> (1, 3, S, S) normalised float on the device (SAM2's own input format)."""
+        if image.dim() != 3 or image.shape[-1] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {tuple(image.shape)}")
+        x = image.to(self.device, non_blocking=True).permute(2, 0, 1)[None].float().div_(255.0)
+        S = self.image_size
+        if x.shape[-2:] != (S, S):
+            x = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
+        return (x - self._mean) / self._std
+
+    def segment(self, frame_idx: int, image: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Masks of every live track on this frame: ``{track_id: (H, W) float32 probability}`` on the device."""
+        frame_idx = int(frame_idx)
+        if self._last_frame is not None and frame_idx <= self._last_frame:
+            raise ValueError(f"frames must come in increasing order: got {frame_idx} after {self._last_frame}")
+        if not self._tracks and not self._pending:
+            self._last_frame = frame_idx  # nothing to track: no encoder run, no state
+            return {}
+        origin = frame_idx if self._origin is None else self._origin
+        rel = frame_idx - origin
+        H, W = int(image.shape[0]), int(image.shape[1])
+        with torch.inference_mode(), _autocast(self.device, self.fp16):
+            backbone_out = self.model.forward_image(self.preprocess(image))
+            results = self._run_frame(rel, backbone_out, H, W)
+            tids = list(results)
+            logits = torch.cat([results[t]["pred_masks"] for t in tids], 0).float() if tids else None
+            if logits is not None:
+                probs = torch.sigmoid(F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False))[:, 0]
+        # Commit: only now does the state change (an exception above leaves it untouched).
+        self._origin = origin
+        self._last_frame = frame_idx
+        for tid in tids:
+            self._commit(tid, rel, results[tid])
+        self._pending.clear()
+        if logits is None:
+            return {}
+        return {tid: probs[i] for i, tid in enumerate(tids)}
+
+    # ------------------------------------------------------------------ internals
+    def _features(self, backbone_out: dict, batch: int):
+        """Backbone features expanded (not copied) to ``batch`` objects, flattened the way track_step wants."""
+        expanded = {
+            "backbone_fpn": [f.expand(batch, -1, -1, -1) for f in backbone_out["backbone_fpn"]],
+            "vision_pos_enc": [p.expand(batch, -1, -1, -1) for p in backbone_out["vision_pos_enc"]],
+        }
+        _, feats, pos, sizes = self.model._prepare_backbone_features(expanded)
+        return feats, pos, sizes
+
+    def _step(self, rel: int, backbone_out: dict, is_init: bool, output_dict: dict, batch: int,
+              point_inputs: dict | None = None, mask_inputs: torch.Tensor | None = None) -> dict:
+        feats, pos, sizes = self._features(backbone_out, batch)
+        return self.model.track_step(
+            frame_idx=rel,
+            is_init_cond_frame=is_init,
+            current_vision_feats=feats,
+            current_vision_pos_embeds=pos,
+            feat_sizes=sizes,
+            point_inputs=point_inputs,
+            mask_inputs=mask_inputs,
+            output_dict=output_dict,
+            num_frames=self.num_frames,
+            track_in_reverse=False,
+            run_mem_encoder=True,
+        )
+
+    def _mask_input(self, mask: torch.Tensor) -> torch.Tensor | None:
+        """A processing-resolution probability mask -> binary (1, 1, S, S) at the model size (None if empty)."""
+        m = mask.to(self.device).float()
+        if m.dim() != 2:
+            raise ValueError(f"mask prompts are (H, W), got shape {tuple(m.shape)}")
+        S = self.image_size
+        m = F.interpolate(m[None, None], size=(S, S), mode="bilinear", align_corners=False, antialias=True)
+        m = (m >= 0.5).float()
+        return m if bool(m.any()) else None
+
+    def _run_frame(self, rel: int, backbone_out: dict, H: int, W: int) -> dict[int, dict]:
+        results: dict[int, dict] = {}
+        empty = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        # 1) prompted tracks: an initial conditioning frame each (the prompt alone decides the mask, as in SAM2)
+        box_ids, boxes, mask_ids, masks = [], [], [], []
+        for tid, p in self._pending.items():
+            m = self._mask_input(p.mask) if p.mask is not None else None
+            if m is not None or p.box is None:
+                mask_ids.append(tid)
+                masks.append(m if m is not None else torch.zeros(1, 1, self.image_size, self.image_size, device=self.device))
+            else:
+                box_ids.append(tid)
+                boxes.append(p.box)
+        if box_ids:
+            scale = np.array([W, H, W, H], dtype=np.float32)
+            b = torch.as_tensor(np.stack(boxes) / scale * self.image_size, device=self.device).view(-1, 2, 2)
+            labels = torch.tensor([[2, 3]], dtype=torch.int32, device=self.device).expand(len(box_ids), 2)
+            out = self._step(rel, backbone_out, True, empty, len(box_ids),
+                             point_inputs={"point_coords": b, "point_labels": labels.contiguous()})
+            results.update(self._split(out, box_ids, cond=True))
+        if mask_ids:
+            out = self._step(rel, backbone_out, True, empty, len(mask_ids), mask_inputs=torch.cat(masks, 0))
+            results.update(self._split(out, mask_ids, cond=True))
+        # 2) tracked objects, batched by identical memory layout
+        groups: dict[tuple, list[int]] = {}
+        for tid, tr in self._tracks.items():
+            if tid in self._pending:
+                continue
+            groups.setdefault(self._signature(tr, rel), []).append(tid)
+        for sig, tids in groups.items():
+            output_dict = self._merged_output_dict([self._tracks[t] for t in tids], sig)
+            out = self._step(rel, backbone_out, False, output_dict, len(tids))
+            results.update(self._split(out, tids, cond=False))
+        return results
+
+    def _signature(self, tr: _Track, rel: int) -> tuple:
+        """Which frames this track's model view holds; tracks with the same layout can share one batch."""
+        maskmem_reach = self.model.num_maskmem - 1  # the model reads memory of frames rel-1 .. rel-reach
+        mem = tuple(tr.mem)
+        ptr_only = tuple(t for t in tr.ptr if t not in tr.mem and rel - t > maskmem_reach)
+        return tuple(tr.cond), mem, ptr_only
+
+    def _merged_output_dict(self, tracks: list[_Track], sig: tuple) -> dict:
+        """SAM2's ``output_dict`` for a batch of tracks: their entries concatenated along the object axis."""
+        cond_keys, mem_keys, ptr_keys = sig
+        B = len(tracks)
+        pos = [p.expand(B, -1, -1, -1) for p in self._pos_enc] if self._pos_enc is not None else None
+
+        def merge(entries: list[dict]) -> dict:
+            return {
+                "maskmem_features": torch.cat([e["maskmem_features"] for e in entries], 0),
+                "maskmem_pos_enc": pos,
+                "obj_ptr": torch.cat([e["obj_ptr"] for e in entries], 0),
+            }
+
+        cond = {t: merge([tr.cond[t] for tr in tracks]) for t in cond_keys}
+        non_cond = {t: merge([tr.mem[t] for tr in tracks]) for t in mem_keys}
+        for t in ptr_keys:
+            non_cond[t] = {"obj_ptr": torch.cat([tr.ptr[t] for tr in tracks], 0)}
+        return {"cond_frame_outputs": cond, "non_cond_frame_outputs": non_cond}
+
+    def _split(self, out: dict, tids: list[int], cond: bool) -> dict[int, dict]:
+        """Per-object compact entries from one batched track_step output (memory features moved to storage)."""
+        if self._pos_enc is None and out.get("maskmem_pos_enc") is not None:
+            self._pos_enc = [x[0:1].clone() for x in out["maskmem_pos_enc"]]
+        feats = out["maskmem_features"]
+        res = {}
+        for i, tid in enumerate(tids):
+            res[tid] = {
+                "cond": cond,
+                "pred_masks": out["pred_masks"][i : i + 1],
+                "maskmem_features": (
+                    feats[i : i + 1].to(torch.bfloat16).to(self.storage_device, non_blocking=True).clone()
+                    if feats is not None else None
+                ),
+                "obj_ptr": out["obj_ptr"][i : i + 1].clone(),
+                "object_score_logits": out["object_score_logits"][i : i + 1].clone(),
+            }
+        return res
+
+    def _commit(self, tid: int, rel: int, r: dict) -> None:
+        """Store this frame's memory for ``tid`` and evict what falls out of the bounded windows."""
+        tr = self._tracks.get(tid)
+        if tr is None:
+            tr = self._tracks[tid] = _Track()
+        entry = {"maskmem_features": r["maskmem_features"], "obj_ptr": r["obj_ptr"],
+                 "object_score_logits": r["object_score_logits"]}
+        if r["cond"]:
+            tr.cond[rel] = entry
+            while len(tr.cond) > self.max_conditioning_frames:
+                keys = list(tr.cond)
+                del tr.cond[keys[1]]  # keep the first prompt (identity anchor), drop the oldest re-prompt
+        else:
+            tr.mem[rel] = entry
+            while len(tr.mem) > self.memory_window:
+                tr.mem.popitem(last=False)
+            if self._ptr_window:
+                tr.ptr[rel] = entry["obj_ptr"]
+        # pointers are only read for frames rel-1 .. rel-(window-1)
+        while tr.ptr and next(iter(tr.ptr)) <= rel + 1 - self._ptr_window:
+            tr.ptr.popitem(last=False)
