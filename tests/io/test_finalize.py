@@ -188,3 +188,20 @@ def test_full_size_sbs_prores_with_audio(tmp_path):
     assert frame.format.name.startswith("yuva444p") and (frame.width, frame.height) == (6144, 3072)
     a = frame.to_ndarray(format="rgba")[::512, ::512, 3]
     assert (a[:, :6] == 255).all() and (a[:, 6:] == 0).all()
+
+
+def test_output_spherical_modes(tmp_path):
+    import dataclasses
+
+    from vr180matte.io.finalize import output_spherical
+
+    src = write_video(tmp_path / "sq.mp4", lambda i: gradient_sbs(i, 64, 32), n=1)  # 2:1, square eyes
+    info = probe(src)
+    vr180 = {"stereo": "left-right", "projection": "equirectangular", "fov_deg": 180.0}
+    assert output_spherical(info, "auto") == vr180  # VR180-shaped without metadata: added
+    assert output_spherical(info, "never") is None
+    assert output_spherical(info, "auto", maintain_sbs=False)["stereo"] == "mono"
+    web = dataclasses.replace(info, width=960, height=540)
+    assert output_spherical(web, "auto") is None and output_spherical(web, "always") == vr180
+    full360 = dataclasses.replace(info, layout="sbs", projection="equirectangular", fov_deg=360.0)
+    assert output_spherical(full360, "auto")["fov_deg"] == 360.0  # the input's own metadata is kept

@@ -156,3 +156,40 @@ def test_spherical_metadata_read(tmp_path):
     spherical.write_spherical(tb, stereo="top-bottom", projection="equirectangular", fov_deg=180.0)
     info = probe(tb)
     assert info.layout == "tb" and (info.eye_width, info.eye_height) == (64, 16)
+
+
+def _info(tmp_path, w=64, h=32, layout=None):
+    info = probe(write_video(tmp_path / f"c{w}x{h}.mp4", lambda i: np.zeros((h, w, 3), np.uint8), n=2,
+                             codec="libx264rgb" if w % 2 or h % 2 else "libx264",
+                             pix_fmt="rgb24" if w % 2 or h % 2 else "yuv420p"))
+    info.layout = layout
+    return info
+
+
+def test_resolve_layout(tmp_path):
+    from vr180matte.io.probe import resolve_layout
+
+    info = _info(tmp_path)
+    assert resolve_layout(info) == "sbs"
+    assert resolve_layout(info, "tb") == "tb"
+    info.layout = "sbs_rl"
+    assert resolve_layout(info) == "sbs_rl"
+    for meta in ("tb", "mono"):
+        info.layout = meta
+        with pytest.raises(InputError) as e:
+            resolve_layout(info)
+        assert f"input.layout={meta}" in _one_line(e)
+        assert resolve_layout(info, meta) == meta  # the user overrides
+    with pytest.raises(InputError):
+        resolve_layout(info, "diagonal")
+
+
+def test_odd_width_is_not_sbs(tmp_path):
+    from vr180matte.io.probe import resolve_layout
+
+    info = _info(tmp_path, w=63, h=32)
+    assert info.width == 63
+    with pytest.raises(InputError) as e:
+        resolve_layout(info)
+    assert "odd" in _one_line(e)
+    assert resolve_layout(info, "mono") == "mono"

@@ -275,10 +275,23 @@ def _spherical_for(spherical: dict | str | None, source: Path | None) -> dict | 
 
 
 def _write_spherical(path: Path, meta: dict) -> None:
+    """Inject st3d/sv3d in place; a projection the writer cannot express keeps the stereo box only (warned)."""
     from vr180matte.io.spherical import write_spherical
 
     kwargs = {k: v for k, v in meta.items() if k in ("stereo", "projection", "fov_deg") and v is not None}
-    write_spherical(path, **kwargs)
+    if kwargs.get("stereo") == "right-left":
+        log.warning("right-left stereo metadata cannot be written; labelled left-right (write the left eye first)")
+        kwargs["stereo"] = "left-right"
+    if kwargs.get("projection") not in (None, "equirectangular"):
+        log.warning("projection %s cannot be written; only the stereo layout is kept in %s", kwargs["projection"], path)
+        kwargs["projection"] = None
+        kwargs.pop("fov_deg", None)
+    elif "projection" not in kwargs:
+        kwargs["projection"] = None
+    try:
+        write_spherical(path, **kwargs)
+    except (ValueError, OSError) as exc:
+        raise OutputError(f"cannot write VR180 metadata into {path.name}: {exc}") from None
 
 
 def write_vr180_metadata(path: Path, stereo: str = "left-right", projection: str = "equirectangular",
@@ -337,3 +350,29 @@ def audio_packets_digest(path: Path) -> list[str]:
                 if pkt.size:
                     hashes[pkt.stream_index].update(bytes(pkt))
         return [hashes[i].hexdigest() for i in sorted(hashes)]
+
+
+def output_spherical(info, mode: str = "auto", maintain_sbs: bool = True) -> dict | None:
+    """The VR180 metadata an output should carry (``output.write_vr180_metadata``), as ``join_segments(spherical=)``.
+
+    ``auto``: the input's metadata when it has some, else VR180 (left-right, 180-degree equirectangular) when the
+    input is VR180-shaped (side-by-side with square eyes, e.g. 6144x3072), else none. ``always``: VR180 (keeping the
+    input's projection/field of view when it has them). ``never``: none. Separate per-eye files
+    (``maintain_sbs=False``) are mono views of the same projection.
+    """
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"write_vr180_metadata must be auto, always or never, not {mode!r}")
+    if mode == "never":
+        return None
+    stereo_of = {"sbs": "left-right", "sbs_rl": "left-right", "tb": "top-bottom", "mono": "mono"}
+    has_meta = info.layout is not None or info.projection is not None
+    square_eyes = info.height > 0 and info.width == 2 * info.height
+    if mode == "auto" and not has_meta and not square_eyes:
+        return None
+    stereo = stereo_of.get(info.layout or "sbs", "left-right")
+    projection = info.projection or "equirectangular"
+    fov = info.fov_deg if info.fov_deg is not None else (180.0 if projection == "equirectangular" else None)
+    meta = {"stereo": stereo if maintain_sbs else "mono", "projection": projection}
+    if fov is not None:
+        meta["fov_deg"] = fov
+    return meta

@@ -293,3 +293,36 @@ def _short(exc: BaseException) -> str:
     """One line of an FFmpeg error (its message, without the errno noise)."""
     msg = getattr(exc, "strerror", None) or str(exc)
     return " ".join(str(msg).split())[:160]
+
+
+_LAYOUTS = ("sbs", "sbs_rl", "tb", "mono")
+_LAYOUT_WORDS = {"tb": "top-bottom", "mono": "mono (one view)", "sbs": "side-by-side", "sbs_rl": "side-by-side (right first)"}
+
+
+def resolve_layout(info: VideoInfo, configured: str = "auto") -> str:
+    """The stereo layout to process with (``input.layout``), checked against the frame geometry.
+
+    ``auto`` trusts the stereo metadata and defaults to side-by-side without it; metadata that says top-bottom or
+    mono is refused unless the user names the layout explicitly (a wrong guess would matte half-frames as eyes).
+    """
+    if configured not in ("auto", *_LAYOUTS):
+        raise InputError(f"unknown input.layout {configured!r}; use auto, sbs, sbs_rl, tb or mono")
+    if configured == "auto":
+        layout = info.layout or "sbs"
+        if layout in ("tb", "mono"):
+            raise InputError(
+                f"{info.path} says it is {_LAYOUT_WORDS[layout]} stereo, not side-by-side; "
+                f"set input.layout={layout} (or sbs) to process it anyway"
+            )
+    else:
+        layout = configured
+        if info.layout is not None and info.layout != layout:
+            log.warning("input.layout=%s overrides the file's stereo metadata (%s)", layout, info.layout)
+    if layout in ("sbs", "sbs_rl") and info.width % 2:
+        raise InputError(
+            f"frame width {info.width} of {info.path} is odd, so it cannot be side-by-side stereo; "
+            "give an even-width video or set input.layout=mono"
+        )
+    if layout == "tb" and info.height % 2:
+        raise InputError(f"frame height {info.height} of {info.path} is odd, so it cannot be top-bottom stereo")
+    return layout
