@@ -1,0 +1,504 @@
+"""The stereo stage: the same people, with the same ids and matching edges, in both eyes.
+
+A VR viewer fuses the two eyes; a person whose matte differs between them (a missing hand in one eye, a
+different id, a mask edge a few pixels off) shows as shimmer or a ghost edge. This stage drives the two per-eye
+:class:`~vr180matte.track.view_matter.ViewMatter` loops and couples them:
+
+* ``independent``: each eye detects and segments on its own (the baseline; validated and reported, never
+  corrected, so the benchmark shows what coupling buys).
+* ``master_slave``: the left eye detects and segments; each new left track seeds the right eye at once with the
+  left mask shifted by the person's measured disparity, under the same id. The right eye never starts tracks of
+  its own; its tracks follow the segmenter and are re-seeded only by a correction or when lost.
+* ``joint``: the detector runs once on the whole SBS frame; boxes are split to the eyes (a box cut by the eye
+  border is clipped to each eye that holds at least 30% of it), left/right boxes are paired (same vertical extent,
+  horizontal offset within the disparity range), the left eye starts tracks from its boxes and each new track
+  seeds the right eye under the same id with its paired right box.
+
+Every frame, for every person, the right mask is mapped back by the (smoothed) disparity and compared with the
+left mask (IoU = "agreement"). Below ``stereo.validation_threshold`` the stage corrects per
+``stereo.correction_method``: ``transfer`` (the weaker eye's mask is replaced by the stronger's, shifted),
+``reprocess`` (the same, and the weaker eye's segmenter is re-prompted with it so the following frames recover
+too), ``ensemble`` (both eyes get the strength-weighted average of the two aligned masks). The weaker eye is the
+one whose mask area changed more against the person's agreed area on the previous frame, times the segmenter
+score (an eye that suddenly lost a limb is the broken one).
+
+Memory is bounded: per person only the smoothed disparity and last agreed area are kept; report statistics are
+running sums; the correction log is capped.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from ..config import Config
+from ..engines.base import Detection, Detector, FrameMatte, TrackMask
+from .disparity import DisparitySmoother, measure_disparity, shift_mask
+from .equirect import EquirectDetector, merge_detections
+
+log = logging.getLogger(__name__)
+
+__all__ = ["StereoResult", "StereoStage", "split_sbs_detections", "pair_boxes", "mask_iou"]
+
+MODES = ("independent", "master_slave", "joint")
+METHODS = ("transfer", "reprocess", "ensemble")
+_MASK_T = 0.5
+_MAX_LOGGED = 1000  # corrections kept verbatim in the report (the count is always exact)
+_BORDER_KEEP = 0.3  # a part of an SBS box cut by the eye border is kept if it holds this fraction of the box
+
+
+@dataclass
+class StereoResult:
+    left: FrameMatte
+    right: FrameMatte
+    agreement: dict[int, float]  # per person: IoU of left mask vs right mask mapped back by disparity
+    disparity: dict[int, float]  # per person, pixels at processing res (left x minus right x), smoothed
+    corrections: list[dict] = field(default_factory=list)
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor, thresh: float = _MASK_T) -> float:
+    """IoU of two probability masks thresholded at ``thresh`` (1.0 when both are empty)."""
+    ma, mb = a > thresh, b > thresh
+    union = (ma | mb).sum()
+    if int(union) == 0:
+        return 1.0
+    return float((ma & mb).sum().float() / union.float())
+
+
+def _box_of(mask: torch.Tensor) -> np.ndarray | None:
+    m = mask > _MASK_T
+    rows, cols = torch.nonzero(m.any(dim=1)), torch.nonzero(m.any(dim=0))
+    if rows.numel() == 0:
+        return None
+    return np.array([int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1], dtype=np.float32)
+
+
+def _shift_box(box: np.ndarray, dx: float, width: int) -> np.ndarray:
+    """Box moved by ``-dx`` horizontally (left-eye box -> right-eye box for disparity dx), clipped."""
+    b = np.asarray(box, dtype=np.float32).copy()
+    b[[0, 2]] = np.clip(b[[0, 2]] - dx, 0, width)
+    return b
+
+
+def split_sbs_detections(dets: list[Detection], eye_w: int) -> tuple[list[Detection], list[Detection]]:
+    """Split detections on a left|right SBS frame (width ``2 * eye_w``) into per-eye detections.
+
+    A box cut by the eye border is clipped to each eye holding at least 30% of its width (the two sides of the
+    border show different directions, so each substantial part is its own partial person); a smaller sliver is
+    dropped, i.e. the box is assigned to the eye holding most of it. Masks, when present, are split the same way.
+    """
+    left: list[Detection] = []
+    right: list[Detection] = []
+    for d in dets:
+        x0, y0, x1, y1 = (float(v) for v in d.box)
+        w = max(x1 - x0, 1e-6)
+        frac_left = min(max((eye_w - x0) / w, 0.0), 1.0)
+        for side, frac in (("l", frac_left), ("r", 1.0 - frac_left)):
+            if frac <= 0.0 or (frac < 1.0 and frac < _BORDER_KEEP):
+                continue
+            if side == "l":
+                box = np.array([x0, y0, min(x1, eye_w), y1], dtype=np.float32)
+                mask = None if d.mask is None else d.mask[..., :eye_w]
+                left.append(Detection(box=box, score=float(d.score), mask=mask))
+            else:
+                box = np.array([max(x0, eye_w) - eye_w, y0, x1 - eye_w, y1], dtype=np.float32)
+                mask = None if d.mask is None else d.mask[..., eye_w:]
+                right.append(Detection(box=box, score=float(d.score), mask=mask))
+    return left, right
+
+
+def pair_boxes(left: list[np.ndarray], right: list[np.ndarray], max_disp: float, min_disp: float = 0.0,
+               min_vertical_iou: float = 0.5) -> list[tuple[int, int]]:
+    """Pair left-eye and right-eye boxes of the same person.
+
+    A pair needs the same vertical extent (1-D IoU of the y ranges >= ``min_vertical_iou``; equirect stereo has
+    ~0 vertical disparity) and a horizontal centre offset (left minus right) within ``[min_disp, max_disp]``
+    widened by a quarter of the box width (boxes of partial detections wobble). Among valid pairs the Hungarian
+    assignment prefers equal vertical extent, similar width and a small offset.
+    """
+    if not left or not right:
+        return []
+    n, m = len(left), len(right)
+    cost = np.full((n, m), 1e6)
+    for i, a in enumerate(left):
+        for j, b in enumerate(right):
+            inter = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            union = max(a[3], b[3]) - min(a[1], b[1])
+            viou = inter / max(union, 1e-6)
+            wa, wb = a[2] - a[0], b[2] - b[0]
+            tol = 0.25 * max(wa, wb)
+            dx = 0.5 * (a[0] + a[2]) - 0.5 * (b[0] + b[2])
+            if viou < min_vertical_iou or not (min_disp - tol <= dx <= max_disp + tol):
+                continue
+            wratio = min(wa, wb) / max(wa, wb, 1e-6)
+            cost[i, j] = (1 - viou) + 0.5 * (1 - wratio) + 0.2 * abs(dx) / max(max_disp, 1.0)
+    rows, cols = linear_sum_assignment(cost)
+    return [(int(i), int(j)) for i, j in zip(rows, cols) if cost[i, j] < 1e5]
+
+
+class _Running:
+    """Count, sum, min, max of a stream of numbers (bounded memory)."""
+
+    def __init__(self) -> None:
+        self.n, self.sum, self.min, self.max = 0, 0.0, math.inf, -math.inf
+
+    def add(self, v: float) -> None:
+        self.n += 1
+        self.sum += v
+        self.min = min(self.min, v)
+        self.max = max(self.max, v)
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum / self.n if self.n else None
+
+
+class StereoStage:
+    """Couples the left and right :class:`ViewMatter` of one video; see the module docstring.
+
+    ``detector``: when given, the stage runs detection itself (every ``detection.detect_interval`` frames and on
+    the first frame after :meth:`reset`), wrapped in :class:`EquirectDetector` when ``detection.equirect_crops`` is
+    on, and hands the boxes to the views; the views' own detectors are then never used. When None, the views run
+    their own detectors (``joint`` mode then needs one and raises).
+    """
+
+    def __init__(self, cfg: Config, left: Any, right: Any, detector: Detector | None,
+                 equirect_detector: EquirectDetector | None = None) -> None:
+        st = cfg.stereo
+        self.mode = str(st.consistency_mode)
+        self.method = str(st.correction_method)
+        if self.mode not in MODES:
+            raise ValueError(f"stereo.consistency_mode={self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.method not in METHODS:
+            raise ValueError(f"stereo.correction_method={self.method!r}: choose one of {', '.join(METHODS)}")
+        if self.mode == "joint" and detector is None:
+            raise ValueError("stereo.consistency_mode=joint needs an engine with a person detector; "
+                             "use stereo.consistency_mode=master_slave with this engine")
+        self.threshold = float(st.validation_threshold)
+        self.max_disp_frac = float(st.max_disparity_frac)
+        self.use_mapping = bool(cfg.matting.use_disparity_mapping)
+        self.detect_interval = int(cfg.detection.detect_interval)
+        self.left, self.right = left, right
+        self.detector = detector
+        self.equirect: EquirectDetector | None = None
+        if detector is not None and bool(cfg.detection.equirect_crops):
+            self.equirect = equirect_detector or EquirectDetector(detector)
+        self.smoother = DisparitySmoother(float(st.disparity_smoothing))
+        self._ref_area: dict[int, float] = {}  # person -> agreed mask area on the last validated frame
+        self._first = True
+        # Report accumulators (running, bounded).
+        self._frames = 0
+        self._agree = _Running()
+        self._agree_before = _Running()
+        self._pl = _Running()
+        self._pr = _Running()
+        self._mismatch = 0
+        self._n_corr = 0
+        self._n_reprompt = 0
+        self._corr_log: list[dict] = []
+        self._disp_sum: dict[int, list[float]] = {}
+
+    # ------------------------------------------------------------------ public API
+    def reset(self, left_handoff=None, right_handoff=None, state: dict | None = None) -> None:
+        """Chunk start: reset both views (with their hand-offs) and restore the smoothed disparities."""
+        self.left.reset(left_handoff)
+        self.right.reset(right_handoff)
+        self.smoother.load((state or {}).get("disparity"))
+        self._ref_area = {int(k): float(v) for k, v in (state or {}).get("ref_area", {}).items()}
+        self._first = True
+
+    def state(self) -> dict:
+        """Picklable hand-off: ``{"disparity": {id: (value, velocity)}, "ref_area": {id: area}}``."""
+        return {"disparity": self.smoother.state(), "ref_area": dict(self._ref_area)}
+
+    def step(self, frame_idx: int, left_img: torch.Tensor, right_img: torch.Tensor) -> StereoResult:
+        """Process one stereo frame: both views, coupled per mode, validated and corrected."""
+        eye_w = int(left_img.shape[1])
+        self._max_disp = max(1, int(round(self.max_disp_frac * eye_w)))
+        detect_now = self.detector is not None and (self._first or frame_idx % self.detect_interval == 0)
+        self._first = False
+        if self.mode == "independent":
+            res = self._step_independent(frame_idx, left_img, right_img, detect_now)
+        else:
+            res = self._step_coupled(frame_idx, left_img, right_img, detect_now)
+        self._account(res)
+        return res
+
+    def report(self) -> dict:
+        """The stats.json ``stereo`` block (since construction, over all chunks)."""
+        def r(v: float | None) -> float | None:
+            return None if v is None or not math.isfinite(v) else round(float(v), 4)
+
+        out = {
+            "mode": self.mode,
+            "correction_method": self.method,
+            "validation_threshold": self.threshold,
+            "use_disparity_mapping": self.use_mapping,
+            "frames": self._frames,
+            "agreement_mean": r(self._agree.mean),
+            "agreement_min": r(self._agree.min) if self._agree.n else None,
+            "agreement_before_correction_mean": r(self._agree_before.mean),
+            "corrections": self._n_corr,
+            "reprompts": self._n_reprompt,
+            "persons_left": {"max": int(self._pl.max) if self._pl.n else 0, "mean": r(self._pl.mean) or 0.0},
+            "persons_right": {"max": int(self._pr.max) if self._pr.n else 0, "mean": r(self._pr.mean) or 0.0},
+            "id_mismatches": self._mismatch,
+            "disparity_px": {str(k): round(s / max(n, 1), 3) for k, (s, n) in sorted(self._disp_sum.items())},
+            "correction_log": list(self._corr_log),
+            "correction_log_truncated": self._n_corr > len(self._corr_log),
+        }
+        if self.equirect is not None:
+            out["equirect"] = dict(self.equirect.stats)
+        return out
+
+    # ------------------------------------------------------------------ detection
+    def _detect_eye(self, img: torch.Tensor) -> list[Detection]:
+        if self.equirect is not None:
+            return self.equirect.detect(img)
+        return list(self.detector.detect(img))
+
+    def _detect_joint(self, left_img: torch.Tensor, right_img: torch.Tensor
+                      ) -> tuple[list[Detection], list[Detection], dict[int, int]]:
+        """Detect once on the SBS frame, split, add equirect crops per eye, pair. Returns (left, right, pairs)."""
+        eye_w = int(left_img.shape[1])
+        sbs = torch.cat([left_img, right_img], dim=1)
+        ld, rd = split_sbs_detections(list(self.detector.detect(sbs)), eye_w)
+        if self.equirect is not None:
+            self.equirect.stats["calls"] += 1
+            ld = merge_detections(ld + self.equirect.detect_crops(left_img), self.equirect.nms_iou)
+            rd = merge_detections(rd + self.equirect.detect_crops(right_img), self.equirect.nms_iou)
+        pairs = dict(pair_boxes([d.box for d in ld], [d.box for d in rd], self._max_disp, -self._max_disp / 4))
+        # A person found only in the right eye still gets a left detection (its box moved by the typical offset),
+        # so the left eye starts the track and both eyes share its id.
+        offsets = [0.5 * (ld[i].box[0] + ld[i].box[2] - rd[j].box[0] - rd[j].box[2]) for i, j in pairs.items()]
+        off = float(np.median(offsets)) if offsets else 0.0
+        paired_r = set(pairs.values())
+        for j, d in enumerate(rd):
+            if j in paired_r:
+                continue
+            box = _shift_box(d.box, -off, eye_w)
+            ld.append(Detection(box=box, score=float(d.score)))
+            pairs[len(ld) - 1] = j
+        return ld, rd, pairs
+
+    # ------------------------------------------------------------------ modes
+    def _step_independent(self, frame_idx, left_img, right_img, detect_now) -> StereoResult:
+        kw = self._view_kwargs(detect_now, self._detect_eye(left_img) if detect_now else None)
+        lm = self.left.step(frame_idx, left_img, **kw)
+        kw = self._view_kwargs(detect_now, self._detect_eye(right_img) if detect_now else None)
+        rm = self.right.step(frame_idx, right_img, **kw)
+        agreement: dict[int, float] = {}
+        disparity: dict[int, float] = {}
+        lids = [i for i, t in lm.tracks.items() if t.box is not None]
+        rids = [i for i, t in rm.tracks.items() if t.box is not None]
+        pairs = pair_boxes([lm.tracks[i].box for i in lids], [rm.tracks[i].box for i in rids],
+                           self._max_disp, -self._max_disp / 4)
+        paired_l, paired_r = set(), set()
+        for a, b in pairs:
+            li, ri = lids[a], rids[b]
+            paired_l.add(li)
+            paired_r.add(ri)
+            d = self._disparity(li, left_img, right_img, lm.tracks[li].prob, None)
+            disparity[li] = d
+            dm = d if self.use_mapping else 0.0
+            agreement[li] = mask_iou(lm.tracks[li].prob, shift_mask(rm.tracks[ri].prob, -dm))
+        for i in lids:
+            if i not in paired_l:
+                agreement[i] = 0.0
+        for i in rids:
+            if i not in paired_r:
+                agreement[i] = min(agreement.get(i, 0.0), 0.0)
+        for tid in self.smoother.ids():
+            if tid not in lm.tracks:
+                self.smoother.drop(tid)
+        return self._result(lm, rm, agreement, disparity, [], agreement)
+
+    def _step_coupled(self, frame_idx, left_img, right_img, detect_now) -> StereoResult:
+        eye_w = int(left_img.shape[1])
+        rdets: list[Detection] | None = None
+        pairs: dict[int, int] = {}
+        ldets: list[Detection] | None = None
+        if detect_now:
+            if self.mode == "joint":
+                ldets, rdets, pairs = self._detect_joint(left_img, right_img)
+            else:
+                ldets = self._detect_eye(left_img)
+        lm = self.left.step(frame_idx, left_img, **self._view_kwargs(detect_now, ldets))
+
+        # Right eye follows the left: end what the left ended, seed what the left started.
+        left_live = set(self.left.live_ids)
+        for tid in list(self.right.live_ids):
+            if tid not in left_live:
+                self.right.end_track(tid)
+                self._forget(tid)
+        right_live = set(self.right.live_ids)
+        seeds: dict[int, tuple[np.ndarray | None, torch.Tensor | None]] = {}
+        for tid in sorted(left_live - right_live):
+            tm = lm.tracks.get(tid)
+            if tm is None or tm.box is None:
+                continue  # nothing to seed from yet; retried next frame
+            prior = None
+            rbox = None
+            if ldets is not None and pairs:
+                # The left detection this track came from, and its right partner.
+                best, best_iou = None, 0.3
+                for i, d in enumerate(ldets):
+                    iou = _iou(d.box, tm.box)
+                    if iou > best_iou and i in pairs:
+                        best, best_iou = i, iou
+                if best is not None:
+                    rbox = rdets[pairs[best]].box
+                    prior = 0.5 * float(ldets[best].box[0] + ldets[best].box[2] - rbox[0] - rbox[2])
+            d = self._disparity(tid, left_img, right_img, tm.prob, prior)
+            dm = d if self.use_mapping else 0.0
+            mask = shift_mask(tm.prob, dm)
+            box = rbox if rbox is not None else _shift_box(tm.box, dm, eye_w)
+            seeds[tid] = (np.asarray(box, dtype=np.float32), mask)
+        rm = self.right.step(frame_idx, right_img, seeds=seeds, run_detector=False,
+                             **({"detections": rdets} if rdets is not None else {}))
+        return self._validate(frame_idx, left_img, right_img, lm, rm, skip_measure=set(seeds))
+
+    def _view_kwargs(self, detect_now: bool, dets: list[Detection] | None) -> dict:
+        if self.detector is None:
+            return {}  # the view follows its own detector and interval
+        if detect_now:
+            return {"detections": dets if dets is not None else [], "run_detector": False}
+        return {"run_detector": False}
+
+    # ------------------------------------------------------------------ validation and correction
+    def _disparity(self, tid: int, left_img, right_img, left_prob, prior: float | None) -> float:
+        """Measure this frame's disparity of ``tid`` and return the smoothed value."""
+        p = self.smoother.predict(tid)
+        d, conf = measure_disparity(left_img, right_img, left_prob, max_disp=self._max_disp,
+                                    prior=p if p is not None else prior)
+        return self.smoother.update(tid, d, conf)
+
+    def _validate(self, frame_idx, left_img, right_img, lm: FrameMatte, rm: FrameMatte,
+                  skip_measure: set[int]) -> StereoResult:
+        agreement: dict[int, float] = {}
+        before: dict[int, float] = {}
+        disparity: dict[int, float] = {}
+        corrections: list[dict] = []
+        left_live = set(self.left.live_ids)
+        for tid in list(rm.tracks):
+            if tid not in left_live:
+                del rm.tracks[tid]
+        ids = sorted(set(lm.tracks) | set(rm.tracks))
+        for tid in ids:
+            lt, rt = lm.tracks.get(tid), rm.tracks.get(tid)
+            l_ok = lt is not None and lt.box is not None
+            r_ok = rt is not None and rt.box is not None
+            if not l_ok and not r_ok:
+                continue  # momentarily lost in both eyes: nothing to compare
+            if tid in skip_measure:
+                d = self.smoother.get(tid)
+            elif l_ok:
+                d = self._disparity(tid, left_img, right_img, lt.prob, None)
+            else:
+                p = self.smoother.predict(tid)
+                d_r, conf = measure_disparity(right_img, left_img, rt.prob, max_disp=self._max_disp // 4 + 1,
+                                              min_disp=-self._max_disp, prior=None if p is None else -p)
+                d = self.smoother.update(tid, -d_r, conf)
+            d = 0.0 if d is None else float(d)
+            disparity[tid] = d
+            dm = d if self.use_mapping else 0.0
+            pl = lt.prob if l_ok else torch.zeros_like(rt.prob)
+            pr = rt.prob if r_ok else torch.zeros_like(lt.prob)
+            a = mask_iou(pl, shift_mask(pr, -dm))
+            before[tid] = a
+            if a < self.threshold:
+                pl, pr, a2, rec = self._correct(frame_idx, tid, lt, rt, pl, pr, dm, a)
+                corrections.append(rec)
+                lm.tracks[tid] = self._track_mask(tid, pl, lt, rt)
+                rm.tracks[tid] = self._track_mask(tid, pr, rt, lt)
+                a = a2
+            agreement[tid] = a
+            self._ref_area[tid] = 0.5 * float((pl > _MASK_T).sum() + (pr > _MASK_T).sum())
+        for tid in list(self._ref_area):
+            if tid not in left_live:
+                self._forget(tid)
+        return self._result(lm, rm, agreement, disparity, corrections, before)
+
+    def _strength(self, tid: int, tm: TrackMask | None, prob: torch.Tensor) -> float:
+        if tm is None or tm.box is None:
+            return 0.0
+        area = float((prob > _MASK_T).sum())
+        ref = self._ref_area.get(tid)
+        consistency = 1.0 if not ref else min(area, ref) / max(area, ref, 1e-6)
+        return consistency * (0.5 + 0.5 * float(tm.score))
+
+    def _correct(self, frame_idx, tid, lt, rt, pl, pr, dm, before):
+        """Apply the configured correction; returns (left prob, right prob, agreement after, log record)."""
+        sl, sr = self._strength(tid, lt, pl), self._strength(tid, rt, pr)
+        # Ties go to the left eye (the master in master_slave; the detected eye in joint).
+        weak = "right" if sl >= sr else "left"
+        if self.method == "ensemble":
+            wl, wr = (sl, sr) if sl + sr > 0 else (1.0, 1.0)
+            fused = (wl * pl + wr * shift_mask(pr, -dm)) / (wl + wr)
+            pl, pr = fused, shift_mask(fused, dm)
+            eye = "both"
+        else:
+            if weak == "right":
+                pr = shift_mask(pl, dm)
+            else:
+                pl = shift_mask(pr, -dm)
+            eye = weak
+        weak_tm = rt if weak == "right" else lt
+        lost = weak_tm is None or weak_tm.box is None
+        if self.method == "reprocess" or (lost and self.method != "ensemble"):
+            # Re-prompt the weaker eye's segmenter so the following frames recover (a lost track must be).
+            view, prob = (self.right, pr) if weak == "right" else (self.left, pl)
+            box = _box_of(prob)
+            if box is not None:
+                view.reprompt(tid, box=box, mask=prob)
+                self._n_reprompt += 1
+        after = mask_iou(pl, shift_mask(pr, -dm))
+        rec = {"frame": int(frame_idx), "track": int(tid), "eye": eye, "method": self.method,
+               "before": round(float(before), 4), "after": round(float(after), 4)}
+        log.debug("stereo correction %s", rec)
+        return pl, pr, after, rec
+
+    @staticmethod
+    def _track_mask(tid: int, prob: torch.Tensor, own: TrackMask | None, other: TrackMask | None) -> TrackMask:
+        score = own.score if own is not None and own.box is not None else (other.score if other else 0.0)
+        return TrackMask(track_id=tid, prob=prob, box=_box_of(prob), score=float(score))
+
+    def _forget(self, tid: int) -> None:
+        self.smoother.drop(tid)
+        self._ref_area.pop(tid, None)
+
+    # ------------------------------------------------------------------ accounting
+    def _result(self, lm, rm, agreement, disparity, corrections, before) -> StereoResult:
+        for v in before.values():
+            self._agree_before.add(v)
+        return StereoResult(lm, rm, agreement, disparity, corrections)
+
+    def _account(self, res: StereoResult) -> None:
+        self._frames += 1
+        for v in res.agreement.values():
+            self._agree.add(float(v))
+        self._pl.add(len(res.left.tracks))
+        self._pr.add(len(res.right.tracks))
+        if set(res.left.tracks) != set(res.right.tracks):
+            self._mismatch += 1
+        self._n_corr += len(res.corrections)
+        room = _MAX_LOGGED - len(self._corr_log)
+        if room > 0:
+            self._corr_log.extend(res.corrections[:room])
+        for tid, d in res.disparity.items():
+            s = self._disp_sum.setdefault(int(tid), [0.0, 0])
+            s[0] += float(d)
+            s[1] += 1
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / max(ua, 1e-9))

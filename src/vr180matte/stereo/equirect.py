@@ -1,0 +1,244 @@
+"""Equirectangular awareness for detection in 180-degree VR eyes.
+
+A VR180 eye is an equirectangular image: x is linear in longitude (-90..+90 deg), y in latitude. An object
+of angular width ``a`` at latitude ``phi`` covers ``a / cos(phi)`` degrees of longitude, so people near the
+top and bottom of the eye (a person standing next to the camera, seen from above; someone sitting below it)
+are stretched sideways by 1.5-3x, and anything large near the edges and corners is bent. Person detectors
+are trained on perspective photos and miss such shapes.
+
+What we do (documented in docs/stereo.md): besides detecting on the whole eye, we render a few
+undistorted perspective (gnomonic) crops looking at the stretched regions, run the same detector on each,
+map every box back to equirect pixels by sampling its outline through the inverse projection, and merge all
+boxes with non-maximum suppression. Crops cost one extra detector call each, so ``EquirectDetector`` uses a
+small fixed set (default: 4 crops, pitch +-50 deg at yaw +-45 deg, plus 2 at yaw +-60 deg on the horizon)
+and only on detection frames (every ``detect_interval``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vr180matte.engines.base import Detection, Detector
+
+log = logging.getLogger(__name__)
+
+# (yaw, pitch) of the default perspective crops, degrees; pitch positive = up.
+DEFAULT_CROPS: tuple[tuple[float, float], ...] = ((-45.0, 50.0), (45.0, 50.0), (-45.0, -50.0), (45.0, -50.0),
+                                                  (-60.0, 0.0), (60.0, 0.0))
+
+
+def _rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
+    """Camera-to-world rotation for a camera looking at (yaw, pitch); world: x right, y down, z forward."""
+    y, p = math.radians(yaw_deg), math.radians(pitch_deg)
+    # Pitch up (positive) rotates the forward axis towards -y (up).
+    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]], dtype=np.float64)
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]], dtype=np.float64)
+    return ry @ rx
+
+
+def _crop_rays(xs: np.ndarray, ys: np.ndarray, yaw_deg: float, pitch_deg: float, fov_deg: float,
+               size: int) -> np.ndarray:
+    """World ray directions for crop pixel coordinates (continuous, pixel centres at +0.5)."""
+    f = (size / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
+    cam = np.stack([(xs - size / 2.0) / f, (ys - size / 2.0) / f, np.ones_like(xs, dtype=np.float64)], -1)
+    return cam @ _rotation(yaw_deg, pitch_deg).T
+
+
+def _rays_to_equirect(rays: np.ndarray, eye_w: int, eye_h: int, eye_fov_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Equirect pixel coordinates (continuous) of world rays; the eye covers eye_fov x eye_fov degrees."""
+    x, y, z = rays[..., 0], rays[..., 1], rays[..., 2]
+    lon = np.arctan2(x, z)
+    lat = np.arctan2(-y, np.hypot(x, z))
+    fov = math.radians(eye_fov_deg)
+    u = (lon / fov + 0.5) * eye_w
+    v = (0.5 - lat / fov) * eye_h
+    return u, v
+
+
+def equirect_to_rays(u: np.ndarray, v: np.ndarray, eye_w: int, eye_h: int, eye_fov_deg: float = 180.0) -> np.ndarray:
+    """World ray directions of equirect pixel coordinates (inverse of the projection above)."""
+    fov = math.radians(eye_fov_deg)
+    lon = (np.asarray(u, dtype=np.float64) / eye_w - 0.5) * fov
+    lat = (0.5 - np.asarray(v, dtype=np.float64) / eye_h) * fov
+    return np.stack([np.cos(lat) * np.sin(lon), -np.sin(lat), np.cos(lat) * np.cos(lon)], -1)
+
+
+def perspective_crop(eye: torch.Tensor, yaw_deg: float, pitch_deg: float, fov_deg: float, size: int,
+                     eye_fov_deg: float = 180.0) -> torch.Tensor:
+    """An undistorted ``size`` x ``size`` pinhole view of the equirect ``eye`` (H, W, 3) uint8.
+
+    The view looks at (``yaw_deg``, ``pitch_deg``) (degrees, pitch positive up) with horizontal and vertical
+    field of view ``fov_deg``. Bilinear sampling on the eye's device; returns uint8 (size, size, 3).
+    """
+    H, W = eye.shape[:2]
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    u, v = _rays_to_equirect(_crop_rays(xs, ys, yaw_deg, pitch_deg, fov_deg, size), W, H, eye_fov_deg)
+    # grid_sample normalised coords (align_corners=False): -1 = left edge of pixel 0.
+    grid = np.stack([u / W * 2 - 1, v / H * 2 - 1], -1).astype(np.float32)
+    g = torch.from_numpy(grid).to(eye.device)[None]
+    src = eye.permute(2, 0, 1)[None].float()
+    out = F.grid_sample(src, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+
+
+def crop_box_to_equirect(box, yaw_deg: float, pitch_deg: float, fov_deg: float, size: int, eye_w: int, eye_h: int,
+                         eye_fov_deg: float = 180.0) -> np.ndarray:
+    """Map an xyxy box in a perspective crop to the enclosing xyxy box in equirect pixels (float32).
+
+    Straight box edges become curves in the equirect image, so we sample 16 points along each edge (plus the
+    centre) and take their bounds; the corners alone underestimate the box where an edge bulges. Points whose
+    ray falls outside the eye's field of view (a crop looking past the eye's edge) are ignored.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    t = np.linspace(0.0, 1.0, 16)
+    xs = np.concatenate([x0 + (x1 - x0) * t, np.full_like(t, x1), x1 - (x1 - x0) * t, np.full_like(t, x0),
+                         [0.5 * (x0 + x1)]])
+    ys = np.concatenate([np.full_like(t, y0), y0 + (y1 - y0) * t, np.full_like(t, y1), y1 - (y1 - y0) * t,
+                         [0.5 * (y0 + y1)]])
+    u, v = _rays_to_equirect(_crop_rays(xs, ys, yaw_deg, pitch_deg, fov_deg, size), eye_w, eye_h, eye_fov_deg)
+    ok = (u >= 0) & (u <= eye_w) & (v >= 0) & (v <= eye_h)
+    if not ok.any():
+        return np.zeros(4, dtype=np.float32)
+    u, v = u[ok], v[ok]
+    out = np.array([u.min(), v.min(), u.max(), v.max()], dtype=np.float32)
+    out[[0, 2]] = np.clip(out[[0, 2]], 0, eye_w)
+    out[[1, 3]] = np.clip(out[[1, 3]], 0, eye_h)
+    return out
+
+
+def crop_mask_to_equirect(mask: torch.Tensor, region: np.ndarray, yaw_deg: float, pitch_deg: float, fov_deg: float,
+                          eye_w: int, eye_h: int, eye_fov_deg: float = 180.0) -> torch.Tensor:
+    """Warp a crop's (size, size) probability mask into an (eye_h, eye_w) equirect mask.
+
+    Only the equirect ``region`` (xyxy, e.g. from :func:`crop_box_to_equirect`) is computed, so the cost is that
+    of the person, not of the eye. Pixels outside the crop are 0.
+    """
+    size = int(mask.shape[-1])
+    out = torch.zeros((eye_h, eye_w), dtype=torch.float32, device=mask.device)
+    x0, y0 = int(max(0, math.floor(region[0]))), int(max(0, math.floor(region[1])))
+    x1, y1 = int(min(eye_w, math.ceil(region[2]))), int(min(eye_h, math.ceil(region[3])))
+    if x1 <= x0 or y1 <= y0:
+        return out
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64) + 0.5
+    rays = equirect_to_rays(xs, ys, eye_w, eye_h, eye_fov_deg) @ _rotation(yaw_deg, pitch_deg)  # world -> camera
+    f = (size / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
+    z = rays[..., 2]
+    front = z > 1e-6
+    zz = np.where(front, z, 1.0)
+    cx = np.where(front, f * rays[..., 0] / zz + size / 2.0, -size)
+    cy = np.where(front, f * rays[..., 1] / zz + size / 2.0, -size)
+    grid = np.stack([cx / size * 2 - 1, cy / size * 2 - 1], -1).astype(np.float32)
+    g = torch.from_numpy(grid).to(mask.device)[None]
+    warped = F.grid_sample(mask.float()[None, None], g, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out[y0:y1, x0:x1] = warped[0, 0]
+    return out
+
+
+def _mask_box(mask: torch.Tensor, thresh: float = 0.5) -> np.ndarray | None:
+    m = mask > thresh
+    rows, cols = torch.nonzero(m.any(dim=1)), torch.nonzero(m.any(dim=0))
+    if rows.numel() == 0:
+        return None
+    return np.array([int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1], dtype=np.float32)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> (N, M)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _overlap_small(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over the smaller box: catches a crop box that covers only part of a full-eye box."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    amin = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return float(ix * iy / max(amin, 1e-9))
+
+
+def merge_detections(dets: Sequence[Detection], iou: float = 0.5, contain: float = 0.8) -> list[Detection]:
+    """Greedy NMS, best score first; also drops a box mostly contained in a kept one (same person seen in
+    the full eye and in a crop whose box mapped back slightly differently)."""
+    kept: list[Detection] = []
+    for d in sorted(dets, key=lambda d: -d.score):
+        if any(box_iou(d.box, k.box)[0, 0] > iou or _overlap_small(d.box, k.box) > contain for k in kept):
+            continue
+        kept.append(d)
+    return kept
+
+
+class EquirectDetector:
+    """Wraps any :class:`Detector`: full-eye detection plus perspective crops of the stretched regions.
+
+    ``crops``: (yaw, pitch) centres in degrees; ``fov_deg``: field of view of each crop; ``size``: crop side in
+    pixels (default: the eye height times fov / eye_fov, at least 64, so a crop keeps about the eye's own pixel
+    density at its centre). Crop detections come back in equirect pixels; when the wrapped detector gives masks,
+    they are warped back too and give the tight box.
+    """
+
+    def __init__(self, detector: Detector, crops: Sequence[tuple[float, float]] = DEFAULT_CROPS,
+                 fov_deg: float = 75.0, size: int | None = None, eye_fov_deg: float = 180.0, nms_iou: float = 0.5):
+        self.detector = detector
+        self.name = f"equirect({getattr(detector, 'name', type(detector).__name__)})"
+        self.crops = tuple(crops)
+        self.fov_deg = fov_deg
+        self.size = size
+        self.eye_fov_deg = eye_fov_deg
+        self.nms_iou = nms_iou
+        self.stats = {"calls": 0, "crop_boxes": 0, "crop_only": 0}
+
+    def _crop_size(self, eye_h: int) -> int:
+        if self.size:
+            return int(self.size)
+        # Match the eye's angular pixel density at the crop centre.
+        return max(64, int(round(eye_h * self.fov_deg / self.eye_fov_deg)))
+
+    def detect_crops(self, eye: torch.Tensor) -> list[Detection]:
+        """Detections found on the perspective crops only, boxes in equirect pixels of ``eye``."""
+        H, W = eye.shape[:2]
+        size = self._crop_size(H)
+        out: list[Detection] = []
+        for yaw, pitch in self.crops:
+            crop = perspective_crop(eye, yaw, pitch, self.fov_deg, size, self.eye_fov_deg)
+            for d in self.detector.detect(crop):
+                cx, cy = 0.5 * (d.box[0] + d.box[2]), 0.5 * (d.box[1] + d.box[3])
+                u, v = _rays_to_equirect(_crop_rays(np.array([cx]), np.array([cy]), yaw, pitch, self.fov_deg, size),
+                                         W, H, self.eye_fov_deg)
+                if not (0 <= u[0] <= W and 0 <= v[0] <= H):
+                    continue  # centred outside the eye's field of view (the crop looks past its edge)
+                box = crop_box_to_equirect(d.box, yaw, pitch, self.fov_deg, size, W, H, self.eye_fov_deg)
+                mask = None
+                if d.mask is not None:
+                    # A mask gives the tight box: the crop box's corners map to a loose region near the poles.
+                    mask = crop_mask_to_equirect(d.mask, box, yaw, pitch, self.fov_deg, W, H, self.eye_fov_deg)
+                    tight = _mask_box(mask)
+                    if tight is None:
+                        continue
+                    box = tight
+                if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+                    continue
+                out.append(Detection(box=box, score=float(d.score), mask=mask))
+        self.stats["crop_boxes"] += len(out)
+        return out
+
+    def detect(self, image: torch.Tensor) -> list[Detection]:
+        """All persons in the equirect eye ``image``: full-eye detections merged with crop detections."""
+        self.stats["calls"] += 1
+        full = list(self.detector.detect(image))
+        crops = self.detect_crops(image)
+        merged = merge_detections(full + crops, self.nms_iou)
+        self.stats["crop_only"] += sum(1 for d in merged if not any(d is f for f in full))
+        return merged
