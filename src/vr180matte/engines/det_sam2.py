@@ -1,0 +1,116 @@
+"""The det-sam2 engine: YOLOv8 finds people, a streaming SAM2.1 carries each of them through the video.
+
+This module only wires the parts: weights from the models folder (runtime/models.py), the official SAM2.1
+Hydra config for the chosen size, one SAM2 model shared by both eyes (each eye gets its own streaming state,
+engines/sam2_stream.py) and one YOLO detector per caller (engines/yolo.py). Tracking (which detection prompts
+which track) lives in track/, chunking and OOM retries in the pipeline.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import torch
+
+from vr180matte.config import Config
+from vr180matte.engines.base import EngineError
+from vr180matte.engines.sam2_stream import StreamingSam2Segmenter
+from vr180matte.engines.yolo import YoloDetector
+from vr180matte.runtime.models import resolve_weights, weights_present
+
+log = logging.getLogger(__name__)
+
+# matting.sam2_model -> official Hydra config shipped inside the sam2 package
+SAM2_CONFIGS: dict[str, str] = {
+    "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+
+
+def det_sam2_weights_present(cfg: Config) -> bool:
+    """Whether both checkpoint files of this config are in the models folder (``matting.engine: auto``)."""
+    try:
+        return weights_present(cfg.detection.model, cfg.models.dir) and weights_present(
+            cfg.matting.sam2_model, cfg.models.dir
+        )
+    except EngineError:
+        return False
+
+
+def build_sam2_model(name: str, ckpt: str | None, device: torch.device, overrides: list[str] | None = None):
+    """The official SAM2.1 video model for ``name`` (random weights when ``ckpt`` is None)."""
+    try:
+        config = SAM2_CONFIGS[name]
+    except KeyError:
+        raise EngineError(f"unknown SAM2 model '{name}': choose one of {', '.join(SAM2_CONFIGS)}") from None
+    try:
+        from sam2.build_sam import build_sam2_video_predictor
+    except ImportError as exc:
+        raise EngineError(f"the det-sam2 engine needs the sam2 package ({exc}); install sam2==1.1.0") from None
+    try:
+        model = build_sam2_video_predictor(
+            config, ckpt_path=ckpt, device=str(device), hydra_overrides_extra=list(overrides or [])
+        )
+    except RuntimeError as exc:
+        if ckpt is None:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "its keys do not match the model"
+        raise EngineError(
+            f"cannot load SAM2 weights {ckpt} into {name} ({first}); check matting.sam2_model matches the file"
+        ) from None
+    return model
+
+
+class DetSam2Engine:
+    """Engine protocol implementation; ``random_init`` and ``sam2_overrides`` are for tests and benchmarks."""
+
+    name = "det-sam2"
+
+    def __init__(
+        self,
+        cfg: Config,
+        device: torch.device,
+        *,
+        random_init: bool = False,
+        sam2_overrides: list[str] | None = None,
+    ):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.random_init = random_init
+        # Resolve both files before building anything: a missing file is a one-line error, at once.
+        self.yolo_weights = None if random_init else resolve_weights(cfg.detection.model, cfg.models.dir)
+        sam2_ckpt = None if random_init else resolve_weights(cfg.matting.sam2_model, cfg.models.dir)
+        self.sam2 = build_sam2_model(cfg.matting.sam2_model, str(sam2_ckpt) if sam2_ckpt else None, self.device,
+                                     sam2_overrides)
+        self.detect_interval = int(cfg.detection.detect_interval)
+        self._lock = threading.Lock()
+        log.info(
+            "det-sam2: %s + %s on %s (image_size %d, window %d, cond %d, fp16 %s, offload %s)",
+            cfg.detection.model, cfg.matting.sam2_model, self.device, self.sam2.image_size,
+            cfg.matting.memory_window, cfg.matting.max_conditioning_frames, cfg.matting.fp16,
+            cfg.matting.memory_offload,
+        )
+
+    def make_detector(self) -> YoloDetector:
+        """A YOLOv8 person detector at ``detection.confidence_threshold``."""
+        return YoloDetector(
+            self.yolo_weights,
+            model=self.cfg.detection.model,
+            confidence_threshold=self.cfg.detection.confidence_threshold,
+            device=self.device,
+            random_init=self.random_init,
+            fp16=bool(self.cfg.matting.fp16),
+        )
+
+    def make_segmenter(self, view: str) -> StreamingSam2Segmenter:
+        """A fresh streaming state for ``view`` over the one shared SAM2 model (weights are loaded once)."""
+        return StreamingSam2Segmenter(
+            self.sam2,
+            self.device,
+            memory_window=int(self.cfg.matting.memory_window),
+            max_conditioning_frames=int(self.cfg.matting.max_conditioning_frames),
+            fp16=bool(self.cfg.matting.fp16),
+            offload_to_cpu=bool(self.cfg.matting.memory_offload),
+        )
