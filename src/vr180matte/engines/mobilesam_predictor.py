@@ -211,6 +211,18 @@ class MobileSamPredictor:
     @torch.inference_mode()
     def set_image(self, image: ArrayLike, image_format: str = "RGB") -> None:
         """Compute the image embedding of an (H, W, 3) uint8 RGB image (tensor on any device, or numpy)."""
+        x, original_size, input_size = self.preprocess(image, image_format)
+        self.features = None  # free the previous embedding before the encoder allocates
+        with self._autocast():
+            self.features = self.model.image_encoder(x)
+        self.original_size = original_size
+        self.input_size = input_size
+
+    @torch.inference_mode()
+    def preprocess(
+        self, image: ArrayLike, image_format: str = "RGB"
+    ) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """(1, 3, 1024, 1024) normalised, padded encoder input on the device, original and resized (H, W)."""
         if isinstance(image, np.ndarray):
             image = torch.from_numpy(np.ascontiguousarray(image))
         if image.ndim != 3 or image.shape[2] != 3:
@@ -226,11 +238,7 @@ class MobileSamPredictor:
         x = F.interpolate(x, (nh, nw), mode="bilinear", align_corners=False, antialias=True)
         x = (x - self._mean) / self._std
         x = F.pad(x, (0, IMG_SIZE - nw, 0, IMG_SIZE - nh))
-        self.features = None  # free the previous embedding before the encoder allocates
-        with self._autocast():
-            self.features = self.model.image_encoder(x)
-        self.original_size = (h, w)
-        self.input_size = (nh, nw)
+        return x, (h, w), (nh, nw)
 
     def reset_image(self) -> None:
         self.features = None
