@@ -96,7 +96,7 @@ def test_top_bottom_metadata_needs_an_override(clip, tmp_path):
     f.write_bytes(clip.read_bytes())
     write_spherical(f, stereo="top-bottom")
     p = cli("run", f, "-o", tmp_path / "a", *FAST)
-    assert p.returncode == 2 and "input.layout=sbs" in one_line_error(p)
+    assert p.returncode == 2 and "input.layout=" in one_line_error(p) and "top-bottom" in one_line_error(p)
     p = cli("run", f, "-o", tmp_path / "b", *FAST, "--set", "input.layout=sbs")
     assert p.returncode == 0, p.stderr
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .config import Config, load_config
 from .engines import build_engine, choose_engine
 from .io.errors import InputError, OutputError
-from .io.probe import VideoInfo, probe
+from .io.probe import VideoInfo, probe, resolve_layout
 from .runtime.chunks import Chunk, WorkDir, atomic_write_json, chunk_log_entry, fingerprint, plan_chunks
 from .runtime.device import ResourceError, auto_chunk_size, free_device_memory, is_oom, peak_vram_mb, resolve_device
 from .runtime.profile import MemorySampler, StageTimer
@@ -77,33 +77,20 @@ class _Geometry:
 
 
 def _choose_layout(cfg: Config, info: VideoInfo) -> tuple[str, str]:
-    wanted = cfg.input.layout
-    if wanted == "auto":
-        if info.layout is None:
-            return "sbs", "default (no stereo metadata)"
-        if info.layout == "sbs":
-            return "sbs", "stereo metadata"
-        name = {"tb": "top-bottom", "mono": "mono (2D)"}.get(info.layout, info.layout)
-        raise InputError(
-            f"{Path(info.path).name}: its stereo metadata says {name}, not side-by-side; "
-            "if the frames really are side-by-side, run again with --set input.layout=sbs"
-        )
-    if wanted == "mono":
+    """(layout, where it came from); refuses mono and metadata/geometry that contradict side-by-side."""
+    if cfg.input.layout == "mono":
         raise InputError("input.layout=mono: vr180matte needs a stereo (side-by-side or top-bottom) video")
-    return wanted, "configured"
+    layout = resolve_layout(info, cfg.input.layout)
+    if cfg.input.layout != "auto":
+        return layout, "configured"
+    return layout, "stereo metadata" if info.layout else "default (no stereo metadata)"
 
 
 def _geometry(cfg: Config, info: VideoInfo, layout: str, scale: float) -> _Geometry:
+    # resolve_layout already refused odd sizes for the layout
     if layout in ("sbs", "sbs_rl"):
-        if info.width % 2:
-            raise InputError(
-                f"{Path(info.path).name}: width {info.width} is odd, so the frame cannot be two side-by-side "
-                "eyes; check the file, or set input.layout"
-            )
         ew, eh = info.width // 2, info.height
     else:
-        if info.height % 2:
-            raise InputError(f"{Path(info.path).name}: height {info.height} is odd, so it cannot be top-bottom")
         ew, eh = info.width, info.height // 2
     squeezed = cfg.input.squeezed
     if squeezed == "auto":
@@ -357,9 +344,10 @@ class _Job:
                     with self.timer("composite"):
                         images = self._compose_opaque(df.rgb) if self.passthrough else self._compose(eyes, alphas)
                     with self.timer("encode"):
-                        pts = df.pts if cfg.processing.vfr_policy == "keep_timestamps" else None
+                        keep = cfg.processing.vfr_policy == "keep_timestamps"
+                        pts, dur = (df.pts, df.duration) if keep else (None, None)
                         for eye, img in images.items():
-                            writers[eye][0].write(img, pts, idx)
+                            writers[eye][0].write(img, pts, idx, duration=dur)
                     frames_written += 1
                     self.frames_done += 1
                     bar.update(1)
@@ -518,15 +506,9 @@ class _Job:
         return verification
 
     def _vr180_metadata(self, eye: str | None) -> dict | None:
-        """What to write: the input's VR180 metadata, or VR180 defaults for VR180-shaped input (policy allowing)."""
-        policy = self.cfg.output.write_vr180_metadata
-        has = self.info.projection is not None or self.info.layout is not None
-        vr_shaped = abs(self.geo.eye_w * (2 if self.geo.squeezed else 1) - self.geo.eye_h) <= 2
-        if policy == "never" or (policy == "auto" and not (has or vr_shaped)):
-            return None
-        stereo = "mono" if eye else ("top-bottom" if self.layout == "tb" else "left-right")
-        return {"stereo": stereo, "projection": self.info.projection or "equirectangular",
-                "fov_deg": self.info.fov_deg or 180.0}
+        from .io.finalize import output_spherical
+
+        return output_spherical(self.info, self.cfg.output.write_vr180_metadata, maintain_sbs=eye is None)
 
 
 def _default_out_dir(cfg: Config) -> Path:
