@@ -230,6 +230,9 @@ class _Job:
             max_missed=cfg.matting.track_max_missed,
             max_persons=cfg.detection.max_persons,
             ids=self.ids,
+            drift_iou=cfg.matting.track_drift_iou,
+            min_mask_area=cfg.matting.track_min_mask_area,
+            confirm_end_runs=cfg.matting.track_confirm_end_runs,
         )
         self.views = {
             eye: ViewMatter(eye, self.engine.make_segmenter(eye), detector, **view_kw) for eye in ("left", "right")

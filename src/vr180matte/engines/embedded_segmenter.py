@@ -51,17 +51,22 @@ class EmbeddedSegmenter:
         smoothing: float = 0.3,
         search_margin: float = 0.5,
         reanchor_iou: float = 0.5,
+        closeup_fusion: bool = True,
     ) -> None:
         """``smoothing``: mediapipe's combine-with-previous ratio (0 = off); ``search_margin``: how far around the
         last box (as a fraction of its size) a lost person is searched for; ``reanchor_iou``: a prompt box that
-        overlaps the track's current box at least this much keeps the current ROI."""
+        overlaps the track's current box at least this much keeps the current ROI; ``closeup_fusion``: for people whose
+        hips are below the frame (close-ups, talking heads), where pose segmentation is weak, fuse in the bundled
+        selfie-segmentation model near the pose mask."""
         self.view = view
         self.device = torch.device(device)
         self.smoothing = float(smoothing)
         self.search_margin = float(search_margin)
         self.reanchor_iou = float(reanchor_iou)
         self._tracks: dict[int, _Track] = {}
+        self.closeup_fusion = closeup_fusion
         self._graphs: PoseGraphs | None = None
+        self._selfie = None  # mp.solutions.selfie_segmentation instance, made on the first close-up
 
     @property
     def graphs(self) -> PoseGraphs:
@@ -103,6 +108,9 @@ class EmbeddedSegmenter:
         if self._graphs is not None:
             self._graphs.close()
             self._graphs = None
+        if self._selfie is not None:
+            self._selfie.close()
+            self._selfie = None
 
     # -- per frame ---------------------------------------------------------------------------------------------
     def segment(self, frame_idx: int, image: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -152,6 +160,8 @@ class EmbeddedSegmenter:
         cut = np.zeros_like(m)
         if x1 > x0 and y1 > y0:
             cut[y0:y1, x0:x1] = m[y0:y1, x0:x1]
+        if self.closeup_fusion and res.next_roi.cy > h:
+            cut = self._fuse_selfie(rgb, cut)
         if self.smoothing > 0 and tr.prev is not None and not fresh:
             # mediapipe SegmentationSmoothingCalculator: mix in the previous mask where the current is uncertain.
             uncertainty = 1.0 - np.abs(2.0 * cut - 1.0)
@@ -165,6 +175,32 @@ class EmbeddedSegmenter:
         tr.frames += 1
         return np.clip(cut, 0.0, 1.0).astype(np.float32, copy=False)
 
+    def _fuse_selfie(self, rgb: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        """Close-up: pose segmentation misses shoulders and leaks into the background there; the selfie model is
+        made for this framing. It is not instance-aware, so it only counts near this person's pose mask."""
+        import cv2
+
+        box = mask_box(pose)
+        if box is None:
+            return pose
+        h, w = rgb.shape[:2]
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        grow = 0.2
+        x0, y0 = int(max(0, box[0] - grow * bw)), int(max(0, box[1] - grow * bh))
+        x1, y1 = int(min(w, box[2] + grow * bw)), int(min(h, box[3] + grow * bh))
+        if self._selfie is None:
+            import mediapipe as mp
+
+            self._selfie = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1)
+            log.info("%s: close-up person: fusing the bundled selfie-segmentation model", self.view)
+        crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+        selfie = np.asarray(self._selfie.process(crop).segmentation_mask, dtype=np.float32)
+        px = max(3, int(0.15 * max(bw, bh)))
+        near = cv2.dilate((pose[y0:y1, x0:x1] > 0.5).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1)))
+        out = np.zeros_like(pose)
+        out[y0:y1, x0:x1] = selfie * near
+        return out
+
     def _roi_near(self, rgb: np.ndarray, box: np.ndarray, margin: float) -> Roi | None:
         """Detector ROI of the person best matching ``box``, searched in ``box`` grown by ``margin`` each side."""
         h, w = rgb.shape[:2]
@@ -176,10 +212,12 @@ class EmbeddedSegmenter:
         if x1 - x0 < 8 or y1 - y0 < 8:
             return None
         cands = self.graphs.detect(rgb[y0:y1, x0:x1], offset=(x0, y0))
-        target = Roi.from_box(box).box()
-        best, best_iou = None, 0.2
+        # Compare inside the image: a close-up's body circle extends far beyond the frame.
+        lim = np.array([w, h, w, h], dtype=np.float32)
+        target = np.clip(Roi.from_box(box).box(), 0, lim)
+        best, best_iou = None, 0.15
         for _, roi in cands:
-            iou = box_iou(roi.box(), target)
+            iou = box_iou(np.clip(roi.box(), 0, lim), target)
             if iou > best_iou:
                 best, best_iou = roi, iou
         return best

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from vr180matte.engines.base import EngineError
 from vr180matte.engines.mobilesam_predictor import MobileSamPredictor, SamKpi, load_mobile_sam
+from vr180matte.engines.yolo import YoloDetector
+from vr180matte.runtime.models import resolve_weights
 
 if TYPE_CHECKING:
     from vr180matte.config import Config
-    from vr180matte.engines.yolo import YoloDetector
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +167,9 @@ class MobileSamEngine:
         self.random_init = random_init
         self.box_margin = box_margin
         self.use_mask_input = use_mask_input
-        checkpoint = None
-        if not random_init:
-            from vr180matte.runtime.models import resolve_weights
-
-            checkpoint = resolve_weights("mobile_sam", cfg.models.dir)  # EngineError names file, URL and folder
+        # Resolve both files before building anything: a missing file is a one-line error (file, URL, folder) at once.
+        checkpoint = None if random_init else resolve_weights("mobile_sam", cfg.models.dir)
+        self.yolo_weights = None if random_init else resolve_weights(cfg.detection.model, cfg.models.dir)
         self.model = load_mobile_sam(checkpoint, self.device, random_init=random_init)
         self.kpi = SamKpi(self.device, timing=kpi_timing)
         self.autocast_dtype: torch.dtype | None = None
@@ -185,21 +183,14 @@ class MobileSamEngine:
         )
 
     def make_detector(self) -> YoloDetector:
-        try:
-            from vr180matte.engines.yolo import YoloDetector
-        except ImportError as exc:  # the detector module is part of the package; a broken install lands here
-            raise EngineError(f"the mobilesam engine needs the YOLO detector: {exc}") from None
-        weights = None
-        if not self.random_init:
-            from vr180matte.runtime.models import resolve_weights
-
-            weights = resolve_weights(self.cfg.detection.model, self.cfg.models.dir)
+        """A YOLOv8 person detector at ``detection.confidence_threshold`` on the engine's device."""
         return YoloDetector(
-            weights,
+            self.yolo_weights,
             model=self.cfg.detection.model,
             confidence_threshold=self.cfg.detection.confidence_threshold,
-            device=str(self.device),
+            device=self.device,
             random_init=self.random_init,
+            fp16=bool(self.cfg.matting.fp16),
         )
 
     def make_segmenter(self, view: str) -> MobileSamSegmenter:

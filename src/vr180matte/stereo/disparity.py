@@ -265,18 +265,21 @@ class DisparitySmoother:
     def ids(self) -> list[int]:
         return list(self._value)
 
-    def state(self) -> dict[int, list[tuple[int, float, float]]]:
-        """Picklable ``{id: [(step, disparity, weight), ...]}`` (the window) for the chunk hand-off."""
-        return {i: list(h) for i, h in self._hist.items()}
+    def state(self) -> dict[int, tuple[int, list[tuple[int, float, float]]]]:
+        """Picklable ``{id: (step, [(step, disparity, weight), ...])}`` (the window) for the chunk hand-off."""
+        return {i: (self._step[i], list(h)) for i, h in self._hist.items()}
 
     def load(self, state: dict | None) -> None:
         """Restore :meth:`state` output (a plain ``{id: value}`` is accepted too)."""
         self._hist, self._step, self._rejected, self._value = {}, {}, {}, {}
         for i, v in (state or {}).items():
             i = int(i)
-            items = [(0, float(v), 1.0)] if isinstance(v, (int, float)) else [tuple(x) for x in v]
+            if isinstance(v, (int, float)):
+                step, items = 0, [(0, float(v), 1.0)]
+            else:
+                step, items = int(v[0]), [tuple(x) for x in v[1]]
             if not items:
                 continue
             self._hist[i] = deque(((int(a), float(b), float(c)) for a, b, c in items), maxlen=self.window)
-            self._step[i] = int(items[-1][0])
-            self._value[i] = self._fit(self._hist[i], self._step[i])
+            self._step[i] = step
+            self._value[i] = self._fit(self._hist[i], step)
