@@ -1,0 +1,47 @@
+"""compose(): straight vs premultiplied RGBA and greenscreen values."""
+import pytest
+import torch
+
+from vr180matte.matte.composite import compose
+
+
+def _inputs(device):
+    rgb = torch.tensor([[[200, 100, 50], [10, 20, 30]], [[255, 255, 255], [0, 0, 0]]], dtype=torch.uint8, device=device)
+    alpha = torch.tensor([[0.5, 1.0], [0.0, 0.25]], device=device)
+    return rgb, alpha
+
+
+def test_straight_alpha(device):
+    rgb, alpha = _inputs(device)
+    out = compose(rgb, alpha, mode="alpha").cpu()
+    assert out.shape == (2, 2, 4) and out.dtype == torch.uint8
+    assert out[..., :3].tolist() == rgb.cpu().tolist()  # colour untouched
+    assert out[..., 3].tolist() == [[128, 255], [0, 64]]
+
+
+def test_premultiplied_alpha(device):
+    rgb, alpha = _inputs(device)
+    out = compose(rgb, alpha, mode="alpha", premultiplied=True).cpu()
+    assert out[0, 0].tolist() == [100, 50, 25, 128]  # 200 * 128/255 = 100.4 -> 100
+    assert out[0, 1].tolist() == [10, 20, 30, 255]
+    assert out[1, 0].tolist() == [0, 0, 0, 0]
+    assert bool((out[..., :3] <= out[..., 3:]).all())
+
+
+def test_greenscreen(device):
+    rgb, alpha = _inputs(device)
+    out = compose(rgb, alpha, mode="greenscreen", background=(0, 255, 0)).cpu()
+    assert out.shape == (2, 2, 3)
+    assert out[0, 0].tolist() == [100, 178, 25]  # 0.5*200 + 0.5*0, 0.5*100 + 0.5*255 = 177.5 -> 178
+    assert out[0, 1].tolist() == [10, 20, 30]
+    assert out[1, 0].tolist() == [0, 255, 0]
+
+
+def test_errors():
+    rgb, alpha = _inputs("cpu")
+    with pytest.raises(ValueError, match="output.format"):
+        compose(rgb, alpha, mode="rgba")
+    with pytest.raises(ValueError, match="does not match"):
+        compose(rgb, alpha[:1], mode="alpha")
+    with pytest.raises(ValueError, match="background"):
+        compose(rgb, alpha, mode="greenscreen", background=(0, 300, 0))

@@ -1,0 +1,162 @@
+"""Refiner: edge-aware upscaling beats bilinear on real DAVIS frames; source resolution at every scale;
+exact 0/1 away from the boundary; erode/feather in source pixels; bounded memory at 3072x3072."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from synth import davis_frames
+from vr180matte.matte.refine import Refiner
+from vr180matte.quality.metrics import boundary_f, mad
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _davis(i: int):
+    frames, masks = davis_frames("davis2016_parkour")
+    rgb = cv2.cvtColor(cv2.imread(str(frames[i])), cv2.COLOR_BGR2RGB)
+    gt = cv2.imread(str(masks[i]), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+    return rgb, gt
+
+
+def _coarse(gt: np.ndarray, scale: float) -> torch.Tensor:
+    h, w = gt.shape
+    return torch.from_numpy(cv2.resize(gt, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA))
+
+
+def test_guided_beats_bilinear_on_davis(device):
+    torch.set_num_threads(2)
+    ref = Refiner(device=device)
+    scores = {"bil_f": [], "bil_mad": [], "ref_f": [], "ref_mad": []}
+    for i in (0, 50):
+        rgb, gt = _davis(i)
+        p = _coarse(gt, 0.25)
+        alpha = ref(p.to(device), torch.from_numpy(rgb).to(device)).cpu().numpy()
+        bil = F.interpolate(p[None, None], size=gt.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+        scores["bil_f"].append(boundary_f(bil, gt))
+        scores["bil_mad"].append(mad(bil, gt))
+        scores["ref_f"].append(boundary_f(alpha, gt))
+        scores["ref_mad"].append(mad(alpha, gt))
+    m = {k: float(np.mean(v)) for k, v in scores.items()}
+    # MAD: measured ~0.7 vs ~3.6 (x1e3). Boundary F at DAVIS' tolerance is saturated near 0.995 for both on
+    # GT-derived coarse masks (bilinear of an area-downscaled mask puts the 0.5 contour back almost exactly);
+    # the refiner must not lose boundary accuracy while it fixes the soft values.
+    assert m["ref_mad"] < 0.5 * m["bil_mad"], m
+    assert m["ref_f"] >= m["bil_f"] - 0.005, m
+
+
+@pytest.mark.parametrize("scale", [0.25, 0.5, 1.0])
+def test_every_scale_gives_source_resolution(scale):
+    rgb, gt = _davis(10)
+    p = _coarse(gt, scale)
+    alpha = Refiner()(p, torch.from_numpy(rgb))
+    assert alpha.shape == gt.shape and alpha.dtype == torch.float32
+    assert float(alpha.min()) >= 0.0 and float(alpha.max()) <= 1.0
+    assert mad(alpha, gt) < 2.0  # x1e3; bilinear from 25% is ~3.4 on this frame
+
+
+def _disk_scene(n=256, r=70.0):
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    d = np.hypot(yy - n / 2 + 0.5, xx - n / 2 + 0.5)
+    gt = np.clip(r + 0.5 - d, 0, 1)  # anti-aliased disk
+    rgb = np.empty((n, n, 3), np.uint8)
+    rgb[...] = (40, 60, 200)
+    rgb[gt > 0] = (230, 190, 150)
+    rgb = (gt[..., None] * np.array([230, 190, 150]) + (1 - gt[..., None]) * np.array([40, 60, 200])).astype(np.uint8)
+    return rgb, gt
+
+
+def test_far_regions_exact_and_soft_edges():
+    rgb, gt = _disk_scene()
+    p = _coarse(gt, 0.25)
+    alpha = Refiner()(p, torch.from_numpy(rgb)).numpy()
+    n = gt.shape[0]
+    d = np.hypot(*(np.mgrid[0:n, 0:n] - n / 2 + 0.5))
+    assert np.all(alpha[d < 55] == 1.0) and np.all(alpha[d > 85] == 0.0)
+    edge = alpha[(d > 68) & (d < 72)]
+    assert ((edge > 0.02) & (edge < 0.98)).any()  # soft, not thresholded
+    assert mad(alpha, gt) < 2.5
+
+
+def test_halo_free_on_uniform_background():
+    """No alpha leaks into a flat background (what shows as a halo in a greenscreen composite)."""
+    rgb, gt = _disk_scene()
+    alpha = Refiner()(_coarse(gt, 0.25), torch.from_numpy(rgb)).numpy()
+    ring = (gt == 0) & (cv2.dilate((gt > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) == 0)
+    assert float(alpha[ring].max()) < 0.05
+
+
+def test_erode_and_feather_in_source_pixels():
+    rgb, gt = _disk_scene()
+    p = _coarse(gt, 0.5)
+    g = torch.from_numpy(rgb)
+    base = Refiner()(p, g).numpy().sum()
+    eroded = Refiner(erode_px=3)(p, g).numpy().sum()
+    grown = Refiner(erode_px=-3)(p, g).numpy().sum()
+    # a disk of radius ~70 shrinks/grows by ~2*pi*70*3 ~ 1300 px of area
+    assert 900 < base - eroded < 1700, base - eroded
+    assert 900 < grown - base < 1700, grown - base
+    feathered = Refiner(feather_px=6)(p, g).numpy()
+    soft = lambda a: int(((a > 0.02) & (a < 0.98)).sum())  # noqa: E731
+    assert soft(feathered) > 2 * soft(Refiner()(p, g).numpy())
+
+
+def test_tiles_match_single_tile():
+    rgb, gt = _davis(0)
+    p, g = _coarse(gt, 0.25), torch.from_numpy(rgb)
+    a1 = Refiner(tile=2048, erode_px=2, feather_px=3)(p, g)
+    a2 = Refiner(tile=128, erode_px=2, feather_px=3)(p, g)
+    assert float((a1 - a2).abs().max()) < 1e-5
+
+
+def test_bad_arguments_are_clear():
+    with pytest.raises(ValueError, match="refine.method"):
+        Refiner(method="magic")
+    with pytest.raises(ValueError, match="uint8 guide"):
+        Refiner()(torch.zeros(4, 4), torch.zeros(8, 8, 3))
+
+
+def test_bounded_memory_at_3072():
+    """Peak extra RSS of one 3072x3072 refine stays near the size of its own output.
+
+    A full-resolution guided filter needs ~20 full float frames (3072^2 x 4 B = 37.7 MB each, ~750 MB); we
+    allow the output itself plus one more frame's worth (2 x 37.7 MB), measured as the growth of the process'
+    peak RSS in a fresh interpreter after the inputs exist and a small warm-up ran.
+    """
+    code = textwrap.dedent(
+        """
+        import json, resource, torch
+        torch.set_num_threads(1)
+        from vr180matte.matte.refine import Refiner
+        N = 3072
+        yy, xx = torch.meshgrid(torch.arange(N), torch.arange(N), indexing="ij")
+        disk = (((yy - N / 2) ** 2 + (xx - N / 2) ** 2) < (N / 3) ** 2)
+        guide = torch.where(disk[..., None], torch.tensor([220, 180, 150], dtype=torch.uint8),
+                            torch.tensor([30, 80, 40], dtype=torch.uint8)).contiguous()
+        guide += (torch.rand(N, N, 3) * 20).to(torch.uint8)
+        prob = torch.nn.functional.interpolate(disk[None, None].float(), size=(256, 256), mode="area")[0, 0]
+        del yy, xx, disk
+        ref = Refiner(tile=1024)
+        ref(prob[:64, :64].clone(), guide[:768, :768].clone())
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        alpha = ref(prob, guide)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({"delta_mb": (after - before) / 1024, "shape": list(alpha.shape),
+                          "inside": float(alpha[1536, 1536]), "outside": float(alpha[10, 10])}))
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["shape"] == [3072, 3072] and out["inside"] == 1.0 and out["outside"] == 0.0
+    frame_mb = 3072 * 3072 * 4 / 2**20
+    assert out["delta_mb"] < 2 * frame_mb, out
