@@ -45,10 +45,12 @@ def boxes_from_masks(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def expand_boxes(boxes: torch.Tensor, margin: float, width: int, height: int) -> torch.Tensor:
     """Grow xyxy boxes by ``margin`` of their size on every side, clipped to the image."""
-    size = torch.cat([boxes[:, 2:] - boxes[:, :2]] * 2, dim=1)
-    grown = boxes + margin * size * torch.tensor([-1.0, -1.0, 1.0, 1.0], device=boxes.device)
-    limit = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
-    return torch.minimum(grown.clamp(min=0), limit)
+    # Scalar arithmetic only: no constant tensors built per frame (each would be a host-to-device copy).
+    pad = margin * (boxes[:, 2:] - boxes[:, :2])
+    lo, hi = boxes[:, :2] - pad, boxes[:, 2:] + pad
+    x0, x1 = lo[:, 0].clamp(0, width), hi[:, 0].clamp(0, width)
+    y0, y1 = lo[:, 1].clamp(0, height), hi[:, 1].clamp(0, height)
+    return torch.stack([x0, y0, x1, y1], dim=1)
 
 
 class MobileSamSegmenter:

@@ -265,8 +265,8 @@ class MobileSamPredictor:
     def _apply_coords(self, coords: torch.Tensor) -> torch.Tensor:
         """Pixel coordinates of the original image -> the resized 1024 input (``ResizeLongestSide.apply_coords``)."""
         (h, w), (nh, nw) = self.original_size, self.input_size
-        scale = torch.tensor([nw / w, nh / h], device=coords.device, dtype=coords.dtype)
-        return coords * scale
+        # Scalar multiplies instead of a scale tensor: no small host-to-device copy on every call.
+        return torch.stack([coords[..., 0] * (nw / w), coords[..., 1] * (nh / h)], dim=-1)
 
     @torch.inference_mode()
     def predict(
