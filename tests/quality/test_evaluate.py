@@ -59,7 +59,7 @@ def test_davis_layout_and_degraded_output(tmp_path):
     expect_iou = np.mean([iou(np.roll(g, 3, axis=1), g) for g in gts])
     expect_mad = np.mean([mad(np.roll(g, 3, axis=1), g) for g in gts])
     assert r["left"]["iou"] == pytest.approx(expect_iou, abs=1e-4) and r["left"]["iou"] < 0.9
-    assert r["left"]["mad"] == pytest.approx(expect_mad, abs=1e-2) and r["left"]["mad"] > 5
+    assert r["left"]["mad"] == pytest.approx(expect_mad, abs=1e-2) and r["left"]["mad"] > 2
 
 
 def _write_prores(path, frames_rgba):
