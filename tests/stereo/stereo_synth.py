@@ -208,21 +208,24 @@ class GTDetector:
 
 
 class GTSegmenter:
-    """Segmenter test double for one eye: the eye's ground-truth union mask cropped by the track's box.
+    """Segmenter test double for one eye: a person's ground-truth mask cropped by the track's box.
 
-    The box is the prompt box (or the prompt mask's box), then follows the returned mask each frame, expanded
-    by ``margin`` so a moving person stays inside. A badly placed prompt therefore gives a truncated mask: the
-    seeding logic under test is real. ``corrupt``: {frame: fraction} blanks the top ``fraction`` of every
-    mask on that frame (a segmenter failure the stereo validation must catch).
+    A prompt binds the track to the ground-truth person its box overlaps most; the output is that person's mask
+    inside the track's box expanded by ``margin`` (the box then follows the returned mask, so a moving person stays
+    inside). A badly placed prompt therefore gives a truncated mask: the seeding logic under test is real.
+    ``corrupt``: {frame: fraction} blanks the top ``fraction`` of every mask on that frame (a segmenter failure the
+    stereo validation must catch).
     """
 
     name = "gt-segmenter"
 
     def __init__(self, gt: np.ndarray, margin: float = 0.15, corrupt: dict[int, float] | None = None):
-        self.union = torch.from_numpy(gt.max(axis=1))  # (T, H, W)
+        self.gt = torch.from_numpy(gt)  # (T, P, H, W)
         self.margin = margin
         self.corrupt = corrupt or {}
         self.boxes: dict[int, np.ndarray] = {}
+        self.person: dict[int, int | None] = {}
+        self._pending: set[int] = set()
         self.prompts: list[tuple[int, np.ndarray | None, bool]] = []
 
     def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
@@ -231,28 +234,42 @@ class GTSegmenter:
         self.prompts.append((track_id, None if box is None else np.asarray(box, np.float32), mask is not None))
         if box is not None:
             self.boxes[track_id] = np.asarray(box, np.float32)
+            self._pending.add(track_id)
 
     def remove_track(self, track_id: int) -> None:
         self.boxes.pop(track_id, None)
+        self.person.pop(track_id, None)
 
     def reset(self) -> None:
         self.boxes.clear()
+        self.person.clear()
+
+    def _bind(self, frame_idx: int, box: np.ndarray) -> int | None:
+        x0, y0 = int(max(0, box[0])), int(max(0, box[1]))
+        x1, y1 = int(math.ceil(box[2])), int(math.ceil(box[3]))
+        cover = self.gt[frame_idx, :, y0:y1, x0:x1].flatten(1).sum(1)
+        return int(cover.argmax()) if float(cover.max()) > 0 else None
 
     def segment(self, frame_idx: int, image: torch.Tensor) -> dict[int, torch.Tensor]:
-        u = self.union[frame_idx]
-        H, W = u.shape
+        H, W = self.gt.shape[-2:]
         out = {}
         for tid, b in list(self.boxes.items()):
-            mx = self.margin * (b[2] - b[0]) + 4
-            my = self.margin * (b[3] - b[1]) + 4
-            x0, y0 = int(max(0, math.floor(b[0] - mx))), int(max(0, math.floor(b[1] - my)))
-            x1, y1 = int(min(W, math.ceil(b[2] + mx))), int(min(H, math.ceil(b[3] + my)))
-            m = torch.zeros_like(u)
-            m[y0:y1, x0:x1] = u[y0:y1, x0:x1]
+            if tid in self._pending:
+                self.person[tid] = self._bind(frame_idx, b)
+        self._pending.clear()
+        for tid, b in list(self.boxes.items()):
+            m = torch.zeros((H, W))
+            k = self.person.get(tid)
+            if k is not None:
+                mx = self.margin * (b[2] - b[0]) + 4
+                my = self.margin * (b[3] - b[1]) + 4
+                x0, y0 = int(max(0, math.floor(b[0] - mx))), int(max(0, math.floor(b[1] - my)))
+                x1, y1 = int(min(W, math.ceil(b[2] + mx))), int(min(H, math.ceil(b[3] + my)))
+                m[y0:y1, x0:x1] = self.gt[frame_idx, k, y0:y1, x0:x1]
             nb = mask_box(m.numpy())
             if frame_idx in self.corrupt and nb is not None:
                 cut = int(nb[1] + self.corrupt[frame_idx] * (nb[3] - nb[1]))
-                m[: cut] = 0
+                m[:cut] = 0
             out[tid] = m.to(image.device)
             if nb is not None:
                 self.boxes[tid] = nb

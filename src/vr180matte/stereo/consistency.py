@@ -20,7 +20,9 @@ left mask (IoU = "agreement"). Below ``stereo.validation_threshold`` the stage c
 ``reprocess`` (the same, and the weaker eye's segmenter is re-prompted with it so the following frames recover
 too), ``ensemble`` (both eyes get the strength-weighted average of the two aligned masks). The weaker eye is the
 one whose mask area changed more against the person's agreed area on the previous frame, times the segmenter
-score (an eye that suddenly lost a limb is the broken one).
+score (an eye that suddenly lost a limb is the broken one). Persons that pass validation in the coupled modes get
+both eyes' aligned probabilities averaged (``fuse_edges``, on by default) so the two eyes carry the same edge:
+independent segmenter noise at the edges is exactly the shimmer a viewer sees.
 
 Memory is bounded: per person only the smoothed disparity and last agreed area are kept; report statistics are
 running sums; the correction log is capped.
@@ -39,7 +41,7 @@ from scipy.optimize import linear_sum_assignment
 from ..config import Config
 from ..engines.base import Detection, Detector, FrameMatte, TrackMask
 from .disparity import DisparitySmoother, measure_disparity, shift_mask
-from .equirect import EquirectDetector, merge_detections
+from .equirect import EquirectDetector
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +170,7 @@ class StereoStage:
     """
 
     def __init__(self, cfg: Config, left: Any, right: Any, detector: Detector | None,
-                 equirect_detector: EquirectDetector | None = None) -> None:
+                 equirect_detector: EquirectDetector | None = None, fuse_edges: bool = True) -> None:
         st = cfg.stereo
         self.mode = str(st.consistency_mode)
         self.method = str(st.correction_method)
@@ -182,6 +184,10 @@ class StereoStage:
         self.threshold = float(st.validation_threshold)
         self.max_disp_frac = float(st.max_disparity_frac)
         self.use_mapping = bool(cfg.matting.use_disparity_mapping)
+        # Coupled modes: persons that pass validation get the average of both eyes' aligned probabilities, so the
+        # two eyes carry the same edge (independent segmenter noise otherwise shimmers between the eyes).
+        self.fuse_edges = bool(fuse_edges)
+        self._n_fused = 0
         self.detect_interval = int(cfg.detection.detect_interval)
         self.left, self.right = left, right
         self.detector = detector
@@ -245,6 +251,8 @@ class StereoStage:
             "agreement_before_correction_mean": r(self._agree_before.mean),
             "corrections": self._n_corr,
             "reprompts": self._n_reprompt,
+            "fuse_edges": self.fuse_edges,
+            "fused": self._n_fused,
             "persons_left": {"max": int(self._pl.max) if self._pl.n else 0, "mean": r(self._pl.mean) or 0.0},
             "persons_right": {"max": int(self._pr.max) if self._pr.n else 0, "mean": r(self._pr.mean) or 0.0},
             "id_mismatches": self._mismatch,
@@ -270,8 +278,8 @@ class StereoStage:
         ld, rd = split_sbs_detections(list(self.detector.detect(sbs)), eye_w)
         if self.equirect is not None:
             self.equirect.stats["calls"] += 1
-            ld = merge_detections(ld + self.equirect.detect_crops(left_img), self.equirect.nms_iou)
-            rd = merge_detections(rd + self.equirect.detect_crops(right_img), self.equirect.nms_iou)
+            ld = self.equirect.merge(ld, self.equirect.detect_crops(left_img))
+            rd = self.equirect.merge(rd, self.equirect.detect_crops(right_img))
         pairs = dict(pair_boxes([d.box for d in ld], [d.box for d in rd], self._max_disp, -self._max_disp / 4))
         # A person found only in the right eye still gets a left detection (its box moved by the typical offset),
         # so the left eye starts the track and both eyes share its id.
@@ -417,6 +425,13 @@ class StereoStage:
                 lm.tracks[tid] = self._track_mask(tid, pl, lt, rt)
                 rm.tracks[tid] = self._track_mask(tid, pr, rt, lt)
                 a = a2
+            elif self.fuse_edges and l_ok and r_ok:
+                fused = 0.5 * (pl + shift_mask(pr, -dm))
+                pl, pr = fused, shift_mask(fused, dm)
+                lm.tracks[tid] = TrackMask(track_id=tid, prob=pl, box=_box_of(pl), score=float(lt.score))
+                rm.tracks[tid] = TrackMask(track_id=tid, prob=pr, box=_box_of(pr), score=float(rt.score))
+                a = mask_iou(pl, shift_mask(pr, -dm))
+                self._n_fused += 1
             agreement[tid] = a
             self._ref_area[tid] = 0.5 * float((pl > _MASK_T).sum() + (pr > _MASK_T).sum())
         for tid in list(self._ref_area):

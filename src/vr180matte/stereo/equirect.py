@@ -198,7 +198,7 @@ class EquirectDetector:
         self.size = size
         self.eye_fov_deg = eye_fov_deg
         self.nms_iou = nms_iou
-        self.stats = {"calls": 0, "crop_boxes": 0, "crop_only": 0}
+        self.stats = {"calls": 0, "crop_boxes": 0, "crop_only": 0, "crop_replaced": 0}
 
     def _crop_size(self, eye_h: int) -> int:
         if self.size:
@@ -238,7 +238,29 @@ class EquirectDetector:
         """All persons in the equirect eye ``image``: full-eye detections merged with crop detections."""
         self.stats["calls"] += 1
         full = list(self.detector.detect(image))
-        crops = self.detect_crops(image)
-        merged = merge_detections(full + crops, self.nms_iou)
-        self.stats["crop_only"] += sum(1 for d in merged if not any(d is f for f in full))
+        return self.merge(full, self.detect_crops(image))
+
+    def merge(self, full: list[Detection], crops: list[Detection]) -> list[Detection]:
+        """Merge crop detections into full-eye ones.
+
+        A crop detection of a person the full eye also found replaces the full-eye one when its box is larger:
+        on a stretched person the full-eye detector typically fires on part of the body only, while the crop
+        sees the whole, undistorted person. Otherwise duplicates are dropped (NMS).
+        """
+        merged = merge_detections(full, self.nms_iou)
+        from_full = [True] * len(merged)
+        area = lambda b: float((b[2] - b[0]) * (b[3] - b[1]))  # noqa: E731
+        for c in merge_detections(crops, self.nms_iou):
+            dup = [i for i, f in enumerate(merged)
+                   if box_iou(c.box, f.box)[0, 0] > self.nms_iou or _overlap_small(c.box, f.box) > 0.8]
+            if not dup:
+                merged.append(c)
+                from_full.append(False)
+                self.stats["crop_only"] += 1
+                continue
+            i = dup[0]
+            if from_full[i] and area(c.box) > 1.2 * area(merged[i].box):
+                merged[i] = Detection(box=c.box, score=max(c.score, merged[i].score), mask=c.mask)
+                from_full[i] = False
+                self.stats["crop_replaced"] += 1
         return merged
