@@ -105,12 +105,13 @@ def test_many_tracks_one_encoder_run_midstream_add_remove(model, monkeypatch):
     assert sizes[99] == {"cond": 1, "mem": 2, "ptr": 2}  # started at frame 105 as a new object
 
 
-def test_memory_bounded_over_many_frames(model):
+@pytest.mark.parametrize("n", [12, pytest.param(40, marks=pytest.mark.slow)])
+def test_memory_bounded_over_many_frames(model, n):
     """Re-prompted every 3 frames: conditioning frames capped (first kept), memory window bounded, bytes flat."""
     seg = _seg(model, memory_window=2, max_conditioning_frames=2, offload_to_cpu=True)
     frames = _frames(4, seed=3)
     nbytes = []
-    for i in range(40):
+    for i in range(n):
         if i % 3 == 0:
             seg.add_prompt(1, box=np.array([5, 5, 40 - i % 7, 44]))
         seg.segment(i, frames[i % 4])
@@ -118,8 +119,15 @@ def test_memory_bounded_over_many_frames(model):
         assert s["cond"] <= 2 and s["mem"] <= 2 and s["ptr"] <= 15
         assert s["cond"] + s["mem"] <= 2 + 2
         nbytes.append(seg.state_bytes())
+        tr = seg._tracks[1]
+        feats = [e["maskmem_features"] for e in list(tr.cond.values()) + list(tr.mem.values())]
+        one = feats[0].numel() * feats[0].element_size()
+        assert sum(f.numel() * f.element_size() for f in feats) <= (2 + 2) * one  # memory features bounded
     assert 0 in seg._tracks[1].cond  # the initial prompt is never evicted
-    assert max(nbytes[20:]) == max(nbytes[10:20])  # flat: no growth with video length
+    if n >= 40:  # once the 16-frame pointer window is full too, the bytes held are flat
+        assert max(nbytes[20:]) == max(nbytes[10:20])
+    else:  # after the windows are full only small object pointers (<= 15) are still added
+        assert nbytes[-1] - nbytes[6] <= 15 * seg._tracks[1].ptr[next(iter(seg._tracks[1].ptr))].numel() * 4
     assert seg._tracks[1].mem and seg._tracks[1].mem[next(iter(seg._tracks[1].mem))]["maskmem_features"].device.type == "cpu"
 
 
