@@ -234,10 +234,13 @@ class _Job:
             min_mask_area=cfg.matting.track_min_mask_area,
             confirm_end_runs=cfg.matting.track_confirm_end_runs,
         )
+        # The stereo stage owns detection (per eye, or once on the joint SBS frame) and hands boxes to the views.
         self.views = {
-            eye: ViewMatter(eye, self.engine.make_segmenter(eye), detector, **view_kw) for eye in ("left", "right")
+            eye: ViewMatter(eye, self.engine.make_segmenter(eye), None, **view_kw) for eye in ("left", "right")
         }
-        self.stereo = StereoStage(cfg, self.views["left"], self.views["right"], detector)
+        self.stereo = StereoStage(
+            cfg, self.views["left"], self.views["right"], detector, fuse_edges=cfg.stereo.fuse_edges
+        )
         method = cfg.refine.method if cfg.refine.enabled else "bilinear"
         self.refiner = Refiner(
             method=method, radius_px=cfg.refine.radius_px, eps=cfg.refine.eps, erode_px=cfg.refine.erode_px,

@@ -208,7 +208,9 @@ class MobileSamPredictor:
             return torch.autocast(device_type=self.device.type, enabled=False)
         return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
 
-    @torch.inference_mode()
+    # no_grad, not inference_mode: inference tensors refuse in-place updates outside inference mode, and the
+    # refinement stages downstream are free to edit the masks they are handed.
+    @torch.no_grad()
     def set_image(self, image: ArrayLike, image_format: str = "RGB") -> None:
         """Compute the image embedding of an (H, W, 3) uint8 RGB image (tensor on any device, or numpy)."""
         x, original_size, input_size = self.preprocess(image, image_format)
@@ -218,7 +220,7 @@ class MobileSamPredictor:
         self.original_size = original_size
         self.input_size = input_size
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def preprocess(
         self, image: ArrayLike, image_format: str = "RGB"
     ) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
@@ -268,7 +270,7 @@ class MobileSamPredictor:
         # Scalar multiplies instead of a scale tensor: no small host-to-device copy on every call.
         return torch.stack([coords[..., 0] * (nw / w), coords[..., 1] * (nh / h)], dim=-1)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def predict(
         self,
         point_coords: ArrayLike | None = None,

@@ -75,8 +75,9 @@ class DetectionVisualizer:
             cv2.rectangle(img, (x0, y0), (x1, y1), c, th + 1)
             label = f"#{tid} {tm.score:.2f}"
             (tw, tht), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font, th)
-            cv2.rectangle(img, (x0, max(0, y0 - tht - 6)), (x0 + tw + 4, y0), c, -1)
-            cv2.putText(img, label, (x0 + 2, y0 - 4), cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), th)
+            ly = y0 if y0 - tht - 6 >= 0 else y0 + tht + 6  # label above the box, inside it at the top edge
+            cv2.rectangle(img, (x0, ly - tht - 6), (x0 + tw + 4, ly), c, -1)
+            cv2.putText(img, label, (x0 + 2, ly - 4), cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), th)
 
     def write(self, sbs_rgb: np.ndarray, left: FrameMatte, right: FrameMatte | None) -> None:
         """Draw one SBS frame (H, W, 3) uint8 RGB (full resolution); ``right`` None for a mono input."""
