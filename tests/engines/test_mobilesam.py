@@ -265,6 +265,7 @@ def test_segmenter_one_batched_predict_per_frame_and_box_follow(model):
     for prob in out.values():
         assert prob.shape == (H, W) and prob.dtype == torch.float32 and prob.device == seg.device
         assert 0.0 <= float(prob.min()) and float(prob.max()) <= 1.0
+    out[1].mul_(1.0)  # downstream stages may edit masks in place (not inference-mode tensors)
     # the next prompt is each track's own mask box, grown by the margin
     for tid in (1, 2):
         fg = out[tid] > 0.5
