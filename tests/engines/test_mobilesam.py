@@ -332,3 +332,20 @@ def test_engine_detector_is_yolo():
     assert isinstance(dets, list)
     for d in dets:
         assert d.box.shape == (4,) and 0.0 <= d.score <= 1.0
+
+
+@pytest.mark.slow
+def test_pipeline_run_with_mobilesam_engine(tmp_path, monkeypatch):
+    """The whole product path (decode, detect, track, segment, stereo, refine, encode, stats.json) on this engine."""
+    import vr180matte.pipeline as pipeline
+
+    clip = write_video(tmp_path / "sbs.mp4", lambda i: gradient_sbs(i, 256, 128), n=3)
+    monkeypatch.setattr(pipeline, "build_engine", lambda cfg, device: MobileSamEngine(cfg, device, random_init=True))
+    out = tmp_path / "out"
+    pipeline.run(clip, None, out, ["hardware.device=cpu", "matting.engine=mobilesam", "output.codec=png",
+                                   "detection.confidence_threshold=0.0", "detection.max_persons=2"], quiet=True)
+    stats = json.loads((out / "sbs.stats.json").read_text())
+    assert stats["engine"] == "mobilesam" and stats["frames_out"] == 3
+    kpi = stats["kpi"]
+    assert kpi["event"] == "sam_predict_output" and kpi["masks_left_gpu"] == 0
+    assert 0 < kpi["predicts"] <= 6  # at most one batched predict per frame and eye

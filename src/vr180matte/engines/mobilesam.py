@@ -85,7 +85,9 @@ class MobileSamSegmenter:
 
     def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
         """(Re-)prompt ``track_id`` from the next frame on; a mask prompt is reduced to its box."""
-        if box is not None:
+        if isinstance(box, torch.Tensor):  # e.g. a box another stage already holds on the device
+            b = box.to(self.device, torch.float32).reshape(4)
+        elif box is not None:
             b = torch.as_tensor(np.asarray(box, dtype=np.float32).reshape(4)).to(self.device)
         elif mask is not None:
             m = mask.to(self.device)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class SamKpi:
         self.return_low_res = 0
         self.masks_left_gpu = 0
         self.total_ms = 0.0
+        self._lock = threading.Lock()  # the two eyes' segmenters may predict from different threads
 
     @property
     def synced(self) -> bool:
@@ -146,12 +148,13 @@ class SamKpi:
             "latency_ms": round(latency, 3),
             "latency_synced": self.synced,
         }
-        self.count += 1
-        self.as_numpy += int(as_numpy)
-        self.return_low_res += int(return_low_res)
-        self.total_ms += latency
-        if self.device.type == "cuda" and not fields["mask_device"].startswith("cuda"):
-            self.masks_left_gpu += 1
+        with self._lock:
+            self.count += 1
+            self.as_numpy += int(as_numpy)
+            self.return_low_res += int(return_low_res)
+            self.total_ms += latency
+            if self.device.type == "cuda" and not fields["mask_device"].startswith("cuda"):
+                self.masks_left_gpu += 1
         if kpi_log.isEnabledFor(logging.INFO):
             kpi_log.info(
                 "sam_predict_output %s",
