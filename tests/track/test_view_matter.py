@@ -492,3 +492,15 @@ def test_real_embedded_engine_on_davis_with_handoff():
         det.close()
         for s in segs:
             s.close()
+
+
+def test_false_detection_that_segments_to_nothing_is_ended_at_once():
+    """A detector box on background (nothing the segmenter can follow) must not live on as an empty track."""
+    scene = Scene([Person(RED, moving(10, 10, 20, 40))])
+    ghost = lambda t: [Detection(box=np.array([90, 20, 120, 60], np.float32), score=0.6)]  # noqa: E731
+    vm, seg, det = make(scene, detect_interval=5)
+    det.extra = ghost
+    mattes = run(vm, scene, det, range(12))
+    assert sorted(mattes[0].tracks) == [1], "the ghost's track ends on its first frame"
+    assert vm.stats["stillborn"] == 3  # re-detected at frames 0, 5 and 10, ended each time
+    assert all(sorted(m.tracks) == [1] for m in mattes)

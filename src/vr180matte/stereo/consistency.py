@@ -499,7 +499,11 @@ class StereoStage:
             self._agree.add(float(v))
         self._pl.add(len(res.left.tracks))
         self._pr.add(len(res.right.tracks))
-        if set(res.left.tracks) != set(res.right.tracks):
+        # Compare the persons visible on this frame: a track whose mask is momentarily empty in both eyes is
+        # not a person on screen, and one visible in one eye only is a real mismatch.
+        visible_l = {i for i, t in res.left.tracks.items() if t.box is not None}
+        visible_r = {i for i, t in res.right.tracks.items() if t.box is not None}
+        if visible_l != visible_r:
             self._mismatch += 1
         self._n_corr += len(res.corrections)
         room = _MAX_LOGGED - len(self._corr_log)

@@ -125,6 +125,7 @@ class ViewMatter:
             "duplicates_skipped": 0,
             "max_persons_skipped": 0,
             "duplicates_merged": 0,
+            "stillborn": 0,
             "reprompts_skipped_occluded": 0,
         }
         self._tracks: dict[int, Track] = {}
@@ -453,7 +454,12 @@ class ViewMatter:
                 t.score = t.det_score if t.det_score is not None else conf
                 self._probs[tid] = masks[tid]
             t.unmatched_now = False
-            if self.tracker.should_end(t, self.confirm_end_runs):
+            if t.box is None and t.hits == 0 and t.origin == "detection" and t.start_frame == frame_idx:
+                # The segmenter found nothing where the detector saw a person: a false detection. Ending it now
+                # keeps a zombie track from costing segmenter time and from appearing in one eye only.
+                self.stats["stillborn"] += 1
+                ended.append(tid)
+            elif self.tracker.should_end(t, self.confirm_end_runs):
                 ended.append(tid)
         for tid in ended:
             log.debug("%s: frame %d: track %d ended (mask empty %d frames)", self.view, frame_idx, tid,
