@@ -56,6 +56,22 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _silence_native_stderr() -> None:
+    """Route C++ libraries' direct writes to fd 2 (MediaPipe/TFLite/absl start-up chatter) to /dev/null.
+
+    Python's own stderr (our logging, the progress bar, error lines) keeps the real stream through a duplicate
+    of fd 2, so users see only vr180matte's messages; ``-v`` leaves everything as it is.
+    """
+    try:
+        real = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(real, "w", buffering=1, encoding="utf-8", errors="replace")
+    except OSError:  # pragma: no cover - exotic platforms without fd 2
+        pass
+
+
 def _error(msg: str, code: int) -> int:
     first = str(msg).strip().splitlines()[0] if str(msg).strip() else "failed"
     print(f"vr180matte: error: {first}", file=sys.stderr)
@@ -101,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         return _guarded(lambda: _delegate(argv[0], argv[1:]))
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "run" and not args.verbose:
+        _silence_native_stderr()
     _setup_logging(args.verbose, getattr(args, "quiet", False))
     handler = {"run": _cmd_run, "probe": _cmd_probe, "sample": _cmd_sample}[args.command]
     return _guarded(lambda: handler(args))
