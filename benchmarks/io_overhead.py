@@ -25,6 +25,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vr180matte.sample import mux_audio, tone
+
 
 def make_clip(path: Path, frames: int, width: int, fps: int = 30) -> Path:
     h = width // 2
@@ -43,17 +45,7 @@ def make_clip(path: Path, frames: int, width: int, fps: int = 30) -> Path:
                 out.mux(p)
         for p in vs.encode():
             out.mux(p)
-        n = int(frames / fps * rate)
-        wave = (0.1 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32)
-        stereo = np.stack([wave, wave])
-        for s in range(0, n, 1024):
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(stereo[:, s : s + 1024]), format="fltp",
-                                            layout="stereo")
-            af.sample_rate, af.pts = rate, s
-            for p in au.encode(af):
-                out.mux(p)
-        for p in au.encode():
-            out.mux(p)
+        mux_audio(out, au, tone(frames / fps, rate), rate)
     return path
 
 

@@ -11,6 +11,9 @@ from typing import Callable, Iterable
 import av
 import numpy as np
 
+from vr180matte.sample import mux_audio
+from vr180matte.sample import tone as _tone
+
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media"
 
@@ -21,9 +24,16 @@ def media(*parts: str) -> Path:
 
 
 def tone(seconds: float, rate: int = 48000, freq: float = 440.0, channels: int = 2) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    wave = (0.2 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-    return np.repeat(wave[None, :], channels, axis=0)
+    return _tone(seconds, rate, freq, channels, level=0.2)
+
+
+def write_audio_only(path: Path, seconds: float = 0.5, rate: int = 48000) -> Path:
+    """An AAC file with no video stream (.m4a)."""
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("aac", rate=rate)
+        s.layout = "stereo"
+        mux_audio(out, s, tone(seconds, rate), rate)
+    return Path(path)
 
 
 def write_video(
@@ -60,7 +70,7 @@ def write_video(
         if audio is not None:
             astream = out.add_stream("aac", rate=audio_rate)
             astream.layout = "stereo" if audio.shape[0] == 2 else "mono"
-        for i, rgb in enumerate([first] if False else _chain(first, source)):
+        for i, rgb in enumerate(_chain(first, source)):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             if pts is not None:
                 frame.pts = pts[i]
@@ -70,16 +80,7 @@ def write_video(
         for packet in vs.encode():
             out.mux(packet)
         if astream is not None:
-            block = 1024
-            for start in range(0, audio.shape[1], block):
-                chunk = np.ascontiguousarray(audio[:, start : start + block])
-                af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=astream.layout.name)
-                af.sample_rate = audio_rate
-                af.pts = start
-                for packet in astream.encode(af):
-                    out.mux(packet)
-            for packet in astream.encode():
-                out.mux(packet)
+            mux_audio(out, astream, audio, audio_rate)
     return path
 
 

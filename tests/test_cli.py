@@ -4,11 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
-from synth import gradient_sbs, tone, write_video
+from synth import gradient_sbs, tone, write_audio_only, write_video
 
 EXE = [sys.executable, "-m", "vr180matte.cli"]
 FAST = ["--set", "matting.engine=passthrough", "--set", "hardware.device=cpu", "--quiet"]
@@ -66,18 +65,7 @@ def test_not_a_video(tmp_path):
 
 
 def test_audio_only_file(tmp_path):
-    f = tmp_path / "voice.m4a"
-    with av.open(str(f), "w") as c:
-        s = c.add_stream("aac", rate=48000)
-        s.layout = "stereo"
-        a = tone(0.3)
-        for i in range(0, a.shape[1], 1024):
-            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(a[:, i : i + 1024]), format="fltp", layout="stereo")
-            fr.sample_rate, fr.pts = 48000, i
-            for pk in s.encode(fr):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+    f = write_audio_only(tmp_path / "voice.m4a", 0.3)
     p = cli("run", f, "-o", tmp_path, *FAST)
     assert p.returncode == 2 and "video" in one_line_error(p)
 

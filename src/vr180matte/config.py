@@ -48,6 +48,7 @@ RULES: dict[str, dict[str, Any]] = {
     "matting.track_drift_iou": {"range": (0.0, 1.0)},
     "matting.track_min_mask_area": {"range": (0.0, 1.0)},
     "matting.track_confirm_end_runs": {"range": (0, 1000)},
+    "matting.mobilesam_box_margin": {"range": (0.0, 2.0)},
     "refine.method": {"choices": ["guided", "bilinear"]},
     "refine.radius_px": {"range": (1, 256)},
     "refine.eps": {"range": (1e-8, 1.0)},

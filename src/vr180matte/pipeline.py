@@ -256,7 +256,8 @@ class _Job:
             from .quality.debug import DetectionVisualizer
 
             self.visualizer = DetectionVisualizer(
-                self.out_dir / f"{self.stem}.detections.mp4", self.geo.proc_w * 2, self.geo.proc_h, self.info.fps
+                self.out_dir / f"{self.stem}.detections.mp4", self.geo.proc_w * 2, self.geo.proc_h, self.info.fps,
+                scale=1.0,  # it is fed the processing-resolution eyes, so boxes need no rescaling
             )
 
     # ---- one chunk ----------------------------------------------------------------------------------------

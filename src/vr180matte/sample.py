@@ -24,6 +24,26 @@ def _background(eye: int, t: int) -> np.ndarray:
     return np.stack([r, g, b], -1).clip(0, 255).astype(np.uint8)
 
 
+def tone(seconds: float, rate: int = 48000, freq: float = 440.0, channels: int = 2, level: float = 0.1) -> np.ndarray:
+    """A sine tone as (channels, samples) float32, the layout PyAV's planar ``fltp`` frames take."""
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.repeat(wave[None, :], channels, axis=0)
+
+
+def mux_audio(container: "av.container.OutputContainer", stream, samples: np.ndarray, rate: int) -> None:
+    """Encode (channels, samples) float32 audio into ``stream`` of ``container`` and flush it."""
+    layout = "stereo" if samples.shape[0] == 2 else "mono"
+    for start in range(0, samples.shape[1], 1024):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + 1024]), format="fltp",
+                                           layout=layout)
+        frame.sample_rate, frame.pts = rate, start
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
 def make_sample(path: Path, frames: int = 48, eye: int = 1024, fps: int = 24, disparity: int = 12) -> Path:
     """Write ``path`` (H.264 + AAC, VR180 metadata) and return it. Deterministic."""
     import cv2
@@ -54,18 +74,7 @@ def make_sample(path: Path, frames: int = 48, eye: int = 1024, fps: int = 24, di
                 out.mux(packet)
         for packet in vs.encode():
             out.mux(packet)
-        n = int(frames / fps * rate)
-        t = np.arange(n) / rate
-        wave = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-        audio = np.stack([wave, wave])
-        for start in range(0, n, 1024):
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, start : start + 1024]), format="fltp",
-                                            layout="stereo")
-            af.sample_rate, af.pts = rate, start
-            for packet in aus.encode(af):
-                out.mux(packet)
-        for packet in aus.encode():
-            out.mux(packet)
+        mux_audio(out, aus, tone(frames / fps, rate), rate)
     from .io.spherical import write_spherical
 
     write_spherical(tmp, stereo="left-right", projection="equirectangular", fov_deg=180.0)

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from synth import gradient_sbs, media, tone, write_video
+from synth import gradient_sbs, media, tone, write_audio_only, write_video
 from vr180matte.io.errors import InputError
 from vr180matte.io.probe import probe
 
@@ -103,18 +103,7 @@ def test_text_file_is_not_a_video(tmp_path):
 
 
 def test_audio_only_file(tmp_path):
-    p = tmp_path / "a.m4a"
-    with av.open(str(p), "w") as out:
-        s = out.add_stream("aac", rate=48000)
-        s.layout = "stereo"
-        data = tone(0.5)
-        for start in range(0, data.shape[1], 1024):
-            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, start : start + 1024]), format="fltp", layout="stereo")
-            f.sample_rate, f.pts = 48000, start
-            for pkt in s.encode(f):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
+    p = write_audio_only(tmp_path / "a.m4a")
     with pytest.raises(InputError) as e:
         probe(p)
     assert "no video stream" in _one_line(e)

@@ -302,3 +302,25 @@ def test_matroska_stereo_mode_read_through_ffmpeg(tmp_path):
         for p in [*s.encode(av.VideoFrame.from_ndarray(frame(0), format="rgb24")), *s.encode()]:
             out.mux(p)
     assert read_spherical(plain) is None
+
+
+def test_in_place_rewrites_only_the_tail_when_moov_is_last(tmp_path, h264):
+    """Finalizing a huge output must not copy it: the same inode is edited, frames and packets unchanged."""
+    before_pixels, before_packets = decoded(h264), packets(h264)
+    assert top_level(h264)[-1] == b"moov"
+    inode = h264.stat().st_ino
+    write_spherical(h264, in_place=True)
+    assert h264.stat().st_ino == inode, "in-place write replaced the file (a full copy)"
+    assert read_spherical(h264).stereo == "left-right"
+    assert packets(h264) == before_packets
+    assert all(np.array_equal(a, b) for a, b in zip(decoded(h264), before_pixels))
+    write_spherical(h264, stereo="top-bottom", in_place=True)  # again: replaced, still one st3d
+    assert read_spherical(h264).stereo == "top-bottom" and h264.read_bytes().count(b"st3d") == 1
+
+
+def test_in_place_falls_back_to_a_copy_for_faststart(tmp_path):
+    path = faststart_mp4(tmp_path / "fast.mp4")
+    inode = path.stat().st_ino
+    write_spherical(path, in_place=True)
+    assert path.stat().st_ino != inode  # moov before mdat: offsets shift, so the safe copy path runs
+    assert len(decoded(path)) == N and read_spherical(path).fov_deg == 180.0

@@ -40,7 +40,10 @@ def build_engine(cfg: Config, device: torch.device):
     if name == "mobilesam":
         from .mobilesam import MobileSamEngine
 
-        return MobileSamEngine(cfg, device)
+        return MobileSamEngine(
+            cfg, device, kpi_timing=cfg.performance.kpi_timing, box_margin=cfg.matting.mobilesam_box_margin,
+            use_mask_input=cfg.matting.mobilesam_mask_input,
+        )
     if name == "passthrough":
         from .passthrough import PassthroughEngine
 

@@ -15,7 +15,7 @@ import torch
 from vr180matte.config import Config
 from vr180matte.engines.base import EngineError
 from vr180matte.engines.sam2_stream import StreamingSam2Segmenter
-from vr180matte.engines.yolo import YoloDetector
+from vr180matte.engines.yolo import YoloDetector, yolo_for
 from vr180matte.runtime.models import resolve_weights, weights_present
 
 log = logging.getLogger(__name__)
@@ -95,14 +95,7 @@ class DetSam2Engine:
 
     def make_detector(self) -> YoloDetector:
         """A YOLOv8 person detector at ``detection.confidence_threshold``."""
-        return YoloDetector(
-            self.yolo_weights,
-            model=self.cfg.detection.model,
-            confidence_threshold=self.cfg.detection.confidence_threshold,
-            device=self.device,
-            random_init=self.random_init,
-            fp16=bool(self.cfg.matting.fp16),
-        )
+        return yolo_for(self.cfg, self.yolo_weights, self.device, random_init=self.random_init)
 
     def make_segmenter(self, view: str) -> StreamingSam2Segmenter:
         """A fresh streaming state for ``view`` over the one shared SAM2 model (weights are loaded once)."""

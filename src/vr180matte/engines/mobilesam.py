@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from vr180matte.engines.mobilesam_predictor import MobileSamPredictor, SamKpi, load_mobile_sam
-from vr180matte.engines.yolo import YoloDetector
+from vr180matte.engines.yolo import YoloDetector, yolo_for
 from vr180matte.runtime.models import resolve_weights
 
 if TYPE_CHECKING:
@@ -188,14 +188,7 @@ class MobileSamEngine:
 
     def make_detector(self) -> YoloDetector:
         """A YOLOv8 person detector at ``detection.confidence_threshold`` on the engine's device."""
-        return YoloDetector(
-            self.yolo_weights,
-            model=self.cfg.detection.model,
-            confidence_threshold=self.cfg.detection.confidence_threshold,
-            device=self.device,
-            random_init=self.random_init,
-            fp16=bool(self.cfg.matting.fp16),
-        )
+        return yolo_for(self.cfg, self.yolo_weights, self.device, random_init=self.random_init)
 
     def make_segmenter(self, view: str) -> MobileSamSegmenter:
         """A segmenter for ``view`` with its own predictor state over the shared model and KPI counter."""

@@ -124,3 +124,15 @@ class YoloDetector:
                 continue  # degenerate after clipping to the image
             dets.append(Detection(box=box, score=float(r[4])))
         return dets
+
+
+def yolo_for(cfg, weights: Path | None, device, *, random_init: bool = False) -> YoloDetector:
+    """The configured YOLOv8 person detector (``detection.model``, ``detection.confidence_threshold``, fp16)."""
+    return YoloDetector(
+        weights,
+        model=cfg.detection.model,
+        confidence_threshold=cfg.detection.confidence_threshold,
+        device=device,
+        random_init=random_init,
+        fp16=bool(cfg.matting.fp16),
+    )

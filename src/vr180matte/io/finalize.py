@@ -82,7 +82,7 @@ def join_segments(
         _join_av(segments, tmp, Path(source) if source else None, copy_audio, Fraction(time_base))
         meta = _spherical_for(spherical, source)
         if meta is not None:
-            _write_spherical(tmp, meta)
+            _write_spherical(tmp, meta, in_place=True)  # tmp is renamed to the output afterwards
         os.replace(tmp, output)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -274,7 +274,7 @@ def _spherical_for(spherical: dict | str | None, source: Path | None) -> dict | 
     return {"stereo": meta.stereo, "projection": meta.projection, "fov_deg": meta.fov_deg}
 
 
-def _write_spherical(path: Path, meta: dict) -> None:
+def _write_spherical(path: Path, meta: dict, in_place: bool = False) -> None:
     """Inject st3d/sv3d in place; a projection the writer cannot express keeps the stereo box only (warned)."""
     from vr180matte.io.spherical import write_spherical
 
@@ -289,7 +289,7 @@ def _write_spherical(path: Path, meta: dict) -> None:
     elif "projection" not in kwargs:
         kwargs["projection"] = None
     try:
-        write_spherical(path, **kwargs)
+        write_spherical(path, **kwargs, in_place=in_place)
     except (ValueError, OSError) as exc:
         raise OutputError(f"cannot write VR180 metadata into {path.name}: {exc}") from None
 

@@ -397,7 +397,12 @@ def _shift_chunk_offsets(moov: _Box, threshold: int, delta: int) -> int:
 
 
 def write_spherical(
-    path: str | Path, stereo: str = "left-right", projection: str | None = "equirectangular", fov_deg: float = 180.0
+    path: str | Path,
+    stereo: str = "left-right",
+    projection: str | None = "equirectangular",
+    fov_deg: float = 180.0,
+    *,
+    in_place: bool = False,
 ) -> None:
     """Tag an MP4/MOV in place with Spherical Video V2 (st3d + sv3d) in its first video sample entry.
 
@@ -406,6 +411,8 @@ def write_spherical(
     shifted; box sizes up the chain are recomputed on serialization. ``projection=None`` writes st3d
     only. The new file is written next to the original and moved over it with ``os.replace`` so a
     crash never leaves a half-written video. Fragmented MP4 is refused (its offsets live in moofs).
+    ``in_place=True`` (for a temporary file the caller renames afterwards) rewrites only the tail when moov is
+    the file's last box, so finalizing a huge output costs no second copy.
     """
     path = Path(path)
     if stereo not in STEREO_CODES:
@@ -439,6 +446,17 @@ def write_spherical(
         new_moov = moov.serialize()  # same length: only offset values changed
         log.debug("spherical: moov grew %d bytes, shifted %d chunk offsets", delta, moved)
 
+    if in_place and moov_end == path.stat().st_size:
+        # moov is the last box (PyAV's default layout): rewrite just the tail instead of copying a file that can
+        # be hundreds of GB at 6K ProRes. Only for files not yet under their final name (the caller renames).
+        with open(path, "r+b") as f:
+            f.seek(moov_start)
+            f.write(new_moov)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+        log.info("spherical: wrote V2 metadata (%s, %s, %s deg) in place to %s", stereo, projection, fov_deg, path.name)
+        return
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
