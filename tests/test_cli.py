@@ -123,3 +123,20 @@ def test_output_equal_to_input_is_refused(tmp_path):
     p = cli("run", f, "-o", f, *FAST)
     assert p.returncode == 2 and "input" in one_line_error(p)
     assert f.read_bytes() == before
+
+
+def test_models_lists_what_is_expected_and_where_to_get_it(tmp_path):
+    p = cli("models", "--dir", tmp_path)
+    assert p.returncode == 0, p.stderr
+    for name in ("yolov8n", "sam2.1_hiera_tiny", "mobile_sam"):
+        assert name in p.stdout
+    assert "missing" in p.stdout.lower() and "https://" in p.stdout
+
+
+def test_missing_weights_is_a_one_line_error_naming_file_url_and_folder(clip, tmp_path):
+    models = tmp_path / "models"
+    p = cli("run", clip, "-o", tmp_path / "o", "--set", "matting.engine=det-sam2", "--set", f"models.dir={models}",
+            "--set", "hardware.device=cpu", "--quiet")
+    assert p.returncode == 3
+    line = one_line_error(p)
+    assert ".pt" in line and "https://" in line and str(models) in line

@@ -57,6 +57,7 @@ def det_sam2(monkeypatch):
     built = {}
 
     def build(cfg, device):
+        torch.manual_seed(0)  # the same random weights whatever ran before (their masks are arbitrary but fixed)
         eng = DetSam2Engine(cfg, device, random_init=True, sam2_overrides=["++model.image_size=256"])
         det = SquareDetector()
         eng.make_detector = lambda: det

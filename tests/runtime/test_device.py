@@ -1,0 +1,34 @@
+import logging
+
+import pytest
+import torch
+
+from vr180matte.runtime import device as dev
+
+
+def test_cuda_request_falls_back_to_cpu_with_a_warning(caplog):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with caplog.at_level(logging.WARNING):
+        assert dev.resolve_device("cuda") == torch.device("cpu")
+    assert "no CUDA GPU" in caplog.text
+    assert dev.resolve_device("cpu") == torch.device("cpu")
+
+
+def test_out_of_memory_is_recognised_however_spelled():
+    assert dev.is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert dev.is_oom(RuntimeError("CUDA error: out of memory"))
+    assert not dev.is_oom(RuntimeError("shape mismatch"))
+    assert not dev.is_oom(ValueError("out of memory"))  # only runtime errors come from the allocator
+
+
+def test_auto_chunk_size_follows_the_vram_budget(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(dev, "vram_budget_gb", lambda d, cap: cap)
+    small = dev.auto_chunk_size(3072, 3072, 0.5, cuda, max_vram_gb=2, max_memory_gb=40)
+    big = dev.auto_chunk_size(3072, 3072, 0.5, cuda, max_vram_gb=20, max_memory_gb=40)
+    full = dev.auto_chunk_size(3072, 3072, 1.0, cuda, max_vram_gb=20, max_memory_gb=40)
+    assert 120 <= small < big <= 1800
+    assert full < big, "a larger processing scale gets shorter chunks for the same budget"
+    cpu = dev.auto_chunk_size(3072, 3072, 0.5, torch.device("cpu"), max_vram_gb=10, max_memory_gb=8)
+    assert 120 <= cpu <= 1800
