@@ -161,3 +161,23 @@ def test_separate_eyes_png_and_hevc_outputs(tmp_path):
     with av.open(str(r.outputs[0])) as c:
         assert c.streams.video[0].codec_context.name == "hevc"
         assert c.streams.video[0].frames == 6 or probe(r.outputs[0]).frame_count == 6
+
+
+def test_output_that_does_not_verify_is_reported_not_silent(tmp_path, monkeypatch):
+    """A frame-count mismatch must fail the run (exit 5 in the CLI) and be written into stats.json."""
+    import vr180matte.io.finalize as finalize
+    from vr180matte.pipeline import VerificationError
+
+    clip = write_video(tmp_path / "v.mp4", lambda i: gradient_sbs(i, 128, 64), n=5)
+    real = finalize.verify_output
+
+    def short_by_one(path, frames, duration, tolerance_s=None):
+        res = real(path, frames, duration, tolerance_s)
+        res.update(frames=res["frames"] - 1, frames_ok=False)
+        return res
+
+    monkeypatch.setattr(finalize, "verify_output", short_by_one)
+    with pytest.raises(VerificationError, match="4 frames"):
+        run(clip, out_dir=tmp_path / "o", overrides=PASS, quiet=True)
+    stats = json.loads((tmp_path / "o" / "v.stats.json").read_text())
+    assert stats["verification"]["sbs"]["frames_ok"] is False and stats["frames_out"] == 4

@@ -129,3 +129,37 @@ def test_debug_outputs_detection_video_confidence_maps_and_report(det_sam2, tmp_
     report = json.loads((out / "dbg.report.json").read_text())
     assert report and (out / "dbg.report.png").stat().st_size > 1000
     assert "dbg.detections.mp4" in r.stats["outputs"]
+
+
+def test_interrupted_run_resumes_to_the_same_frames(det_sam2, tmp_path, monkeypatch):
+    """Ctrl-C in the second chunk, run again: finished chunks are reused and the output equals an unbroken run."""
+    import av
+
+    clip = square_clip(tmp_path / "res.mp4", n=12)
+    sets = SETS + ["processing.chunk_size=6", "processing.overlap_frames=2"]
+    whole = pipeline.run(clip, out_dir=tmp_path / "whole", overrides=sets, quiet=True)
+
+    real = pipeline._Job.process_chunk
+    calls = {"n": 0}
+
+    def interrupt_second_chunk(self, chunk, bar):
+        calls["n"] += 1
+        if chunk.index == 1 and calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, chunk, bar)
+
+    monkeypatch.setattr(pipeline._Job, "process_chunk", interrupt_second_chunk)
+    out = tmp_path / "broken"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(clip, out_dir=out, overrides=sets, quiet=True)
+    assert not (out / "res.alpha.mov").exists()
+    resumed = pipeline.run(clip, out_dir=out, overrides=sets, quiet=True)
+    assert resumed.stats["resumed_chunks"] == 1
+
+    def frames(p):
+        with av.open(str(p)) as c:
+            return [f.to_ndarray(format="rgba") for f in c.decode(video=0)]
+
+    a, b = frames(whole.outputs[0]), frames(resumed.outputs[0])
+    assert len(a) == len(b) == 12
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
