@@ -272,7 +272,10 @@ class _Job:
             final = self.work.segment_path(chunk.index, suffix, eye)
             partial = self.work.partial(final)
             writers[eye] = (
-                SegmentWriter(partial, self.codec, w, h, self.info.time_base, self.info.fps, crf=self.cfg.output.crf),
+                SegmentWriter(
+                    partial, self.codec, w, h, self.info.time_base, self.info.fps, crf=self.cfg.output.crf,
+                    color=self.info.color,
+                ),
                 partial,
                 final,
             )

@@ -147,3 +147,34 @@ def test_unwritable_folder(tmp_path):
         assert "\n" not in str(e.value)
     finally:
         ro.chmod(0o700)
+
+
+def test_bt709_input_is_encoded_with_the_bt709_matrix_and_tagged(tmp_path):
+    """Players assume BT.709 for HD+ video: a BT.709 source must come out encoded and tagged BT.709."""
+    from vr180matte.io.probe import probe
+    from vr180matte.io.writer import SegmentWriter
+
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[:] = (219, 38, 39)
+    src = tmp_path / "src709.mp4"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        s.codec_context.colorspace = s.codec_context.color_primaries = s.codec_context.color_trc = 1
+        f = av.VideoFrame.from_ndarray(red, format="rgb24").reformat(format="yuv420p", dst_colorspace=1)
+        f.pts = 0
+        for p in [*s.encode(f), *s.encode()]:
+            out.mux(p)
+    info = probe(src)
+    assert info.color["colorspace"] == 1
+    dst = tmp_path / "out.mp4"
+    w = SegmentWriter(dst, "h264", 64, 64, info.time_base, info.fps, crf=0, color=info.color)
+    w.write(red, 0, 0)
+    w.close()
+    with av.open(str(dst)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_primaries, cc.color_trc) == (1, 1, 1)
+        frame = next(c.decode(video=0))
+        luma = float(frame.to_ndarray(format="yuv420p")[:64].mean())  # the Y plane
+    bt709 = 16 + 219 * (0.2126 * 219 + 0.7152 * 38 + 0.0722 * 39) / 255  # 81.7; BT.601 would give 95.2
+    assert abs(luma - bt709) < 1.5, luma

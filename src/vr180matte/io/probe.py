@@ -60,6 +60,9 @@ class VideoInfo:
     frame_pts: np.ndarray | None = field(default=None, repr=False, compare=False)
     #: container index of the video stream read (cover-art streams are skipped)
     stream_index: int = 0
+    #: FFmpeg colour tags of the video stream (AVColorSpace, primaries, transfer, range as ints); the writer encodes
+    #: with the same matrix and the same tags so the output looks like the input in every player
+    color: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """A JSON-serialisable dict (fractions as "num/den" strings, exact)."""
@@ -262,6 +265,7 @@ def probe(path: str | Path, scan_packets: bool = True) -> VideoInfo:
             duration_s = float(frame_count / fps)
         pix_fmt = cc.pix_fmt or ""
         codec = cc.name
+        color = {k: int(getattr(cc, k) or 0) for k in ("colorspace", "color_primaries", "color_trc", "color_range")}
     layout, projection, fov = read_stereo_metadata(p)
     ew, eh = eye_size(width, height, layout)
     info = VideoInfo(
@@ -284,6 +288,7 @@ def probe(path: str | Path, scan_packets: bool = True) -> VideoInfo:
         eye_height=eh,
         frame_pts=frame_pts,
         stream_index=stream_index,
+        color=color,
     )
     log.debug("probed %s: %s", p, info.to_json())
     return info

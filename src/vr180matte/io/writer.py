@@ -50,6 +50,11 @@ def container_suffix(codec: str) -> str:
     return {"prores4444": ".mov", "png": "", "h264": ".mp4", "hevc": ".mp4"}[codec]
 
 
+_UNSPECIFIED = 2  # AVCOL_SPC_UNSPECIFIED
+#: AVColorSpace (stream tag) -> swscale colour matrix (SWS_CS_*)
+_SWS_COLORSPACE = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+
+
 class SegmentWriter:
     """Encodes one chunk segment in the final codec."""
 
@@ -65,6 +70,7 @@ class SegmentWriter:
         pix_fmt_in: str = "rgba",
         preset: str = "medium",
         threads: int = 0,
+        color: dict | None = None,
     ) -> None:
         if codec not in CODECS:
             raise ValueError(f"unknown output codec {codec!r}; use one of {', '.join(CODECS)}")
@@ -82,6 +88,12 @@ class SegmentWriter:
         self._durations: dict[int, int] = {}  # pts -> source frame duration, until its packet is muxed
         self._container = None
         self._stream = None
+        # The reader converted YUV->RGB with the input's tagged matrix; encode back with the same matrix and the
+        # same tags, or players (which assume BT.709 for HD and larger when untagged) shift the colours.
+        # Untagged input stays untagged and uses swscale's default, exactly as it was read.
+        spc = int((color or {}).get("colorspace") or _UNSPECIFIED)
+        self._sws_colorspace = _SWS_COLORSPACE.get(spc) if spc != _UNSPECIFIED else None
+        self._color = dict(color or {}) if self._sws_colorspace is not None else {}
         if codec == "png":
             self._open_png()
         else:
@@ -122,6 +134,9 @@ class SegmentWriter:
             s.codec_context.max_b_frames = 0
             s.codec_tag = "hvc1"
         s.width, s.height = self.width, self.height
+        for key in ("colorspace", "color_primaries", "color_trc"):
+            if self._color.get(key) not in (None, 0, _UNSPECIFIED):
+                setattr(s.codec_context, key, self._color[key])
         s.time_base = self.time_base
         s.codec_context.time_base = self.time_base
         s.codec_context.thread_type = "AUTO"
@@ -162,6 +177,8 @@ class SegmentWriter:
             image = image[..., :3]  # yuv420p has no alpha: greenscreen frames are composited before this
         fmt = "rgba" if image.shape[2] == 4 else "rgb24"
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=fmt)
+        if self._sws_colorspace is not None:
+            frame = frame.reformat(format=self._stream.pix_fmt, dst_colorspace=self._sws_colorspace)
         frame.pts = pts
         frame.time_base = self.time_base
         if duration:
