@@ -77,6 +77,7 @@ def test_chunks_hand_off_tracks_and_every_frame_is_written(det_sam2, tmp_path):
     assert [(c["start"], c["end"]) for c in s["chunks"]] == [(0, 4), (4, 12)]
     # One person, the same id in both eyes and across the chunk boundary (hand-off, not a new track).
     assert s["stereo"]["id_mismatches"] == 0
+    assert s["stereo"]["frames"] == 12, "overlap frames are reported once, not by both chunks"
     assert s["stereo"]["persons_left"] == {"max": 1, "mean": 1.0}  # exactly one person on every frame
     assert s["tracks"]["left"]["tracks_resumed"] == 1 and s["tracks"]["right"]["tracks_resumed"] == 1, s["tracks"]
     assert s["audio"]["copied"]

@@ -396,7 +396,7 @@ class _Job:
         with self.timer("scale"):
             proc = {eye: _to_processing(img, self.geo) for eye, img in eyes.items()}
         with self.timer("segment"):
-            res = self.stereo.step(idx, proc["left"], proc["right"])
+            res = self.stereo.step(idx, proc["left"], proc["right"], account=idx < chunk.write_end)
         probs = {
             "left": res.left.combined(size, self.device).float(),
             "right": res.right.combined(size, self.device).float(),

@@ -222,8 +222,13 @@ class StereoStage:
         """Picklable hand-off: ``{"disparity": {id: (value, velocity)}, "ref_area": {id: area}}``."""
         return {"disparity": self.smoother.state(), "ref_area": dict(self._ref_area)}
 
-    def step(self, frame_idx: int, left_img: torch.Tensor, right_img: torch.Tensor) -> StereoResult:
-        """Process one stereo frame: both views, coupled per mode, validated and corrected."""
+    def step(self, frame_idx: int, left_img: torch.Tensor, right_img: torch.Tensor, *, account: bool = True
+             ) -> StereoResult:
+        """Process one stereo frame: both views, coupled per mode, validated and corrected.
+
+        ``account=False`` leaves the frame out of :meth:`report` (the pipeline passes it for the overlap frames a
+        chunk processes only to hand them to the next chunk, which processes and reports them again).
+        """
         eye_w = int(left_img.shape[1])
         self._max_disp = max(1, int(round(self.max_disp_frac * eye_w)))
         detect_now = self.detector is not None and (self._first or frame_idx % self.detect_interval == 0)
@@ -232,7 +237,8 @@ class StereoStage:
             res = self._step_independent(frame_idx, left_img, right_img, detect_now)
         else:
             res = self._step_coupled(frame_idx, left_img, right_img, detect_now)
-        self._account(res)
+        if account:
+            self._account(res)
         return res
 
     def report(self) -> dict:
