@@ -184,10 +184,10 @@ def test_output_that_does_not_verify_is_reported_not_silent(tmp_path, monkeypatc
 
 
 def test_squeezed_web_copy_is_processed_desqueezed_and_written_at_its_own_size(tmp_path):
-    """960x540 SBS (each eye squeezed to 480x540): eyes are de-squeezed for processing, output keeps 960x540."""
+    """960x540 SBS (each eye squeezed to 480x540): eyes are de-squeezed to square for processing, output keeps 960x540."""
     clip = write_video(tmp_path / "web.mp4", lambda i: gradient_sbs(i, 960, 540), n=3, audio=tone(0.1))
     r = run(clip, out_dir=tmp_path / "o", overrides=PASS + ["processing.scale_factor=0.5"], quiet=True)
     assert r.stats["layout"]["squeezed"] is True
-    assert r.stats["processing_size"] == [480, 270]
+    assert r.stats["processing_size"] == [270, 270]  # square 180-degree eyes at half scale
     info = probe(r.outputs[0])
     assert (info.width, info.height, info.frame_count) == (960, 540, 3)

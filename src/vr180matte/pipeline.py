@@ -94,9 +94,11 @@ def _geometry(cfg: Config, info: VideoInfo, layout: str, scale: float) -> _Geome
         ew, eh = info.width, info.height // 2
     squeezed = cfg.input.squeezed
     if squeezed == "auto":
-        # VR180 eyes are square (180x180 degrees); an eye much narrower than tall was squeezed to half width.
-        squeezed = layout != "tb" and ew / eh < 0.75
-    pw = ew * (2 if squeezed else 1) * scale
+        # VR180 eyes cover 180x180 degrees, so they are square; an eye clearly narrower than tall is a web copy
+        # squeezed to fit a 16:9 frame, and is de-squeezed back to square for detection and segmentation.
+        squeezed = layout != "tb" and ew / eh < 0.95
+    stretch = eh / ew if squeezed else 1.0
+    pw = ew * stretch * scale
     ph = eh * scale
     return _Geometry(layout, ew, eh, max(2, int(round(pw / 2)) * 2), max(2, int(round(ph / 2)) * 2), bool(squeezed))
 
