@@ -469,12 +469,17 @@ class _Job:
         total = sum(c.write_end - c.write_start for c in todo)
         with tqdm(total=total, disable=self.quiet, unit="frame", desc=self.stem, dynamic_ncols=True) as bar:
             for chunk in todo:
+                before = dict(self.timer.seconds)
                 entry = self._process_with_fallback(chunk, bar)
                 self.chunk_log.append(entry)
                 log.info(
                     "chunk %d: frames %d-%d in %.1fs", chunk.index, chunk.write_start, chunk.write_end - 1,
                     entry["seconds"],
                 )
+                if self.cfg.debugging.log_intermediate_workflow:
+                    spent = {k: round(v - before.get(k, 0.0), 2) for k, v in self.timer.seconds.items()}
+                    live = {e: v.live_ids for e, v in getattr(self, "views", {}).items()}
+                    log.info("chunk %d stages (s): %s; live tracks: %s", chunk.index, spent, live or "n/a")
 
     def _process_with_fallback(self, chunk: Chunk, bar: tqdm) -> dict:
         while True:

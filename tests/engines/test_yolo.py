@@ -89,3 +89,17 @@ def test_corrupt_pt_is_engine_error(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(EngineError, match="cannot load YOLO weights"):
         YoloDetector(path, "yolov8n")
+
+
+def test_min_box_area_drops_small_boxes(det0):
+    img = _image()
+    dets = det0.detect(img)
+    areas = sorted((d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) for d in dets)
+    cut = float(np.median(areas)) / (120 * 200)
+    try:
+        det0.min_box_area = cut
+        kept = det0.detect(img)
+    finally:
+        det0.min_box_area = 0.0
+    assert 0 < len(kept) < len(dets)
+    assert all((d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) >= cut * 120 * 200 for d in kept)

@@ -39,6 +39,7 @@ class YoloDetector:
         iou_threshold: float = 0.7,
         max_det: int = 100,
         fp16: bool = False,
+        min_box_area: float = 0.0,
     ):
         """``random_init`` builds ``{model}.yaml`` with random weights (tests); otherwise ``weights`` is loaded."""
         ensure_torchvision_ops()
@@ -48,6 +49,7 @@ class YoloDetector:
         self.confidence_threshold = float(confidence_threshold)
         self.iou_threshold = float(iou_threshold)
         self.max_det = int(max_det)
+        self.min_box_area = float(min_box_area)  # fraction of the image area; smaller boxes are dropped
         if random_init:
             yolo = YOLO(f"{model}.yaml", task="detect")
         else:
@@ -117,11 +119,14 @@ class YoloDetector:
         if rows.shape[0] == 0:
             return []
         rows = rows[rows[:, 4].argsort(descending=True)].cpu().numpy()
+        min_area = self.min_box_area * image.shape[0] * image.shape[1]
         dets = []
         for r in rows:
             box = r[:4].astype(np.float32)
             if box[2] - box[0] < 1 or box[3] - box[1] < 1:
                 continue  # degenerate after clipping to the image
+            if (box[2] - box[0]) * (box[3] - box[1]) < min_area:
+                continue  # too small to matte usefully (distant specks, false positives)
             dets.append(Detection(box=box, score=float(r[4])))
         return dets
 
@@ -135,4 +140,5 @@ def yolo_for(cfg, weights: Path | None, device, *, random_init: bool = False) ->
         device=device,
         random_init=random_init,
         fp16=bool(cfg.matting.fp16),
+        min_box_area=cfg.detection.min_box_area,
     )
