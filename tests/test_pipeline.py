@@ -191,3 +191,13 @@ def test_squeezed_web_copy_is_processed_desqueezed_and_written_at_its_own_size(t
     assert r.stats["processing_size"] == [270, 270]  # square 180-degree eyes at half scale
     info = probe(r.outputs[0])
     assert (info.width, info.height, info.frame_count) == (960, 540, 3)
+
+
+def test_cfr_policy_retimes_variable_rate_input_evenly(tmp_path):
+    src = media("talking_heads_audio_videoretalking", "face_1.mp4")
+    info = probe(src)
+    r = run(src, out_dir=tmp_path, overrides=PASS + ["processing.vfr_policy=cfr"], quiet=True)
+    with av.open(str(r.outputs[0])) as c:
+        t = np.array([float(f.pts * f.time_base) for f in c.decode(video=0)])
+    assert len(t) == info.frame_count
+    np.testing.assert_allclose(np.diff(t), 1 / float(info.fps), atol=1e-3)
