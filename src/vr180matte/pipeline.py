@@ -124,6 +124,12 @@ def _to_processing(eye: torch.Tensor, geo: _Geometry) -> torch.Tensor:
     """(H, W, 3) uint8 eye -> (proc_h, proc_w, 3) uint8 on the same device (area-style antialiased resize)."""
     if eye.shape[0] == geo.proc_h and eye.shape[1] == geo.proc_w:
         return eye.contiguous()
+    if eye.device.type == "cpu":
+        # On the CPU OpenCV's area resampling is ~4x faster than torch's antialiased bilinear, same purpose.
+        import cv2
+
+        small = cv2.resize(eye.numpy(), (geo.proc_w, geo.proc_h), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(small)
     x = eye.permute(2, 0, 1).unsqueeze(0).float()
     y = F.interpolate(x, size=(geo.proc_h, geo.proc_w), mode="bilinear", antialias=True, align_corners=False)
     return y.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous()
