@@ -1,7 +1,8 @@
-"""Command line: ``vr180matte run | probe | models | evaluate | sample``.
+"""Command line: ``vr180matte run | batch | probe | models | evaluate | sample``.
 
 Exit codes: 0 success; 2 bad input, config or usage; 3 engine/weights problem; 4 not enough memory;
-5 output verification failed; 130 interrupted (finished chunks are kept: run again to resume); 1 other.
+5 output verification failed; 6 some videos of a batch failed; 130 interrupted (finished chunks are kept: run
+again to resume); 1 other.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_ENGINE, EXIT_RESOURCE, EXIT_VERIFY, EXIT_INTERRUPT = 0, 1, 2, 3, 4, 5, 130
+EXIT_BATCH = 6  # a batch finished but some of its videos failed (see batch.json)
 
 log = logging.getLogger("vr180matte")
 
@@ -29,6 +31,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value; repeatable")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
+
+    b = sub.add_parser("batch", help="matte many videos (files or folders) one after the other; resumable")
+    b.add_argument("inputs", nargs="+", help="video files and/or folders of videos")
+    b.add_argument("-c", "--config", help="YAML or TOML config file")
+    b.add_argument("-o", "--out", dest="out_dir", default="out", help="output folder (default: out)")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    b.add_argument("--force", action="store_true", help="redo videos whose outputs already exist")
+    b.add_argument("-q", "--quiet", action="store_true")
 
     pr = sub.add_parser("probe", help="print what vr180matte sees in a video")
     pr.add_argument("input")
@@ -88,6 +98,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .jobs.batch import run_batch
+
+    items = run_batch(args.inputs, args.config, args.out_dir, args.overrides, quiet=args.quiet, force=args.force)
+    failed = [i for i in items if i.status == "failed"]
+    if not args.quiet:
+        counts = {s: sum(i.status == s for i in items) for s in ("done", "skipped", "failed")}
+        print(f"batch: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed; "
+              f"summary: {Path(args.out_dir) / 'batch.json'}")
+    for item in failed:
+        print(f"vr180matte: error: {item.input}: {item.error}", file=sys.stderr)
+    return EXIT_BATCH if failed else EXIT_OK
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from .io.probe import probe
 
@@ -117,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         return _guarded(lambda: _delegate(argv[0], argv[1:]))
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "run" and not args.verbose:
+    if args.command in ("run", "batch") and not args.verbose:
         _silence_native_stderr()
     _setup_logging(args.verbose, getattr(args, "quiet", False))
-    handler = {"run": _cmd_run, "probe": _cmd_probe, "sample": _cmd_sample}[args.command]
+    handler = {"run": _cmd_run, "batch": _cmd_batch, "probe": _cmd_probe, "sample": _cmd_sample}[args.command]
     return _guarded(lambda: handler(args))
 
 
