@@ -27,3 +27,23 @@ def test_samples_are_capped(monkeypatch):
         rep.sample(i, 1, None, i)
     assert len(rep.samples) <= 101
     assert rep.samples[-1]["t"] >= 900  # still spans the whole run
+
+
+def test_report_carries_wall_busy_and_waits(out_dir):
+    from vr180matte.runtime.profile import StageTimer
+
+    timer = StageTimer()
+    timer.add("decode", 2.0)
+    timer.add("refine", 8.0)
+    timer.add_wait("frames.put", 5.5)
+    s = timer.summary()
+    s["wall_s"] = 10.0  # as if the run took 10 s of wall time
+    s["efficiency"] = 10.0 / 8.0
+    rep = R.ProcessingReport()
+    rep.sample(0.0, 100, None, 0)
+    paths = rep.write(out_dir, "clip", timer.as_dict(), 20, timing=s)
+    data = json.loads(paths[0].read_text())
+    assert data["timing"]["wall_s"] == 10.0 and data["timing"]["busiest_stage"] == "refine"
+    assert data["timing"]["wait_s"] == {"frames.put": 5.5}
+    assert data["timing"]["fps_wall"] == 2.0 and data["timing"]["efficiency"] == 1.25
+    assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -36,8 +36,14 @@ class ProcessingReport:
         """One chunk's record (start, end, seconds, ... as the pipeline logs it)."""
         self.chunks.append(dict(d))
 
-    def write(self, out_dir: Path, stem: str, stages: dict[str, float], frames: int) -> list[Path]:
-        """Write ``<stem>.report.json`` and ``<stem>.report.png``; returns both paths."""
+    def write(
+        self, out_dir: Path, stem: str, stages: dict[str, float], frames: int, timing: dict | None = None
+    ) -> list[Path]:
+        """Write ``<stem>.report.json`` and ``<stem>.report.png``; returns both paths.
+
+        ``timing``: :meth:`vr180matte.runtime.profile.StageTimer.summary` (wall, busy and wait seconds). With
+        overlapping stages the busy seconds add up to more than the wall time; the report shows both.
+        """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         stage_rows = {
@@ -54,13 +60,23 @@ class ProcessingReport:
             "samples": self.samples,
             "chunks": self.chunks,
         }
+        if timing is not None:
+            data["timing"] = {
+                "wall_s": timing.get("wall_s"),
+                "busiest_stage": timing.get("busiest_stage"),
+                "busiest_stage_s": timing.get("busiest_stage_s"),
+                "efficiency": timing.get("efficiency"),
+                "wait_s": dict(timing.get("wait_s") or {}),
+                "threads": dict(timing.get("threads") or {}),
+                "fps_wall": round(frames / timing["wall_s"], 3) if timing.get("wall_s") and frames else None,
+            }
         jpath = out_dir / f"{stem}.report.json"
         jpath.write_text(json.dumps(data, indent=1))
         ppath = out_dir / f"{stem}.report.png"
-        self._plot(ppath, stem, stage_rows, frames)
+        self._plot(ppath, stem, stage_rows, frames, data.get("timing"))
         return [jpath, ppath]
 
-    def _plot(self, path: Path, stem: str, stages: dict, frames: int) -> None:
+    def _plot(self, path: Path, stem: str, stages: dict, frames: int, timing: dict | None = None) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -75,10 +91,17 @@ class ProcessingReport:
             fps = stages[n]["fps"]
             ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {b.get_width():.1f}s" + (f"  {fps:.2f} fps" if fps else ""),
                     va="center", fontsize=8)
+        if timing and timing.get("wall_s"):
+            # busy seconds overlap when stages run concurrently: the wall line shows what the run really took
+            ax.axvline(timing["wall_s"], color="#c44e52", lw=1.2, ls="--")
+            ax.text(timing["wall_s"], -0.6, f" wall {timing['wall_s']:.1f}s", color="#c44e52", fontsize=8, va="bottom")
         ax.invert_yaxis()
-        ax.set_xlabel("seconds")
-        ax.set_title(f"{stem}: {frames} frames, time per stage")
-        ax.set_xlim(0, max(secs, default=1) * 1.35 or 1)
+        ax.set_xlabel("busy seconds")
+        title = f"{stem}: {frames} frames, time per stage"
+        if timing and timing.get("efficiency"):
+            title += f" (wall / busiest = {timing['efficiency']:.2f})"
+        ax.set_title(title)
+        ax.set_xlim(0, max(secs + [(timing or {}).get("wall_s") or 0], default=1) * 1.35 or 1)
 
         t = [s["t"] for s in self.samples]
         ax = axes[1]

@@ -1,38 +1,163 @@
-"""Per-stage timing and peak memory sampling for stats.json and the processing report."""
+"""Per-stage timing and peak memory sampling for stats.json and the processing report.
+
+Under concurrency (decode, compute and encode in their own threads) the sum of stage seconds is no longer
+the wall time, so :class:`StageTimer` keeps three honest figures:
+
+* **busy seconds** per stage: time some thread spent inside ``with timer(stage)``; summed over threads, so
+  two threads refining at once count twice (it is work done, not elapsed time);
+* **wait seconds** per queue side: time a thread was blocked on a bounded queue (``put`` blocked = the
+  consumer is the bottleneck; ``get`` blocked = the producer is). :class:`TimedQueue` records them;
+* **wall seconds** from :meth:`StageTimer.start` to :meth:`StageTimer.stop` (or now).
+
+``busiest_stage_s`` is the largest busy figure: with perfect overlap the wall time approaches it, so
+``efficiency = wall / busiest`` (1.0 = the pipeline runs at the speed of its slowest stage) is what the
+throughput benchmark and the processing report print. All updates take a lock: stages run in several
+threads and ``dict[k] += x`` is a read-modify-write.
+"""
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import psutil
 
 
 class StageTimer:
-    """Accumulates wall seconds per named stage (``with timer("decode"): ...``)."""
+    """Accumulates busy seconds per named stage (``with timer("decode"): ...``), thread-safe.
+
+    ``seconds`` / :meth:`as_dict` keep their meaning (busy seconds per stage) so existing callers see no
+    change; :meth:`summary` adds waits, wall time and the busiest stage.
+    """
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self.seconds: dict[str, float] = defaultdict(float)
+        self.waits: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._threads: dict[str, set[int]] = defaultdict(set)
+        self._lock = threading.Lock()
+        self._t_start: float | None = None
+        self._t_stop: float | None = None
 
+    # ----------------------------------------------------------------- wall clock
+    def start(self) -> None:
+        """Start (or restart) the wall clock; the first stage entered starts it when nobody called this."""
+        with self._lock:
+            self._t_start = time.perf_counter()
+            self._t_stop = None
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._t_start is not None:
+                self._t_stop = time.perf_counter()
+
+    @property
+    def wall_s(self) -> float:
+        with self._lock:
+            if self._t_start is None:
+                return 0.0
+            end = self._t_stop if self._t_stop is not None else time.perf_counter()
+            return end - self._t_start
+
+    # ----------------------------------------------------------------- busy / wait
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
         if not self.enabled:
             yield
             return
         t0 = time.perf_counter()
+        if self._t_start is None:
+            with self._lock:
+                if self._t_start is None:
+                    self._t_start = t0
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            with self._lock:
+                self.seconds[stage] += dt
+                self.calls[stage] += 1
+                self._threads[stage].add(threading.get_ident())
+
+    @contextmanager
+    def wait(self, name: str) -> Iterator[None]:
+        """Time spent blocked (on a queue, a lock, a device sync) under ``name``; not counted as busy."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add_wait(name, time.perf_counter() - t0)
 
     def add(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] += seconds
+        with self._lock:
+            self.seconds[stage] += seconds
 
+    def add_wait(self, name: str, seconds: float) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self.waits[name] += seconds
+
+    # ----------------------------------------------------------------- output
     def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in self.seconds.items()}
+        """Busy seconds per stage (the ``stages`` block of stats.json)."""
+        with self._lock:
+            return {k: round(v, 4) for k, v in self.seconds.items()}
+
+    def summary(self, exclude: tuple[str, ...] = ("probe", "load_models", "finalize")) -> dict[str, Any]:
+        """``{"wall_s", "busy_s", "wait_s", "threads", "busiest_stage", "busiest_stage_s", "efficiency"}``.
+
+        ``exclude``: one-off stages that do not run per frame and so cannot overlap with anything; they are
+        still listed in ``busy_s`` but are not candidates for the busiest stage.
+        """
+        wall = self.wall_s
+        with self._lock:
+            busy = {k: round(v, 4) for k, v in self.seconds.items()}
+            waits = {k: round(v, 4) for k, v in self.waits.items()}
+            threads = {k: len(v) for k, v in self._threads.items()}
+        per_frame = {k: v for k, v in busy.items() if k not in exclude}
+        name = max(per_frame, key=per_frame.get) if per_frame else None
+        top = per_frame[name] if name else 0.0
+        return {
+            "wall_s": round(wall, 4),
+            "busy_s": busy,
+            "wait_s": waits,
+            "threads": threads,
+            "busiest_stage": name,
+            "busiest_stage_s": round(top, 4),
+            "efficiency": round(wall / top, 4) if top > 0 else None,
+        }
+
+
+class TimedQueue(queue.Queue):
+    """A bounded :class:`queue.Queue` that books blocked time into a :class:`StageTimer`.
+
+    ``put`` waits are booked as ``"<name>.put"`` (the queue was full: downstream is slower) and ``get``
+    waits as ``"<name>.get"`` (the queue was empty: upstream is slower).
+    """
+
+    def __init__(self, maxsize: int, timer: StageTimer, name: str):
+        super().__init__(maxsize)
+        self._timer = timer
+        self._name = name
+
+    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+        t0 = time.perf_counter()
+        try:
+            super().put(item, block, timeout)
+        finally:
+            self._timer.add_wait(f"{self._name}.put", time.perf_counter() - t0)
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        t0 = time.perf_counter()
+        try:
+            return super().get(block, timeout)
+        finally:
+            self._timer.add_wait(f"{self._name}.get", time.perf_counter() - t0)
 
 
 class MemorySampler:
