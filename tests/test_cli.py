@@ -107,7 +107,7 @@ def test_unwritable_output_folder(clip, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     p = cli("run", clip, "-o", blocker / "sub", *FAST)
-    assert p.returncode == 2 and "cannot write" in one_line_error(p)
+    assert p.returncode == 7 and "cannot write" in one_line_error(p)
 
 
 def test_invalid_config_value_and_unknown_key(clip, tmp_path):
@@ -140,3 +140,116 @@ def test_missing_weights_is_a_one_line_error_naming_file_url_and_folder(clip, tm
     assert p.returncode == 3
     line = one_line_error(p)
     assert ".pt" in line and "https://" in line and str(models) in line
+
+
+# ------------------------------------------------------------------ one CLI module, one exit-code table
+
+
+def test_python_m_vr180matte_lists_every_subcommand():
+    p = subprocess.run([sys.executable, "-m", "vr180matte", "--help"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    for command in ("run", "batch", "probe", "models", "evaluate", "sample"):
+        assert f"    {command} " in p.stdout, command
+
+
+def test_models_download_of_an_unknown_name_is_a_usage_error(tmp_path):
+    p = cli("models", "download", "bogus", "--dir", tmp_path)
+    assert p.returncode == 2
+    assert "bogus" in one_line_error(p)
+    assert not list(tmp_path.iterdir())
+
+
+def test_models_download_failure_is_an_engine_error(tmp_path):
+    p = cli("models", "download", "yolov8n", "--dir", tmp_path, "--url", "http://127.0.0.1:9/x.pt",
+            "--timeout", "2", "--quiet")
+    assert p.returncode == 3 and "cannot download yolov8n.pt" in one_line_error(p)
+
+
+def test_models_flags_a_junk_file_instead_of_listing_it_present(tmp_path):
+    (tmp_path / "yolov8n.pt").write_bytes(b"not weights!")  # 12 bytes
+    p = cli("models", "list", "--dir", tmp_path)
+    assert p.returncode == 0, p.stderr
+    line = next(x for x in p.stdout.splitlines() if x.startswith("yolov8n "))
+    assert "corrupt" in line and "present" not in line
+    line = next(x for x in p.stdout.splitlines() if x.startswith("yolov8s "))
+    assert "missing" in line
+
+
+def test_evaluate_of_a_missing_output_is_exit_2(tmp_path):
+    (tmp_path / "gt").mkdir()
+    p = cli("evaluate", tmp_path / "missing.mov", tmp_path / "gt")
+    assert p.returncode == 2
+    one_line_error(p)
+
+
+def _raiser(exc):
+    def fn():
+        raise exc
+    return fn
+
+
+def test_every_error_class_exits_with_its_documented_code(capsys):
+    from vr180matte import errors
+    from vr180matte.cli import _guarded
+
+    cases = {
+        errors.InputError("bad input\nsecond line"): 2,
+        errors.ConfigError("bad config"): 2,
+        errors.UsageError("bad usage"): 2,
+        errors.EngineError("no weights"): 3,
+        errors.ResourceError("too big"): 4,
+        errors.VerificationError("frames differ"): 5,
+        errors.OutputError("cannot write x"): 7,
+        errors.disk_full("/tmp", 10 << 30): 7,
+        errors.LockedError("locked by pid 1"): 8,
+        KeyboardInterrupt(): 130,
+        errors.Terminated(): 143,
+        KeyError("raw internals"): 70,
+        OSError(28, "No space left on device"): 7,
+    }
+    for exc, code in cases.items():
+        assert _guarded(_raiser(exc)) == code, exc
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("vr180matte: error: "), err
+        assert "Traceback" not in err and "raw internals" not in err  # no raw exception text
+    # every class in the module carries a code from the table, and the table never uses 1
+    classes = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, BaseException)]
+    assert len(classes) >= 10
+    for cls in classes:
+        assert cls.exit_code in errors.EXIT_CODES and cls.exit_code != 1, cls
+    # old import locations are the same classes
+    from vr180matte.config import ConfigError
+    from vr180matte.engines.base import EngineError
+    from vr180matte.io.errors import InputError, OutputError
+    from vr180matte.runtime.device import ResourceError
+
+    assert (ConfigError, EngineError, InputError, OutputError, ResourceError) == (
+        errors.ConfigError, errors.EngineError, errors.InputError, errors.OutputError, errors.ResourceError)
+
+
+def test_legacy_pipeline_verification_error_keeps_code_5(capsys):
+    from vr180matte.cli import _guarded
+
+    class VerificationError(RuntimeError):  # what pipeline.py still defines until it imports vr180matte.errors
+        pass
+
+    assert _guarded(_raiser(VerificationError("2 frames short"))) == 5
+    assert "2 frames short" in capsys.readouterr().err
+
+
+def test_disk_full_message_says_how_much_is_needed():
+    from vr180matte.errors import disk_full
+
+    exc = disk_full("/", 1 << 60)
+    line = str(exc.strerror)
+    assert "disk full" in line and "free" in line and "needed" in line and "more" in line
+
+
+@pytest.mark.parametrize("where", ["README.md", "docs/architecture.md"])
+def test_exit_code_table_is_documented(where):
+    from vr180matte.errors import EXIT_CODES
+
+    text = (Path(__file__).resolve().parents[1] / where).read_text()
+    for code, meaning in EXIT_CODES.items():
+        assert f"| {code} | {meaning} |" in text, (where, code)

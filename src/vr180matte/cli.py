@@ -1,8 +1,10 @@
-"""Command line: ``vr180matte run | batch | probe | models | evaluate | sample``.
+"""Command line: ``vr180matte run | batch | probe | models | evaluate | sample`` (also ``python -m vr180matte``).
 
-Exit codes: 0 success; 2 bad input, config or usage; 3 engine/weights problem; 4 not enough memory;
-5 output verification failed; 6 some videos of a batch failed; 130 interrupted (finished chunks are kept: run
-again to resume); 1 other.
+Every subcommand is parsed here and every error leaves through :func:`_guarded`, which prints one line
+``vr180matte: error: ...`` and exits with the code of the error's class (the table is in
+:mod:`vr180matte.errors`): 0 ok, 2 bad input/config/usage, 3 engine/weights, 4 memory or size, 5 verification,
+6 batch with failures, 7 output cannot be written (disk full), 8 output locked by another run, 70 internal
+error, 130 Ctrl-C, 143 SIGTERM. Exit code 1 is never used.
 """
 from __future__ import annotations
 
@@ -11,18 +13,45 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
+from typing import Callable
 
-EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_ENGINE, EXIT_RESOURCE, EXIT_VERIFY, EXIT_INTERRUPT = 0, 1, 2, 3, 4, 5, 130
-EXIT_BATCH = 6  # a batch finished but some of its videos failed (see batch.json)
+from .errors import (
+    EXIT_BATCH,
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    InputError,
+    Terminated,
+    UsageError,
+    Vr180MatteError,
+    exit_code_for,
+    is_disk_full,
+    one_line,
+)
 
 log = logging.getLogger("vr180matte")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in the same one-line form and with the documented code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise SystemExit(_error(f"{self.prog}: {message}", EXIT_INPUT))
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vr180matte", description="Automatic people matting for VR180 SBS video.")
+    from .runtime.models import MODEL_FILES
+
+    p = _parser_cls()(prog="vr180matte", description="Automatic people matting for VR180 SBS video.",
+                      epilog="exit codes: 0 ok, 2 bad input/config, 3 engine/weights, 4 memory/size, "
+                             "5 verification, 6 batch had failures, 7 cannot write output (disk full), "
+                             "8 output locked by another run, 70 internal error, 130 Ctrl-C, 143 SIGTERM")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_parser_cls())
 
     r = sub.add_parser("run", help="matte every person in a video")
     r.add_argument("input", nargs="?", help="input video (or input.video_path in the config)")
@@ -44,9 +73,24 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("input")
     pr.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sub.add_parser("models", help="list or download model weights (vr180matte models download NAME)",
-                   add_help=False)
-    sub.add_parser("evaluate", help="compare an alpha output with ground-truth masks", add_help=False)
+    m = sub.add_parser("models", help="list or download model weights (vr180matte models download NAME)")
+    m.add_argument("--dir", dest="models_dir", default="", help="weights folder (default: $VR180MATTE_MODELS / cache)")
+    msub = m.add_subparsers(dest="models_cmd", metavar="list|download", parser_class=_parser_cls())
+    ml = msub.add_parser("list", help="list expected weights and whether they are present and usable")
+    ml.add_argument("--dir", dest="sub_dir", default=None, help="weights folder")
+    md = msub.add_parser("download", help="download one weights file from its official URL")
+    md.add_argument("name", choices=sorted(MODEL_FILES), metavar="NAME", help=f"one of: {', '.join(MODEL_FILES)}")
+    md.add_argument("--dir", dest="sub_dir", default=None, help="weights folder")
+    md.add_argument("--url", default=None, help="download from this URL instead of the official one")
+    md.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
+    md.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="compare an alpha output with ground-truth masks")
+    e.add_argument("output", type=Path, help="alpha video (.mov ProRes 4444, ...) or folder of RGBA/grey PNGs")
+    e.add_argument("gt", type=Path, help="folder of PNG masks, a DAVIS sequence (Annotations/), or left/ + right/")
+    e.add_argument("--eye", choices=["left", "right", "both"], default="both")
+    e.add_argument("--layout", choices=["sbs", "mono"], default="sbs", help="sbs: output holds both eyes")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout (table on stderr)")
 
     s = sub.add_parser("sample", help="generate the demo VR180 SBS clip (a person, a tone) for a first run")
     s.add_argument("output", nargs="?", default="sample/vr180_sample.mp4")
@@ -55,12 +99,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parser_cls():
+    return _Parser
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Third-party libraries are chatty at INFO; keep ours readable.
-    for name in ("ultralytics", "matplotlib", "PIL", "absl", "jax", "hydra"):
+    for name in ("ultralytics", "PIL", "absl", "jax", "hydra"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # matplotlib reports every glyph a font lacks (a CJK file name in the report title) as a warning per glyph;
+    # the report still renders (boxes for those glyphs), so that is noise, not news.
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+    warnings.filterwarnings("ignore", message=r".*missing from font\(s\)", category=UserWarning)
+    # Other library warnings go through logging too (one format, -q hides them below WARNING).
+    logging.captureWarnings(True)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -82,10 +137,12 @@ def _silence_native_stderr() -> None:
         pass
 
 
-def _error(msg: str, code: int) -> int:
-    first = str(msg).strip().splitlines()[0] if str(msg).strip() else "failed"
-    print(f"vr180matte: error: {first}", file=sys.stderr)
+def _error(msg: BaseException | str, code: int) -> int:
+    print(f"vr180matte: error: {one_line(msg)}", file=sys.stderr)
     return code
+
+
+# ---------------------------------------------------------------------------------------------------- commands
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -125,6 +182,75 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable torch checkpoint, cheaply and without unpickling (None: looks usable).
+
+    Every expected weights file is a torch zip archive with a ``data.pkl``; the zip directory sits at the end, so
+    a junk, empty or truncated file fails here at once.
+    """
+    import zipfile
+
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with zipfile.ZipFile(path) as zf:
+            if not any(n.endswith("data.pkl") for n in zf.namelist()):
+                return "not a torch checkpoint"
+    except zipfile.BadZipFile:
+        return "not a torch checkpoint (truncated or junk)"
+    except OSError as exc:
+        return exc.strerror or "unreadable"
+    return None
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .runtime.models import MODEL_FILES, _fmt_size, download, models_dir
+
+    folder_arg = args.sub_dir if getattr(args, "sub_dir", None) is not None else args.models_dir
+    if args.models_cmd == "download":
+        path = download(args.name, folder_arg, url=args.url, timeout=args.timeout, quiet=args.quiet)
+        print(f"saved {path}")
+        return EXIT_OK
+    folder = models_dir(folder_arg)
+    print(f"models folder: {folder}")
+    print(f"{'name':<24} {'file':<28} {'status':<8} {'size':>9}  used by / where to get it")
+    for entry in MODEL_FILES.values():
+        path = folder / entry.filename
+        status, size, note = "missing", "-", ""
+        if path.is_file():
+            size = _fmt_size(path.stat().st_size)
+            problem = checkpoint_problem(path)
+            status = "present" if problem is None else "corrupt"
+            if problem is not None:
+                note = f" [{problem}: delete it and download again]"
+        print(f"{entry.name:<24} {entry.filename:<28} {status:<8} {size:>9}  {entry.used_by}; {entry.url}{note}")
+    print(f"put files in {folder} (set models.dir or $VR180MATTE_MODELS to use another folder); "
+          "`vr180matte models download NAME` fetches one")
+    return EXIT_OK
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import av
+
+    from .quality.evaluate import EvaluateError, evaluate, format_table
+
+    try:
+        result = evaluate(args.output, args.gt, eye=args.eye, layout=args.layout)
+    except (EvaluateError, av.error.FFmpegError) as exc:
+        raise InputError(one_line(exc)) from None
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise
+        raise InputError(f"{one_line(exc)}") from None
+    table = format_table(result)
+    if args.json:
+        print(table, file=sys.stderr)
+        print(json.dumps(result))
+    else:
+        print(table)
+    return EXIT_OK
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .sample import make_sample
 
@@ -133,58 +259,84 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: subcommand -> handler; a new subcommand is a parser entry above and one line here.
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _cmd_run,
+    "batch": _cmd_batch,
+    "probe": _cmd_probe,
+    "models": _cmd_models,
+    "evaluate": _cmd_evaluate,
+    "sample": _cmd_sample,
+}
+#: subcommands that load models and process video: native chatter silenced, SIGTERM handled like Ctrl-C
+LONG_RUNNING = {"run", "batch"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `models` and `evaluate` own their argument parsing.
-    if argv and argv[0] in ("models", "evaluate"):
-        _setup_logging("-v" in argv, False)
-        return _guarded(lambda: _delegate(argv[0], argv[1:]))
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command in ("run", "batch") and not args.verbose:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_INPUT
+    if args.command in LONG_RUNNING and not args.verbose:
         _silence_native_stderr()
-    _setup_logging(args.verbose, getattr(args, "quiet", False))
-    handler = {"run": _cmd_run, "batch": _cmd_batch, "probe": _cmd_probe, "sample": _cmd_sample}[args.command]
+    _setup_logging(args.verbose, getattr(args, "quiet", False) is True)
+    handler = COMMANDS[args.command]
+    if args.command in LONG_RUNNING:
+        from .runtime.signals import sigterm_as_interrupt
+
+        with sigterm_as_interrupt():
+            return _guarded(lambda: handler(args))
     return _guarded(lambda: handler(args))
 
 
-def _delegate(command: str, rest: list[str]) -> int:
-    if command == "models":
-        from .runtime.models import models_command
-
-        return models_command(rest)
-    from .quality.evaluate import evaluate_command
-
-    return evaluate_command(rest)
-
-
-def _guarded(fn) -> int:
-    from .config import ConfigError
-    from .engines.base import EngineError
-    from .io.errors import InputError, OutputError
-    from .runtime.device import ResourceError
-
+def _guarded(fn: Callable[[], int]) -> int:
+    """Run ``fn``; any error becomes one line on stderr and its documented exit code."""
     try:
-        from .pipeline import VerificationError
-    except ImportError:  # pragma: no cover - only while the pipeline's own imports are broken
-        VerificationError = RuntimeError  # type: ignore[misc,assignment]
-    try:
-        return fn()
-    except (InputError, ConfigError) as exc:
-        return _error(exc, EXIT_INPUT)
-    except OutputError as exc:
-        return _error(exc, EXIT_INPUT)
-    except EngineError as exc:
-        return _error(exc, EXIT_ENGINE)
-    except ResourceError as exc:
-        return _error(exc, EXIT_RESOURCE)
-    except VerificationError as exc:
-        return _error(exc, EXIT_VERIFY)
-    except KeyboardInterrupt:
-        return _error("interrupted: finished chunks are kept; run the same command again to resume", EXIT_INTERRUPT)
+        try:
+            return fn()
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            # Errors of modules that predate vr180matte.errors (pipeline.VerificationError, io.spherical's
+            # SphericalError) map by name so they keep their documented codes.
+            mapped = _legacy(exc)
+            if mapped is not None:
+                raise mapped from exc
+            raise
+    except Terminated:
+        return _error("terminated (SIGTERM): finished chunks are kept; run the same command again to resume",
+                      EXIT_TERMINATED)
+    except KeyboardInterrupt as exc:
+        return _error("interrupted: finished chunks are kept; run the same command again to resume",
+                      exit_code_for(exc))
+    except Vr180MatteError as exc:
+        log.debug("error", exc_info=True)
+        return _error(exc, exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - a last line of defence: one line, details at debug level
         log.debug("unexpected error", exc_info=True)
-        return _error(f"{type(exc).__name__}: {exc} (run with -v for details)", EXIT_FAIL)
+        if is_disk_full(exc):
+            from .errors import disk_full
+
+            where = getattr(exc, "filename", None) or os.getcwd()
+            return _error(disk_full(where), exit_code_for(exc))
+        return _error(f"internal error ({type(exc).__name__}); run again with -v for the details and report it",
+                      EXIT_INTERNAL)
+
+
+def _legacy(exc: Exception) -> Vr180MatteError | None:
+    from . import errors
+
+    name = type(exc).__name__
+    if isinstance(exc, errors.Vr180MatteError):
+        return None
+    if name == "VerificationError":
+        return errors.VerificationError(one_line(exc))
+    if name == "SphericalError":
+        return errors.InputError(one_line(exc))
+    if name == "EvaluateError":
+        return errors.InputError(one_line(exc))
+    return None
 
 
 if __name__ == "__main__":

@@ -18,8 +18,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 
-class ConfigError(ValueError):
-    """A configuration problem the user can fix; the message says how."""
+from .errors import ConfigError  # noqa: E402,F401 - defined with its exit code in vr180matte.errors
 
 
 # Choices and numeric ranges. Keys not listed only need the default's type.

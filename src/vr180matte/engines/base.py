@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 
-class EngineError(RuntimeError):
-    """A problem with an engine the user can fix (missing weights, wrong device); the message says how."""
+from ..errors import EngineError  # noqa: E402,F401 - defined with its exit code in vr180matte.errors
 
 
 @dataclass

@@ -9,8 +9,7 @@ import torch
 log = logging.getLogger(__name__)
 
 
-class ResourceError(RuntimeError):
-    """Not enough memory/VRAM for the requested settings; the message says what to lower."""
+from ..errors import ResourceError  # noqa: E402,F401 - defined with its exit code in vr180matte.errors
 
 
 def resolve_device(name: str) -> torch.device:
