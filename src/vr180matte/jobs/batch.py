@@ -66,11 +66,20 @@ def run_batch(
     overrides: Sequence[str] = (),
     quiet: bool = False,
     force: bool = False,
+    ray: str | None = None,
 ) -> list[BatchItem]:
-    """Matte every input into ``out_dir``; returns one :class:`BatchItem` per input (also in ``batch.json``)."""
+    """Matte every input into ``out_dir``; returns one :class:`BatchItem` per input (also in ``batch.json``).
+
+    ``ray`` (or ``cluster.address``) names a Ray cluster: the videos then run as Ray tasks (``jobs/cluster.py``).
+    """
     from ..pipeline import run  # imported here so `vr180matte batch --help` stays fast
 
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    address = ray if ray is not None else cfg.cluster.address
+    if address:
+        from .cluster import run_cluster_batch
+
+        return run_cluster_batch(inputs, cfg, out_dir, address, quiet=quiet, force=force)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = [BatchItem(str(p)) for p in expand_inputs(inputs)]

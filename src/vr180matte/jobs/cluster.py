@@ -1,0 +1,188 @@
+"""Ray cluster runs: many videos on many GPUs, and one long video's chunks on several GPUs at once.
+
+Why Ray: it already does what a job queue for rented GPUs needs (resource-aware scheduling with fractional GPUs,
+re-running a task whose worker or node died, a driver that sees results as they finish) and it runs the same on a
+laptop (``ray.init(num_cpus=.., num_gpus=..)`` with logical GPUs) as on RunPod, Vast.ai or Kubernetes (KubeRay).
+
+* :func:`run_cluster_batch` is ``vr180matte batch INPUTS -o OUT --ray ADDRESS``: one Ray task per video, each
+  declaring ``cluster.gpus_per_task`` GPUs and ``cluster.cpus_per_task`` CPUs; a worker that dies is replaced and
+  its task re-run up to ``cluster.max_retries`` times (the pipeline resumes from the chunks the dead worker had
+  finished); a video that fails with an error is recorded in ``OUT/batch.json`` exactly as the local loop does.
+* Inputs and ``OUT`` must be on storage every node sees at the same path (NFS, a network volume): workers read the
+  input and write the output and work folder themselves; only small results travel through Ray.
+
+Errors inside a task are returned as data (one line), not raised, so Ray never re-runs a video that failed for a
+reason a re-run cannot fix; only worker loss is retried.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import Config, ConfigError
+from ..runtime.chunks import atomic_write_json
+from .batch import BatchItem, _finished, expand_inputs
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 1.0  # how often the driver wakes up to refresh the progress line when nothing finished
+
+
+def resolve_address(flag: str | None, cfg: Config) -> str | None:
+    """The Ray address to use: ``--ray`` wins over ``cluster.address``; None (or "") means no Ray."""
+    address = flag if flag is not None else cfg.cluster.address
+    return address or None
+
+
+def connect(address: str) -> bool:
+    """Connect this process to a Ray cluster; returns True when this call started Ray (caller shuts it down).
+
+    ``auto``: the cluster this machine belongs to (``ray start`` ran here, or ``RAY_ADDRESS``), else a new local
+    one with this machine's CPUs and GPUs. ``local``: always a new local cluster. Anything else is an address
+    (``HOST:6379`` or ``ray://HOST:10001``). An already connected process (a test, a notebook) is reused as is.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from render nodes
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        if address == "local":
+            ray.init(**kw)
+            return True
+        if address == "auto":
+            try:
+                ray.init(address="auto", **kw)
+            except ConnectionError:
+                log.info("no running Ray cluster found: starting a local one")
+                ray.init(**kw)
+            return True
+        ray.init(address=address, **kw)
+        return True
+    except Exception as exc:  # noqa: BLE001 - Ray raises several types for a bad or unreachable address
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"cannot connect to the Ray cluster at '{address}': {first}; check cluster.address / --ray "
+            "(auto, local, HOST:6379 or ray://HOST:10001)"
+        ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _setup_worker(cpus: float) -> None:
+    """Per-task process set-up: torch threads match the CPUs the task reserved (two tasks never fight)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def _run_video(input_path: str, flat: dict, out_dir: str, cpus: float) -> dict:
+    """Body of one video task (runs on a worker). Returns a result dict; never raises for a bad video."""
+    _setup_worker(cpus)
+    from ..pipeline import run  # the worker imports the pipeline, the driver does not need to
+
+    t0 = time.perf_counter()
+    where = {"node": socket.gethostname(), "pid": os.getpid()}
+    try:
+        result = run(Path(input_path), Config(flat), Path(out_dir), quiet=True)
+    except Exception as exc:  # noqa: BLE001 - recorded in batch.json like the local loop does
+        return {"status": "failed", "error": _one_line(exc), "seconds": time.perf_counter() - t0, **where}
+    return {
+        "status": "done",
+        "outputs": result.stats["outputs"],
+        "stats": result.stats_path.name,
+        "seconds": time.perf_counter() - t0,
+        **where,
+    }
+
+
+def task_options(cfg: Config) -> dict:
+    """Ray options every task of this run gets (resources, retries on worker loss only)."""
+    return {
+        "num_gpus": float(cfg.cluster.gpus_per_task),
+        "num_cpus": float(cfg.cluster.cpus_per_task),
+        "max_retries": int(cfg.cluster.max_retries),
+        "retry_exceptions": False,  # a Python error is the video's fault: re-running cannot fix it
+    }
+
+
+def run_cluster_batch(
+    inputs: Sequence[str | Path],
+    cfg: Config,
+    out_dir: str | Path,
+    address: str,
+    quiet: bool = False,
+    force: bool = False,
+) -> list[BatchItem]:
+    """``vr180matte batch --ray``: one Ray task per video; ``OUT/batch.json`` as the local loop writes it."""
+    import ray
+    from tqdm import tqdm
+
+    out = Path(out_dir).resolve()  # workers resolve paths on their own node: give them absolute ones
+    out.mkdir(parents=True, exist_ok=True)
+    items = [BatchItem(str(p)) for p in expand_inputs(inputs)]
+    summary = out / "batch.json"
+
+    def save() -> None:
+        atomic_write_json(summary, {"items": [asdict(i) for i in items], "cluster": info})
+
+    pending: dict[Any, BatchItem] = {}
+    started = connect(address)
+    info: dict[str, Any] = {"address": address, "resources": {k: v for k, v in ray.cluster_resources().items()
+                                                              if k in ("CPU", "GPU", "memory")}}
+    try:
+        remote = ray.remote(_run_video).options(**task_options(cfg))
+        for item in items:
+            src = Path(item.input)
+            previous = None if force else _finished(out / f"{src.stem}.stats.json")
+            if previous is not None:
+                item.status, item.outputs, item.stats = "skipped", previous, f"{src.stem}.stats.json"
+                log.info("%s: already done, skipped", src.name)
+                continue
+            item.status = "queued"
+            ref = remote.remote(str(src.resolve()), dict(cfg._flat), str(out), float(cfg.cluster.cpus_per_task))
+            pending[ref] = item
+        save()
+        with tqdm(total=len(pending), disable=quiet, unit="video", desc="batch (ray)", dynamic_ncols=True) as bar:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_S)
+                for ref in ready:
+                    item = pending.pop(ref)
+                    try:
+                        res = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # worker lost more than max_retries times
+                        res = {"status": "failed", "seconds": 0.0,
+                               "error": f"worker lost ({type(exc).__name__}) after {cfg.cluster.max_retries} "
+                                        "retries; run the batch again to resume"}
+                    item.status = res["status"]
+                    item.seconds = round(res["seconds"], 3)
+                    item.outputs = res.get("outputs", [])
+                    item.stats = res.get("stats")
+                    item.error = res.get("error")
+                    if item.error:
+                        log.error("%s: %s", Path(item.input).name, item.error)
+                    else:
+                        log.info("%s: done in %.1fs on %s", Path(item.input).name, item.seconds, res.get("node"))
+                    bar.update(1)
+                    save()
+                bar.set_postfix_str(f"{len(pending)} running/queued")
+    except KeyboardInterrupt:
+        for ref, item in pending.items():
+            ray.cancel(ref, force=True)
+            item.status, item.error = "failed", "interrupted: run the batch again to resume"
+        save()
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+    save()
+    return items

@@ -1,0 +1,129 @@
+"""Ray cluster runs on a real local Ray cluster (CPU only, two logical GPUs, no network).
+
+The cluster is started by the module fixture exactly like a one-machine deployment (``ray.init(num_cpus=2,
+num_gpus=2)``), every task declares ``num_gpus=1`` (``cluster.gpus_per_task``), and the CLI connects to it by
+address like a driver on a head node would.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import psutil
+import pytest
+
+from synth import davis_sbs_clip, gradient_sbs, tone, write_video
+
+ray = pytest.importorskip("ray")
+
+CPU = ["hardware.device=cpu"]
+FAST = CPU + ["matting.engine=passthrough"]
+# A small real-content job: the embedded engine on DAVIS parkour, several chunks, so a kill lands mid-video.
+CHUNKED = CPU + ["processing.chunk_size=6", "processing.overlap_frames=2", "processing.scale_factor=0.25",
+                 "refine.method=bilinear", "performance.profile_enabled=false"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster with 2 CPUs and 2 logical GPUs; shut down after the module."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1")  # loopback only: works with no network at all
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def read_frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgba") for f in c.decode(video=0)]
+
+
+def _cli(args: list, sets: list[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "vr180matte.cli", *map(str, args), "--quiet"]
+    for s in sets:
+        cmd += ["--set", s]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_cluster_batch_records_the_corrupt_video_and_finishes_the_others(cluster, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "b"):
+        write_video(src / f"{name}.mp4", lambda i: gradient_sbs(i, 128, 64), n=5, audio=tone(0.25))
+    (src / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
+    out = tmp_path / "out"
+
+    # The CLI is a separate driver process that joins the test's cluster by address, as on a head node.
+    p = _cli(["batch", src, "-o", out], FAST + [f"cluster.address={cluster}", "cluster.gpus_per_task=1"])
+    assert p.returncode == 6, p.stderr  # documented: 6 = some videos of a batch failed
+    assert p.stderr.count("vr180matte: error:") == 1 and "corrupt.mp4" in p.stderr, p.stderr
+    summary = json.loads((out / "batch.json").read_text())
+    items = {Path(i["input"]).name: i for i in summary["items"]}
+    assert items["a.mp4"]["status"] == items["b.mp4"]["status"] == "done"
+    assert items["corrupt.mp4"]["status"] == "failed" and "\n" not in items["corrupt.mp4"]["error"]
+    assert summary["cluster"]["resources"]["GPU"] == 2.0
+    for name in ("a", "b"):
+        frames = read_frames(out / f"{name}.alpha.mov")
+        assert len(frames) == 5 and items[f"{name}.mp4"]["stats"] == f"{name}.stats.json"
+        assert json.loads((out / f"{name}.stats.json").read_text())["frames_out"] == 5
+
+    # Re-run: finished videos are skipped on the driver (no task submitted), the corrupt one fails again.
+    p = _cli(["batch", src, "-o", out], FAST + [f"cluster.address={cluster}"])
+    assert p.returncode == 6, p.stderr
+    statuses = {Path(i["input"]).name: i["status"] for i in json.loads((out / "batch.json").read_text())["items"]}
+    assert statuses == {"a.mp4": "skipped", "b.mp4": "skipped", "corrupt.mp4": "failed"}
+
+
+def _task_workers(name: str) -> list[psutil.Process]:
+    """Ray worker processes currently running a task of function ``name`` (Ray sets the process title)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(f"ray::{name}" in part for part in (proc.info["cmdline"] or [])):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_worker_killed_mid_video_is_retried_and_output_is_complete_and_identical(cluster, tmp_path):
+    from vr180matte.jobs.batch import run_batch
+
+    clip = davis_sbs_clip(tmp_path / "p24.mp4", "davis2016_parkour", count=24)
+    ref = run_batch([clip], None, tmp_path / "ref", CHUNKED, quiet=True, ray=cluster)
+    assert [i.status for i in ref] == ["done"]
+
+    out = tmp_path / "killed"
+    sets = CHUNKED + ["cluster.max_retries=2"]
+    args = [sys.executable, "-m", "vr180matte.cli", "batch", str(clip), "-o", str(out), "--quiet",
+            "--set", f"cluster.address={cluster}"]
+    for s in sets:
+        args += ["--set", s]
+    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = out / ".vr180matte" / "p24" / "chunk_00001.done.json"
+    deadline = time.time() + 240
+    while not marker.exists() and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), driver.stderr.read().decode() if driver.poll() is not None else "timed out"
+    workers = _task_workers("_run_video")
+    assert len(workers) == 1, workers
+    workers[0].send_signal(signal.SIGKILL)  # the worker dies mid-video, as on a lost spot instance
+    assert driver.wait(timeout=300) == 0, driver.stderr.read().decode()
+
+    item = json.loads((out / "batch.json").read_text())["items"][0]
+    assert item["status"] == "done", item
+    stats = json.loads((out / "p24.stats.json").read_text())
+    assert stats["resumed_chunks"] >= 2, "the retried task resumed from the chunks the dead worker finished"
+    a, b = read_frames(tmp_path / "ref" / "p24.alpha.mov"), read_frames(out / "p24.alpha.mov")
+    assert len(a) == len(b) == 24
+    for fa, fb in zip(a, b):
+        np.testing.assert_array_equal(fa, fb)
