@@ -102,3 +102,14 @@ def test_player_tag():
     assert player_tag(180) == "_FISHEYE180_alpha"
     with pytest.raises(ValueError, match="fisheye_fov"):
         player_tag(200)
+
+
+def test_pack_sixteen_bit_uses_the_full_code_range():
+    S = 200
+    frame = torch.zeros((S, 2 * S, 3), dtype=torch.uint16)
+    ones = torch.ones((S, S))
+    pack_alpha(frame, ones, ones * 0.5)
+    ul, ur = unpack_alpha(frame)
+    a = alpha_side(S)
+    assert int(frame[0, S, 0]) == 65535 and int(frame[0, 0, 0]) == 32768
+    assert float(ul[a // 2, a // 2]) == 1.0 and abs(float(ur[a // 2, a // 2]) - 0.5) < 1e-4

@@ -172,9 +172,10 @@ def pack_alpha(frame: torch.Tensor, alpha_left: torch.Tensor, alpha_right: torch
         s = F.interpolate(x, size=(a, a), mode="area")[0, 0] * disk
         small[eye] = (s * top).round_().to(frame.dtype)
     for eye, ar, ac, fr, fc in _layout(H, W, a):
-        m = disk[ar, ac]
+        m = disk[ar, ac][..., None]
         region = frame[fr, fc]
-        region[m] = small[eye][ar, ac][m][:, None].expand(-1, frame.shape[2])
+        piece = small[eye][ar, ac][..., None].expand(-1, -1, frame.shape[2])
+        region.copy_(torch.where(m, piece, region))  # (index_put has no uint16 kernel)
     return frame
 
 
