@@ -45,3 +45,16 @@ def test_errors():
         compose(rgb, alpha[:1], mode="alpha")
     with pytest.raises(ValueError, match="background"):
         compose(rgb, alpha, mode="greenscreen", background=(0, 300, 0))
+
+
+def test_sixteen_bit_frames_keep_sixteen_bits(device):
+    rgb = torch.tensor([[[40000, 1000, 65535], [257 * 3 + 1, 5, 7]]], dtype=torch.uint16, device=device)
+    alpha = torch.tensor([[1.0, 0.5]], device=device)
+    out = compose(rgb, alpha, mode="alpha").cpu()
+    assert out.dtype == torch.uint16
+    assert out[0, 0].tolist() == [40000, 1000, 65535, 65535]  # colour untouched, alpha at full 16-bit scale
+    assert out[0, 1].tolist()[3] == 32768
+    gs = compose(rgb, alpha, mode="greenscreen", background=(0, 255, 0)).cpu()
+    assert gs.dtype == torch.uint16
+    assert gs[0, 0].tolist() == [40000, 1000, 65535]  # alpha 1: the source, all 16 bits
+    assert gs[0, 1].tolist() == [round((257 * 3 + 1) / 2), round((5 + 65535) / 2), round(7 / 2)]

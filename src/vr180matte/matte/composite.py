@@ -29,27 +29,30 @@ def compose(
     background=(0, 255, 0),
     premultiplied: bool = False,
 ) -> torch.Tensor:
-    """``rgb`` (H, W, 3) uint8 + ``alpha`` (H, W) float in [0, 1] -> uint8 frame on the same device.
+    """``rgb`` (H, W, 3) uint8 or uint16 + ``alpha`` (H, W) float in [0, 1] -> frame of the same dtype and device.
 
     ``mode="alpha"``: (H, W, 4) RGBA; colour straight, or multiplied by alpha when ``premultiplied``.
     ``mode="greenscreen"``: (H, W, 3) ``rgb * a + background * (1 - a)``. Values are rounded, not truncated,
-    so an alpha of exactly 1 (or 0) reproduces the source (or the background) bit for bit.
+    so an alpha of exactly 1 (or 0) reproduces the source (or the background) bit for bit. A uint16 frame
+    (a >8-bit source decoded as 16-bit RGB) keeps 16 bits: alpha is written at 0..65535 and ``background``
+    (always given in 0..255) is scaled by 257, so 10-bit colour reaches the encoder intact.
     """
     if mode not in MODES:
         raise ValueError(f"output.format must be one of {', '.join(MODES)}, got {mode!r}")
-    if rgb.dim() != 3 or rgb.shape[2] != 3 or rgb.dtype != torch.uint8:
-        raise ValueError(f"compose expects an (H, W, 3) uint8 frame, got {tuple(rgb.shape)} {rgb.dtype}")
+    if rgb.dim() != 3 or rgb.shape[2] != 3 or rgb.dtype not in (torch.uint8, torch.uint16):
+        raise ValueError(f"compose expects an (H, W, 3) uint8 or uint16 frame, got {tuple(rgb.shape)} {rgb.dtype}")
     if tuple(alpha.shape) != tuple(rgb.shape[:2]):
         raise ValueError(f"alpha {tuple(alpha.shape)} does not match the frame {tuple(rgb.shape[:2])}")
+    top = 255.0 if rgb.dtype == torch.uint8 else 65535.0
     a = alpha.to(rgb.device, torch.float32).clamp(0, 1)
     if mode == "alpha":
-        a8 = (a * 255.0).round_().to(torch.uint8)
+        aq = (a * top).round_().to(rgb.dtype)
         if premultiplied:
-            # with the quantised alpha, so colour <= alpha holds exactly in the written 8-bit values
-            c = (rgb.float() * (a8.float() / 255.0)[..., None]).round_().to(torch.uint8)
+            # with the quantised alpha, so colour <= alpha holds exactly in the written values
+            c = (rgb.float() * (aq.float() / top)[..., None]).round_().to(rgb.dtype)
         else:
             c = rgb
-        return torch.cat([c, a8[..., None]], dim=2)
-    bg = _bg(background, rgb.device)
+        return torch.cat([c, aq[..., None]], dim=2)
+    bg = _bg(background, rgb.device) * (top / 255.0)
     out = bg + (rgb.float() - bg) * a[..., None]
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.round_().clamp_(0, top).to(rgb.dtype)
