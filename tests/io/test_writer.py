@@ -178,3 +178,60 @@ def test_bt709_input_is_encoded_with_the_bt709_matrix_and_tagged(tmp_path):
         luma = float(frame.to_ndarray(format="yuv420p")[:64].mean())  # the Y plane
     bt709 = 16 + 219 * (0.2126 * 219 + 0.7152 * 38 + 0.0722 * 39) / 255  # 81.7; BT.601 would give 95.2
     assert abs(luma - bt709) < 1.5, luma
+
+
+def _gradient16(h: int = 64, w: int = 1024) -> np.ndarray:
+    """16-bit RGB holding 10-bit codes (value = code * 64): a 1024-level horizontal ramp, others slower."""
+    x = np.arange(w)[None, :].repeat(h, 0)
+    code_r = x * 1023 // (w - 1)
+    code_g = (x // 2 + 200) % 1024
+    code_b = np.full_like(x, 512)
+    return (np.stack([code_r, code_g, code_b], -1) * 64).astype(np.uint16)
+
+
+def test_prores_from_16bit_keeps_10bit_colour(tmp_path):
+    rgb = _gradient16()
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 65535, np.uint16)], -1)
+    path = tmp_path / "ten.mov"
+    with SegmentWriter(path, "prores4444", rgb.shape[1], rgb.shape[0], TB, Fraction(30), bit_depth=10) as w:
+        w.write(rgba, 0, 0)
+    with av.open(str(path)) as c:
+        f = next(c.decode(video=0))
+        back = f.to_ndarray(format="rgba64le")
+        y = _plane16(f.reformat(format="yuva444p10le").planes[0])
+    assert len(np.unique(y)) > 256  # an 8-bit path would leave at most 256 luma levels
+    assert len(np.unique(back[..., 0] >> 6)) > 256
+    err = np.abs(back[..., :3].astype(np.int64) - rgb.astype(np.int64)) / 64.0
+    assert err.max() <= 2.0, err.max()
+    assert int(back[..., 3].min()) >= 65535 - 64
+
+
+def test_hevc_main10_for_10bit_sources(tmp_path):
+    rgb = _gradient16(64, 512)
+    path = tmp_path / "ten.mp4"
+    with SegmentWriter(path, "hevc", 512, 64, TB, Fraction(30), crf=4, preset="ultrafast", bit_depth=10) as w:
+        w.write(rgb, 0, 0)
+        w.write(rgb, 512, 1)
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.pix_fmt == "yuv420p10le" and s.codec_context.profile == "Main 10"
+        f = next(c.decode(s))
+        back = f.to_ndarray(format="rgb48le")
+        y = _plane16(f.planes[0])
+    assert len(np.unique(y)) > 256
+    # the red ramp survives at 10-bit precision (chroma subsampling blurs, so compare the mean error)
+    assert (np.abs(back.astype(np.int64) - rgb.astype(np.int64)) / 64.0).mean() < 2.0
+
+
+def test_hardware_encoder_falls_back_to_the_cpu(tmp_path, caplog):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine may have NVENC; the fallback is checked on CPU-only machines")
+    path = tmp_path / "hw.mp4"
+    with SegmentWriter(path, "hevc", W, H, TB, Fraction(30), preset="ultrafast", hardware=True) as w:
+        w.write(_rgba(0)[..., :3], 0, 0)
+    assert w.encoder == "libx265"
+    assert any("hevc_nvenc unavailable" in r.getMessage() for r in caplog.records)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].codec_context.name == "hevc" and c.streams.video[0].frames in (0, 1)

@@ -5,14 +5,23 @@ stream copy (``finalize.join_segments``), so nothing is ever encoded twice. Why 
 the input's exact timing, variable frame rate included (no frame dropped or duplicated), so the stream's time base is
 the input's.
 
-Codecs:
+Codecs are rows of ``io/codecs.py`` (suffix, container, encoder, pixel formats, hardware encoder):
 - ``prores4444``: prores_ks profile 4444, ``yuva444p10le`` (alpha kept), .mov
-- ``png``: ``path`` is a folder of RGBA (or RGB) PNG files named ``{frame_index:06d}.png``
-- ``h264`` (libx264) / ``hevc`` (libx265, tag hvc1): ``yuv420p`` .mp4 for greenscreen. B-frames are off (``bf=0``):
+- ``png``: ``path`` is a folder of RGBA (or RGB) PNG files named ``{frame_index:06d}.png``; 16-bit PNG for
+  >8-bit sources
+- ``h264`` (libx264) / ``hevc`` (libx265, tag hvc1): ``yuv420p`` .mp4 for greenscreen and passthrough,
+  ``yuv420p10le`` (High 10 / Main10) for >8-bit sources. B-frames are off (``bf=0``):
   with B-frames the encoder emits DTS before PTS, and for variable-frame-rate input the DTS of a segment's first
   packets can fall at or before the previous segment's last DTS, which makes the stream-copy join invalid (the muxer
   rejects non-increasing DTS). Without B-frames DTS == PTS, and source PTS are strictly increasing across chunks.
   The cost is a somewhat larger file at the same CRF.
+
+Bit depth: frames come as uint8 (8-bit sources) or uint16 (>8-bit sources, decoded as 16-bit RGB) and are
+converted to the encoder's pixel format by swscale in one step, so a 10-bit source reaches ProRes 4444
+(``yuva444p10le``) or HEVC Main10 with its 10 bits. ``bit_depth`` > 8 picks the codec's 10-bit pixel format.
+
+Hardware: ``hardware=True`` prefers the codec's NVENC encoder (``hevc_nvenc``/``h264_nvenc``) when PyAV has it;
+when the GPU has no NVENC (A100/H100 class) or the driver refuses, it falls back to the CPU encoder with a warning.
 """
 from __future__ import annotations
 
@@ -24,11 +33,13 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vr180matte.io.codecs import CODECS as _TABLE
+from vr180matte.io.codecs import get_codec
 from vr180matte.io.errors import OutputError
 
 log = logging.getLogger(__name__)
 
-CODECS = ("prores4444", "png", "h264", "hevc")
+CODECS = tuple(_TABLE)
 
 
 def mov_options(time_base: Fraction) -> dict[str, str]:
@@ -47,7 +58,7 @@ def mov_options(time_base: Fraction) -> dict[str, str]:
 
 def container_suffix(codec: str) -> str:
     """File suffix of a segment/output for ``codec`` ("" for a PNG folder)."""
-    return {"prores4444": ".mov", "png": "", "h264": ".mp4", "hevc": ".mp4"}[codec]
+    return get_codec(codec).suffix
 
 
 _UNSPECIFIED = 2  # AVCOL_SPC_UNSPECIFIED
@@ -71,13 +82,17 @@ class SegmentWriter:
         preset: str = "medium",
         threads: int = 0,
         color: dict | None = None,
+        bit_depth: int = 8,
+        hardware: bool = False,
     ) -> None:
-        if codec not in CODECS:
-            raise ValueError(f"unknown output codec {codec!r}; use one of {', '.join(CODECS)}")
-        if codec in ("h264", "hevc") and (width % 2 or height % 2):
-            raise OutputError(f"{codec} with yuv420p needs an even frame size, got {width}x{height}; use prores4444 or png")
+        self.spec = get_codec(codec)
+        self.pix_fmt = self.spec.pix_fmt_10bit if bit_depth > 8 and self.spec.pix_fmt_10bit else self.spec.pix_fmt
+        if "420" in self.pix_fmt and (width % 2 or height % 2):
+            raise OutputError(f"{codec} with {self.pix_fmt} needs an even frame size, got {width}x{height}; use prores4444 or png")
         self.path = Path(path)
         self.codec = codec
+        self.bit_depth = int(bit_depth)
+        self.encoder = self.spec.encoder
         self.width, self.height = int(width), int(height)
         self.time_base = Fraction(time_base)
         self.fps = Fraction(fps)
@@ -94,10 +109,10 @@ class SegmentWriter:
         spc = int((color or {}).get("colorspace") or _UNSPECIFIED)
         self._sws_colorspace = _SWS_COLORSPACE.get(spc) if spc != _UNSPECIFIED else None
         self._color = dict(color or {}) if self._sws_colorspace is not None else {}
-        if codec == "png":
+        if self.spec.is_sequence:
             self._open_png()
         else:
-            self._open_av(crf, preset, threads)
+            self._open_av(crf, preset, threads, hardware)
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def _open_png(self) -> None:
@@ -108,31 +123,44 @@ class SegmentWriter:
         except OSError as exc:
             raise OutputError(f"cannot create output folder {self.path}: {exc.strerror}; choose a writable path") from None
 
-    def _open_av(self, crf: int, preset: str, threads: int) -> None:
-        fmt = "mov" if self.codec == "prores4444" else "mp4"
+    def _open_av(self, crf: int, preset: str, threads: int, hardware: bool) -> None:
         options = mov_options(self.time_base)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._container = av.open(str(self.path), "w", format=fmt, options=options)
+            self._container = av.open(str(self.path), "w", format=self.spec.container, options=options)
         except (OSError, av.error.FFmpegError) as exc:
             raise OutputError(f"cannot write {self.path}: {exc}; choose a writable output folder") from None
+        hw = self.spec.hardware_encoder if hardware else None
+        if hw and hw in av.codecs_available:
+            try:
+                self._stream = self._add_stream(hw, crf, preset, threads)
+                self._stream.codec_context.open()  # NVENC refuses here when the GPU has no encoder
+                self.encoder = hw
+                return
+            except (av.error.FFmpegError, ValueError) as exc:
+                log.warning("%s unavailable (%s); encoding with %s on the CPU", hw, " ".join(str(exc).split())[:120],
+                            self.spec.encoder)
+                self._container.close()
+                self._container = av.open(str(self.path), "w", format=self.spec.container, options=options)
+        self._stream = self._add_stream(self.spec.encoder, crf, preset, threads)
+
+    def _add_stream(self, encoder: str, crf: int, preset: str, threads: int):
         c = self._container
         rate = self.fps if self.fps > 0 else Fraction(30)
-        if self.codec == "prores4444":
-            s = c.add_stream("prores_ks", rate=rate)
-            s.pix_fmt = "yuva444p10le"
-            s.options = {"profile": "4444", "vendor": "apl0", "alpha_bits": "16"}
-        elif self.codec == "h264":
-            s = c.add_stream("libx264", rate=rate)
-            s.pix_fmt = "yuv420p"
-            s.options = {"crf": str(crf), "preset": preset, "bf": "0"}
+        s = c.add_stream(encoder, rate=rate)
+        s.pix_fmt = self.pix_fmt
+        opts = dict(self.spec.options)
+        if encoder.endswith("_nvenc"):
+            # constant-quality VBR is NVENC's CRF; B-frames off for the same DTS == PTS reason as the CPU encoders
+            opts.update({"rc": "vbr", "cq": str(crf), "preset": "p5", "bf": "0"})
+            opts.pop("x265-params", None)
+        elif encoder in ("libx264", "libx265"):
+            opts.update({"crf": str(crf), "preset": preset})
+        s.options = opts
+        if self.spec.name in ("h264", "hevc"):
             s.codec_context.max_b_frames = 0
-        else:
-            s = c.add_stream("libx265", rate=rate)
-            s.pix_fmt = "yuv420p"
-            s.options = {"crf": str(crf), "preset": preset, "x265-params": "log-level=error:bframes=0"}
-            s.codec_context.max_b_frames = 0
-            s.codec_tag = "hvc1"
+        if self.spec.codec_tag:
+            s.codec_tag = self.spec.codec_tag
         s.width, s.height = self.width, self.height
         for key in ("colorspace", "color_primaries", "color_trc"):
             if self._color.get(key) not in (None, 0, _UNSPECIFIED):
@@ -141,7 +169,7 @@ class SegmentWriter:
         s.codec_context.time_base = self.time_base
         s.codec_context.thread_type = "AUTO"
         s.codec_context.thread_count = threads
-        self._stream = s
+        return s
 
     # -- writing -------------------------------------------------------------------------------------------------
     def write(self, image: np.ndarray, pts: int | None, index: int, duration: int | None = None) -> None:
@@ -149,8 +177,8 @@ class SegmentWriter:
         ``duration`` (ticks, optional, e.g. ``DecodedFrame.duration``) keeps a variable-rate last frame's length."""
         if self._closed:
             raise OutputError(f"segment {self.path} is already closed")
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise ValueError(f"expected (H, W, 3|4) uint8, got {image.shape} {image.dtype}")
+        if image.dtype not in (np.uint8, np.uint16) or image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"expected (H, W, 3|4) uint8 or uint16, got {image.shape} {image.dtype}")
         if image.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, segment is {self.width}x{self.height}")
         if pts is None:
@@ -158,7 +186,7 @@ class SegmentWriter:
         if self._last_pts is not None and pts <= self._last_pts:
             raise ValueError(f"pts must increase: {pts} after {self._last_pts} (frame {index})")
         self._last_pts = pts
-        if self.codec == "png":
+        if self.spec.is_sequence:
             self._write_png(image, index)
         else:
             self._encode(image, pts, duration)
@@ -167,18 +195,23 @@ class SegmentWriter:
     def _write_png(self, image: np.ndarray, index: int) -> None:
         import cv2
 
+        # cv2 writes uint16 arrays as 16-bit PNG, so a 10-bit source keeps its precision
         code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
         target = self.path / f"{index:06d}.png"
         if not cv2.imwrite(str(target), cv2.cvtColor(image, code)):
             raise OutputError(f"cannot write {target}; check free space and permissions")
 
     def _encode(self, image: np.ndarray, pts: int, duration: int | None) -> None:
-        if self.codec != "prores4444" and image.shape[2] == 4:
+        if not self.spec.alpha and image.shape[2] == 4:
             image = image[..., :3]  # yuv420p has no alpha: greenscreen frames are composited before this
-        fmt = "rgba" if image.shape[2] == 4 else "rgb24"
+        wide = image.dtype == np.uint16
+        fmt = ("rgba64le" if wide else "rgba") if image.shape[2] == 4 else ("rgb48le" if wide else "rgb24")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=fmt)
         if self._sws_colorspace is not None:
             frame = frame.reformat(format=self._stream.pix_fmt, dst_colorspace=self._sws_colorspace)
+        elif wide:
+            # convert here, once, so the encoder is not left to pick a lower-depth intermediate
+            frame = frame.reformat(format=self._stream.pix_fmt)
         frame.pts = pts
         frame.time_base = self.time_base
         if duration:
