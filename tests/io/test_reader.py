@@ -142,6 +142,22 @@ def test_hevc_10bit_decodes_to_rgb24(tmp_path):
         assert abs(float(f.rgb[:4, :4].mean()) - (f.index * 9) % 256) < 6  # the right frame
 
 
+def test_hevc_10bit_high_bit_depth_decodes_to_rgb48(tmp_path):
+    # 10-bit codes in a slow ramp: more than 256 distinct values per channel only survive a 16-bit decode
+    def ramp(i):
+        return np.repeat(np.linspace(0, 255, 64)[None, :, None], 32, 0).repeat(3, 2).astype(np.uint8)
+
+    path = write_video(tmp_path / "h10.mp4", ramp, n=3, codec="libx265", pix_fmt="yuv420p10le", options={"crf": "4"})
+    info = probe(path)
+    assert info.bit_depth == 10
+    frames = list(FrameReader(path, info, high_bit_depth=True))
+    assert all(f.rgb.dtype == np.uint16 and f.rgb.shape == (32, 64, 3) for f in frames)
+    assert np.abs(frames[0].rgb.astype(int) / 257 - ramp(0)).mean() < 2
+    # an 8-bit source stays 8-bit even when 16-bit is asked for
+    p8 = write_video(tmp_path / "h8.mp4", ramp, n=2)
+    assert next(iter(FrameReader(p8, probe(p8), high_bit_depth=True))).rgb.dtype == np.uint8
+
+
 def test_hevc_8bit(tmp_path):
     path = write_video(tmp_path / "h8.mp4", _frame, n=8, codec="libx265")
     info = probe(path)

@@ -33,7 +33,7 @@ class DecodedFrame:
     index: int
     pts: int | None
     time_s: float
-    rgb: np.ndarray  # (H, W, 3) uint8
+    rgb: np.ndarray  # (H, W, 3) uint8, or uint16 (rgb48) for a >8-bit source read with ``high_bit_depth``
     #: the frame's duration in time_base ticks when the container says (passed to the writer so the last frame of a
     #: variable-rate video keeps its own length)
     duration: int | None = None
@@ -61,8 +61,12 @@ class FrameReader:
         end: int | None = None,
         read_ahead: int = 8,
         threads: int = 0,
+        high_bit_depth: bool = False,
     ) -> None:
         self.path = str(path)
+        #: decode >8-bit sources (10-bit HEVC from VR180 cameras) as 16-bit RGB, so their colour reaches a 10-bit
+        #: output intact; 8-bit sources stay uint8 (no doubled memory for nothing)
+        self.rgb_format = "rgb48le" if high_bit_depth and info.bit_depth > 8 else "rgb24"
         self.info = info
         end = info.frame_count if end is None else end
         if not (0 <= start <= end <= info.frame_count):
@@ -186,7 +190,7 @@ class FrameReader:
                     if index != expected:
                         # a frame was skipped by the decoder (corrupt packet concealed by dropping)
                         raise self._corrupt(expected, f"frame {expected} missing, decoder jumped to {index}")
-                    rgb = frame.to_ndarray(format="rgb24")
+                    rgb = frame.to_ndarray(format=self.rgb_format)
                     pts = frame.pts
                     time_s = float(pts * tb) if pts is not None else float(index / info.fps)
                     self.frames_decoded += 1
