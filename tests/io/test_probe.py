@@ -182,3 +182,35 @@ def test_odd_width_is_not_sbs(tmp_path):
         resolve_layout(info)
     assert "odd" in _one_line(e)
     assert resolve_layout(info, "mono") == "mono"
+
+
+def _remux(src: Path, dst: Path) -> Path:
+    """Stream-copy every audio/video stream of ``src`` into ``dst`` (container from the suffix)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        streams = [s for s in inp.streams if s.type in ("video", "audio")]
+        mapping = {s.index: out.add_stream_from_template(s) for s in streams}
+        for packet in inp.demux(streams):
+            if packet.dts is None:
+                continue
+            packet.stream = mapping[packet.stream.index]
+            out.mux(packet)
+    return dst
+
+
+@pytest.mark.parametrize("audio", [False, True])
+def test_truncated_mkv_is_refused_by_its_declared_duration(tmp_path, audio):
+    full = write_video(tmp_path / "full.mkv", lambda i: gradient_sbs(i, 128, 64), n=30, fps=24, codec="ffv1",
+                       pix_fmt="yuv444p", audio=tone(1.25) if audio else None)
+    assert probe(full).frame_count == 30  # the intact file is fine
+    cut = tmp_path / "cut.mkv"
+    data = full.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.55)])  # Matroska declares no frame count, only a duration
+    with pytest.raises(InputError, match="truncated or corrupt") as exc:
+        probe(cut)
+    assert "1.250s" in _one_line(exc)
+
+
+def test_variable_rate_clip_remuxed_to_mkv_is_not_called_truncated(tmp_path):
+    mkv = _remux(HEADS / "face_1.mp4", tmp_path / "face_1.mkv")
+    info = probe(mkv)
+    assert info.frame_count == 135 and info.is_vfr

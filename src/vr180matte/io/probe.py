@@ -176,6 +176,52 @@ def _is_vfr(sorted_pts: np.ndarray, time_base: Fraction) -> bool:
     return spread > tolerance
 
 
+def _declared_duration(container: av.container.InputContainer, vs) -> float | None:
+    """The video track's duration as the container's header declares it (seconds), None when it declares none.
+
+    MP4/MOV: the track duration. Matroska/WebM: the track's DURATION tag (mkvmerge and FFmpeg write it). Else the
+    container duration, but only without audio: an audio track may legitimately outlast the video.
+    """
+    if vs.duration and vs.time_base:
+        return float(vs.duration * vs.time_base)
+    for key, value in (vs.metadata or {}).items():
+        if key.upper() == "DURATION":
+            try:
+                h, m, s = str(value).strip().split(":")
+                return int(h) * 3600 + int(m) * 60 + float(s)
+            except ValueError:
+                return None
+    if container.duration and not container.streams.audio:
+        return float(container.duration) / av.time_base
+    return None
+
+
+def _check_declared_duration(
+    p: Path, container: av.container.InputContainer, vs, frame_pts: np.ndarray, durations: list[int], tb: Fraction
+) -> None:
+    """Refuse a file whose frames end well before the duration its header declares (a cut-off download/copy).
+
+    MP4 declares a frame count and is checked by it; containers that declare only a duration (Matroska, WebM)
+    are checked here: the last frame's end vs the declared duration, with 1.5 frames of slack for rounding.
+    """
+    declared = _declared_duration(container, vs)
+    if not declared or len(frame_pts) == 0:
+        return
+    step = int(np.median(np.diff(frame_pts))) if len(frame_pts) > 1 else (durations[-1] if durations else 0)
+    last_dur = durations[-1] or step
+    # MP4 declares the span; Matroska's DURATION tag is the end time (start offset included): take the larger
+    end = int(frame_pts[-1]) + last_dur
+    present = float(max(end - int(frame_pts[0]), end) * tb)
+    slack = max(1.5 * float(step * tb), 0.010)
+    if present + slack < declared:
+        expected = round(declared / float(step * tb)) if step else None
+        count = f" (about {expected} frames)" if expected else ""
+        raise InputError(
+            f"video {p} is truncated or corrupt: its header declares {declared:.3f}s{count} but its frames end "
+            f"after {present:.3f}s ({len(frame_pts)} frames); re-export or re-download it"
+        )
+
+
 def probe(path: str | Path, scan_packets: bool = True) -> VideoInfo:
     """Describe ``path``; raises InputError for a missing file, a non-media file, no video stream or truncation.
 
@@ -242,6 +288,7 @@ def probe(path: str | Path, scan_packets: bool = True) -> VideoInfo:
                     f"{frame_count} are present; re-export or re-download it"
                 )
             is_vfr = _is_vfr(frame_pts, time_base)
+            _check_declared_duration(p, container, vs, frame_pts, durations, time_base)
         else:
             frame_count = header_frames
         if frame_count <= 0:
