@@ -10,6 +10,7 @@ class PassthroughEngine:
     """No detector, no segmenter: the pipeline writes the frames with an opaque alpha."""
 
     name = "passthrough"
+    opaque = True  # the pipeline uses its OpaqueMatter: frames written as decoded, alpha 1
 
     def __init__(self, cfg: Config, device: torch.device):
         self.device = device

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -61,12 +62,15 @@ class FrameReader:
         end: int | None = None,
         read_ahead: int = 8,
         threads: int = 0,
+        timer=None,
         high_bit_depth: bool = False,
     ) -> None:
         self.path = str(path)
         #: decode >8-bit sources (10-bit HEVC from VR180 cameras) as 16-bit RGB, so their colour reaches a 10-bit
         #: output intact; 8-bit sources stay uint8 (no doubled memory for nothing)
         self.rgb_format = "rgb48le" if high_bit_depth and info.bit_depth > 8 else "rgb24"
+        # busy seconds of the decode thread go to timer("decode") (a StageTimer), if given
+        self._timer = timer
         self.info = info
         end = info.frame_count if end is None else end
         if not (0 <= start <= end <= info.frame_count):
@@ -178,6 +182,7 @@ class FrameReader:
                     log.warning("no frame timestamps for %s: decoding from frame 0 to reach %d", self.path, self.start)
             expected = self.start
             for packet in container.demux(vs):
+                t0 = time.perf_counter()
                 for frame in packet.decode():
                     if self._stop.is_set():
                         return
@@ -191,6 +196,8 @@ class FrameReader:
                         # a frame was skipped by the decoder (corrupt packet concealed by dropping)
                         raise self._corrupt(expected, f"frame {expected} missing, decoder jumped to {index}")
                     rgb = frame.to_ndarray(format=self.rgb_format)
+                    if self._timer is not None:
+                        self._timer.add("decode", time.perf_counter() - t0)
                     pts = frame.pts
                     time_s = float(pts * tb) if pts is not None else float(index / info.fps)
                     self.frames_decoded += 1
@@ -198,6 +205,7 @@ class FrameReader:
                     if not self._put(DecodedFrame(index=index, pts=pts, time_s=time_s, rgb=rgb, duration=dur)):
                         return
                     expected += 1
+                    t0 = time.perf_counter()
             self._finish(expected)
 
     def _finish(self, expected: int) -> None:

@@ -42,12 +42,14 @@ from ..config import Config
 from ..engines.base import Detection, Detector, FrameMatte, TrackMask
 from .disparity import DisparitySmoother, measure_disparity, shift_mask
 from .equirect import EquirectDetector
+from .handoff import ChunkHandoff
+from .modes import MODES, make_mode
+from ..track.boxes import mask_box, shift_box
 
 log = logging.getLogger(__name__)
 
 __all__ = ["StereoResult", "StereoStage", "split_sbs_detections", "pair_boxes", "mask_iou"]
 
-MODES = ("independent", "master_slave", "joint")
 METHODS = ("transfer", "reprocess", "ensemble")
 _MASK_T = 0.5
 _MAX_LOGGED = 1000  # corrections kept verbatim in the report (the count is always exact)
@@ -61,6 +63,7 @@ class StereoResult:
     agreement: dict[int, float]  # per person: IoU of left mask vs right mask mapped back by disparity
     disparity: dict[int, float]  # per person, pixels at processing res (left x minus right x), smoothed
     corrections: list[dict] = field(default_factory=list)
+    detected: bool = False  # the detector ran on this frame
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor, thresh: float = _MASK_T) -> float:
@@ -70,21 +73,6 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor, thresh: float = _MASK_T) -> float
     if int(union) == 0:
         return 1.0
     return float((ma & mb).sum().float() / union.float())
-
-
-def _box_of(mask: torch.Tensor) -> np.ndarray | None:
-    m = mask > _MASK_T
-    rows, cols = torch.nonzero(m.any(dim=1)), torch.nonzero(m.any(dim=0))
-    if rows.numel() == 0:
-        return None
-    return np.array([int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1], dtype=np.float32)
-
-
-def _shift_box(box: np.ndarray, dx: float, width: int) -> np.ndarray:
-    """Box moved by ``-dx`` horizontally (left-eye box -> right-eye box for disparity dx), clipped."""
-    b = np.asarray(box, dtype=np.float32).copy()
-    b[[0, 2]] = np.clip(b[[0, 2]] - dx, 0, width)
-    return b
 
 
 def split_sbs_detections(dets: list[Detection], eye_w: int) -> tuple[list[Detection], list[Detection]]:
@@ -174,12 +162,11 @@ class StereoStage:
         st = cfg.stereo
         self.mode = str(st.consistency_mode)
         self.method = str(st.correction_method)
-        if self.mode not in MODES:
-            raise ValueError(f"stereo.consistency_mode={self.mode!r}: choose one of {', '.join(MODES)}")
+        self.strategy = make_mode(self.mode)
         if self.method not in METHODS:
             raise ValueError(f"stereo.correction_method={self.method!r}: choose one of {', '.join(METHODS)}")
-        if self.mode == "joint" and detector is None:
-            raise ValueError("stereo.consistency_mode=joint needs an engine with a person detector; "
+        if self.strategy.needs_detector and detector is None:
+            raise ValueError(f"stereo.consistency_mode={self.mode} needs an engine with a person detector; "
                              "use stereo.consistency_mode=master_slave with this engine")
         self.threshold = float(st.validation_threshold)
         self.max_disp_frac = float(st.max_disparity_frac)
@@ -209,9 +196,45 @@ class StereoStage:
         self._corr_log: list[dict] = []
         self._disp_sum: dict[int, list[float]] = {}
 
+    @classmethod
+    def for_engine(cls, cfg: Config, engine: Any, ids: Any = None) -> "StereoStage":
+        """The stage with its two views built from ``engine`` (one segmenter per eye, one shared id allocator).
+
+        The stage owns the views and the one detection schedule: the engine's detector runs here (every
+        ``detection.detect_interval`` frames and on each chunk's first frame) and the boxes go to the views.
+        """
+        from ..track.ids import IdAllocator
+        from ..track.view_matter import ViewMatter
+
+        ids = ids if ids is not None else IdAllocator()
+        m, d = cfg.matting, cfg.detection
+        kw = dict(
+            detect_interval=d.detect_interval, iou_threshold=m.track_iou_threshold, max_missed=m.track_max_missed,
+            max_persons=d.max_persons, ids=ids, drift_iou=m.track_drift_iou, min_mask_area=m.track_min_mask_area,
+            confirm_end_runs=m.track_confirm_end_runs,
+        )
+        views = [ViewMatter(eye, engine.make_segmenter(eye), None, **kw) for eye in ("left", "right")]
+        stage = cls(cfg, views[0], views[1], engine.make_detector(), fuse_edges=cfg.stereo.fuse_edges)
+        stage.ids = ids
+        return stage
+
+    @property
+    def views(self) -> dict[str, Any]:
+        return {"left": self.left, "right": self.right}
+
     # ------------------------------------------------------------------ public API
     def reset(self, left_handoff=None, right_handoff=None, state: dict | None = None) -> None:
-        """Chunk start: reset both views (with their hand-offs) and restore the smoothed disparities."""
+        """Chunk start: reset both views (with their hand-offs) and restore the smoothed disparities.
+
+        ``left_handoff`` may be a whole :class:`ChunkHandoff` (what the pipeline passes), or None for a fresh start.
+        """
+        if isinstance(left_handoff, ChunkHandoff):
+            h = left_handoff
+            left_handoff, right_handoff = h.left, h.right
+            state = {"disparity": h.disparity, "ref_area": h.ref_area}
+            ids = getattr(self, "ids", None)
+            if ids is not None:
+                ids.observe(int(h.next_id) - 1)
         self.left.reset(left_handoff)
         self.right.reset(right_handoff)
         self.smoother.load((state or {}).get("disparity"))
@@ -222,6 +245,14 @@ class StereoStage:
         """Picklable hand-off: ``{"disparity": {id: (value, velocity)}, "ref_area": {id: area}}``."""
         return {"disparity": self.smoother.state(), "ref_area": dict(self._ref_area)}
 
+    def handoff(self, res: "StereoResult") -> ChunkHandoff:
+        """The :class:`ChunkHandoff` for the next chunk, taken at the frame whose result is ``res``."""
+        lh = self.left.handoff(res.left)
+        return ChunkHandoff(
+            next_id=int(lh.next_id), left=lh, right=self.right.handoff(res.right),
+            disparity=self.smoother.state(), ref_area=dict(self._ref_area),
+        )
+
     def step(self, frame_idx: int, left_img: torch.Tensor, right_img: torch.Tensor, *, account: bool = True
              ) -> StereoResult:
         """Process one stereo frame: both views, coupled per mode, validated and corrected.
@@ -230,16 +261,18 @@ class StereoStage:
         chunk processes only to hand them to the next chunk, which processes and reports them again).
         """
         eye_w = int(left_img.shape[1])
-        self._max_disp = max(1, int(round(self.max_disp_frac * eye_w)))
-        detect_now = self.detector is not None and (self._first or frame_idx % self.detect_interval == 0)
+        self.max_disp = max(1, int(round(self.max_disp_frac * eye_w)))
+        detect_now = self.is_detection_frame(frame_idx)
         self._first = False
-        if self.mode == "independent":
-            res = self._step_independent(frame_idx, left_img, right_img, detect_now)
-        else:
-            res = self._step_coupled(frame_idx, left_img, right_img, detect_now)
+        res = self.strategy.step(self, frame_idx, left_img, right_img, detect_now)
+        res.detected = detect_now
         if account:
             self._account(res)
         return res
+
+    def is_detection_frame(self, frame_idx: int) -> bool:
+        """The one detection schedule: the first frame after a reset, then every ``detect_interval`` frames."""
+        return self.detector is not None and (self._first or frame_idx % self.detect_interval == 0)
 
     def report(self) -> dict:
         """The stats.json ``stereo`` block (since construction, over all chunks)."""
@@ -271,12 +304,12 @@ class StereoStage:
         return out
 
     # ------------------------------------------------------------------ detection
-    def _detect_eye(self, img: torch.Tensor) -> list[Detection]:
+    def detect_eye(self, img: torch.Tensor) -> list[Detection]:
         if self.equirect is not None:
             return self.equirect.detect(img)
         return list(self.detector.detect(img))
 
-    def _detect_joint(self, left_img: torch.Tensor, right_img: torch.Tensor
+    def detect_joint(self, left_img: torch.Tensor, right_img: torch.Tensor
                       ) -> tuple[list[Detection], list[Detection], dict[int, int]]:
         """Detect once on the SBS frame, split, add equirect crops per eye, pair. Returns (left, right, pairs)."""
         eye_w = int(left_img.shape[1])
@@ -286,7 +319,7 @@ class StereoStage:
             self.equirect.stats["calls"] += 1
             ld = self.equirect.merge(ld, self.equirect.detect_crops(left_img))
             rd = self.equirect.merge(rd, self.equirect.detect_crops(right_img))
-        pairs = dict(pair_boxes([d.box for d in ld], [d.box for d in rd], self._max_disp, -self._max_disp / 4))
+        pairs = dict(pair_boxes([d.box for d in ld], [d.box for d in rd], self.max_disp, -self.max_disp / 4))
         # A person found only in the right eye still gets a left detection (its box moved by the typical offset),
         # so the left eye starts the track and both eyes share its id.
         offsets = [0.5 * (ld[i].box[0] + ld[i].box[2] - rd[j].box[0] - rd[j].box[2]) for i, j in pairs.items()]
@@ -295,89 +328,12 @@ class StereoStage:
         for j, d in enumerate(rd):
             if j in paired_r:
                 continue
-            box = _shift_box(d.box, -off, eye_w)
+            box = shift_box(d.box, -off, eye_w)
             ld.append(Detection(box=box, score=float(d.score)))
             pairs[len(ld) - 1] = j
         return ld, rd, pairs
 
-    # ------------------------------------------------------------------ modes
-    def _step_independent(self, frame_idx, left_img, right_img, detect_now) -> StereoResult:
-        kw = self._view_kwargs(detect_now, self._detect_eye(left_img) if detect_now else None)
-        lm = self.left.step(frame_idx, left_img, **kw)
-        kw = self._view_kwargs(detect_now, self._detect_eye(right_img) if detect_now else None)
-        rm = self.right.step(frame_idx, right_img, **kw)
-        agreement: dict[int, float] = {}
-        disparity: dict[int, float] = {}
-        lids = [i for i, t in lm.tracks.items() if t.box is not None]
-        rids = [i for i, t in rm.tracks.items() if t.box is not None]
-        pairs = pair_boxes([lm.tracks[i].box for i in lids], [rm.tracks[i].box for i in rids],
-                           self._max_disp, -self._max_disp / 4)
-        paired_l, paired_r = set(), set()
-        for a, b in pairs:
-            li, ri = lids[a], rids[b]
-            paired_l.add(li)
-            paired_r.add(ri)
-            d = self._disparity(li, left_img, right_img, lm.tracks[li].prob, None)
-            disparity[li] = d
-            dm = d if self.use_mapping else 0.0
-            agreement[li] = mask_iou(lm.tracks[li].prob, shift_mask(rm.tracks[ri].prob, -dm))
-        for i in lids:
-            if i not in paired_l:
-                agreement[i] = 0.0
-        for i in rids:
-            if i not in paired_r:
-                agreement[i] = min(agreement.get(i, 0.0), 0.0)
-        for tid in self.smoother.ids():
-            if tid not in lm.tracks:
-                self.smoother.drop(tid)
-        return self._result(lm, rm, agreement, disparity, [], agreement)
-
-    def _step_coupled(self, frame_idx, left_img, right_img, detect_now) -> StereoResult:
-        eye_w = int(left_img.shape[1])
-        rdets: list[Detection] | None = None
-        pairs: dict[int, int] = {}
-        ldets: list[Detection] | None = None
-        if detect_now:
-            if self.mode == "joint":
-                ldets, rdets, pairs = self._detect_joint(left_img, right_img)
-            else:
-                ldets = self._detect_eye(left_img)
-        lm = self.left.step(frame_idx, left_img, **self._view_kwargs(detect_now, ldets))
-
-        # Right eye follows the left: end what the left ended, seed what the left started.
-        left_live = set(self.left.live_ids)
-        for tid in list(self.right.live_ids):
-            if tid not in left_live:
-                self.right.end_track(tid)
-                self._forget(tid)
-        right_live = set(self.right.live_ids)
-        seeds: dict[int, tuple[np.ndarray | None, torch.Tensor | None]] = {}
-        for tid in sorted(left_live - right_live):
-            tm = lm.tracks.get(tid)
-            if tm is None or tm.box is None:
-                continue  # nothing to seed from yet; retried next frame
-            prior = None
-            rbox = None
-            if ldets is not None and pairs:
-                # The left detection this track came from, and its right partner.
-                best, best_iou = None, 0.3
-                for i, d in enumerate(ldets):
-                    iou = _iou(d.box, tm.box)
-                    if iou > best_iou and i in pairs:
-                        best, best_iou = i, iou
-                if best is not None:
-                    rbox = rdets[pairs[best]].box
-                    prior = 0.5 * float(ldets[best].box[0] + ldets[best].box[2] - rbox[0] - rbox[2])
-            d = self._disparity(tid, left_img, right_img, tm.prob, prior)
-            dm = d if self.use_mapping else 0.0
-            mask = shift_mask(tm.prob, dm)
-            box = rbox if rbox is not None else _shift_box(tm.box, dm, eye_w)
-            seeds[tid] = (np.asarray(box, dtype=np.float32), mask)
-        rm = self.right.step(frame_idx, right_img, seeds=seeds, run_detector=False,
-                             **({"detections": rdets} if rdets is not None else {}))
-        return self._validate(frame_idx, left_img, right_img, lm, rm, skip_measure=set(seeds))
-
-    def _view_kwargs(self, detect_now: bool, dets: list[Detection] | None) -> dict:
+    def view_kwargs(self, detect_now: bool, dets: list[Detection] | None) -> dict:
         if self.detector is None:
             return {}  # the view follows its own detector and interval
         if detect_now:
@@ -385,14 +341,14 @@ class StereoStage:
         return {"run_detector": False}
 
     # ------------------------------------------------------------------ validation and correction
-    def _disparity(self, tid: int, left_img, right_img, left_prob, prior: float | None) -> float:
+    def disparity(self, tid: int, left_img, right_img, left_prob, prior: float | None) -> float:
         """Measure this frame's disparity of ``tid`` and return the smoothed value."""
         p = self.smoother.predict(tid)
-        d, conf = measure_disparity(left_img, right_img, left_prob, max_disp=self._max_disp,
+        d, conf = measure_disparity(left_img, right_img, left_prob, max_disp=self.max_disp,
                                     prior=p if p is not None else prior)
         return self.smoother.update(tid, d, conf)
 
-    def _validate(self, frame_idx, left_img, right_img, lm: FrameMatte, rm: FrameMatte,
+    def validate(self, frame_idx, left_img, right_img, lm: FrameMatte, rm: FrameMatte,
                   skip_measure: set[int]) -> StereoResult:
         agreement: dict[int, float] = {}
         before: dict[int, float] = {}
@@ -412,11 +368,11 @@ class StereoStage:
             if tid in skip_measure:
                 d = self.smoother.get(tid)
             elif l_ok:
-                d = self._disparity(tid, left_img, right_img, lt.prob, None)
+                d = self.disparity(tid, left_img, right_img, lt.prob, None)
             else:
                 p = self.smoother.predict(tid)
-                d_r, conf = measure_disparity(right_img, left_img, rt.prob, max_disp=self._max_disp // 4 + 1,
-                                              min_disp=-self._max_disp, prior=None if p is None else -p)
+                d_r, conf = measure_disparity(right_img, left_img, rt.prob, max_disp=self.max_disp // 4 + 1,
+                                              min_disp=-self.max_disp, prior=None if p is None else -p)
                 d = self.smoother.update(tid, -d_r, conf)
             d = 0.0 if d is None else float(d)
             disparity[tid] = d
@@ -434,16 +390,16 @@ class StereoStage:
             elif self.fuse_edges and l_ok and r_ok:
                 fused = 0.5 * (pl + shift_mask(pr, -dm))
                 pl, pr = fused, shift_mask(fused, dm)
-                lm.tracks[tid] = TrackMask(track_id=tid, prob=pl, box=_box_of(pl), score=float(lt.score))
-                rm.tracks[tid] = TrackMask(track_id=tid, prob=pr, box=_box_of(pr), score=float(rt.score))
+                lm.tracks[tid] = TrackMask(track_id=tid, prob=pl, box=mask_box(pl), score=float(lt.score))
+                rm.tracks[tid] = TrackMask(track_id=tid, prob=pr, box=mask_box(pr), score=float(rt.score))
                 a = mask_iou(pl, shift_mask(pr, -dm))
                 self._n_fused += 1
             agreement[tid] = a
             self._ref_area[tid] = 0.5 * float((pl > _MASK_T).sum() + (pr > _MASK_T).sum())
         for tid in list(self._ref_area):
             if tid not in left_live:
-                self._forget(tid)
-        return self._result(lm, rm, agreement, disparity, corrections, before)
+                self.forget(tid)
+        return self.result(lm, rm, agreement, disparity, corrections, before)
 
     def _strength(self, tid: int, tm: TrackMask | None, prob: torch.Tensor) -> float:
         if tm is None or tm.box is None:
@@ -474,7 +430,7 @@ class StereoStage:
         if self.method == "reprocess" or (lost and self.method != "ensemble"):
             # Re-prompt the weaker eye's segmenter so the following frames recover (a lost track must be).
             view, prob = (self.right, pr) if weak == "right" else (self.left, pl)
-            box = _box_of(prob)
+            box = mask_box(prob)
             if box is not None:
                 view.reprompt(tid, box=box, mask=prob)
                 self._n_reprompt += 1
@@ -487,14 +443,14 @@ class StereoStage:
     @staticmethod
     def _track_mask(tid: int, prob: torch.Tensor, own: TrackMask | None, other: TrackMask | None) -> TrackMask:
         score = own.score if own is not None and own.box is not None else (other.score if other else 0.0)
-        return TrackMask(track_id=tid, prob=prob, box=_box_of(prob), score=float(score))
+        return TrackMask(track_id=tid, prob=prob, box=mask_box(prob), score=float(score))
 
-    def _forget(self, tid: int) -> None:
+    def forget(self, tid: int) -> None:
         self.smoother.drop(tid)
         self._ref_area.pop(tid, None)
 
     # ------------------------------------------------------------------ accounting
-    def _result(self, lm, rm, agreement, disparity, corrections, before) -> StereoResult:
+    def result(self, lm, rm, agreement, disparity, corrections, before) -> StereoResult:
         for v in before.values():
             self._agree_before.add(v)
         return StereoResult(lm, rm, agreement, disparity, corrections)
@@ -520,10 +476,3 @@ class StereoStage:
             s[0] += float(d)
             s[1] += 1
 
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / max(ua, 1e-9))

@@ -1,0 +1,166 @@
+"""The chunk runner: reader -> frame matter -> writers for each chunk, with hand-off, resume and OOM retry.
+
+Per chunk: load the previous chunk's hand-off, reset the frame matter, then stream the chunk's frames through
+three overlapping stages (``segment`` | ``finish`` | ``encode``, see :mod:`.overlap`; decode runs in the reader's
+own thread). The chunk's segments are written under temporary names and renamed when complete; the hand-off and,
+last, the done marker make the chunk a checkpoint (see :mod:`vr180matte.runtime.chunks`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+
+from tqdm import tqdm
+
+from ..config import Config
+from ..errors import InputError, ResourceError
+from ..runtime.chunks import Chunk, WorkDir, chunk_log_entry
+from ..runtime.device import free_device_memory, is_oom
+from ..runtime.profile import StageTimer
+from ..stereo.handoff import ChunkHandoff
+from .frame_matter import Segmented, small_prob
+from .overlap import run_stages
+from .plan import RunPlan
+
+log = logging.getLogger(__name__)
+
+MIN_SCALE = 0.125
+
+
+class ChunkRunner:
+    """Runs the plan's chunks from ``first`` on; state: the current geometry (lowered on OOM) and the chunk log."""
+
+    def __init__(self, cfg: Config, plan: RunPlan, matter, work: WorkDir, timer: StageTimer, quiet: bool) -> None:
+        self.cfg, self.plan, self.matter, self.work, self.timer, self.quiet = cfg, plan, matter, work, timer, quiet
+        self.geo = plan.geometry
+        self.chunk_log: list[dict] = []
+        self.oom_retries = 0
+        self.frames_done = 0  # frames encoded so far in this run (for the memory-over-time report)
+
+    # ---- the whole run --------------------------------------------------------------------------------------
+    def run(self, first: int) -> None:
+        todo = self.plan.chunks[first:]
+        total = sum(c.write_end - c.write_start for c in todo)
+        with tqdm(total=total, disable=self.quiet, unit="frame", desc=self.plan.stem, dynamic_ncols=True) as bar:
+            for chunk in todo:
+                before = dict(self.timer.seconds)
+                entry = self._run_with_fallback(chunk, bar)
+                self.chunk_log.append(entry)
+                log.info("chunk %d: frames %d-%d in %.1fs", chunk.index, chunk.write_start, chunk.write_end - 1,
+                         entry["seconds"])
+                if self.cfg.debugging.log_intermediate_workflow:
+                    spent = {k: round(v - before.get(k, 0.0), 2) for k, v in self.timer.seconds.items()}
+                    live = {e: v.live_ids for e, v in getattr(self.matter, "views", {}).items()}
+                    log.info("chunk %d stages (s): %s; live tracks: %s", chunk.index, spent, live or "n/a")
+
+    def _run_with_fallback(self, chunk: Chunk, bar: tqdm) -> dict:
+        while True:
+            try:
+                return self.run_chunk(chunk, bar)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
+                if not is_oom(exc):
+                    raise
+                free_device_memory(self.plan.device)
+                new_scale = self.geo.scale * 0.75
+                if new_scale < MIN_SCALE:
+                    raise ResourceError(
+                        f"out of memory in chunk {chunk.index} even at scale {self.geo.scale:.3f}: lower "
+                        "processing.scale_factor or use a smaller matting.sam2_model / detection.model"
+                    ) from None
+                log.warning("out of memory in chunk %d at scale %.3f: retrying the chunk at scale %.3f",
+                            chunk.index, self.geo.scale, new_scale)
+                self.geo = self.geo.at_scale(new_scale)
+                self.matter.set_geometry(self.geo)
+                self.oom_retries += 1
+                bar.reset(total=bar.total)
+
+    # ---- one chunk ------------------------------------------------------------------------------------------
+    def _load_handoff(self, chunk: Chunk) -> ChunkHandoff | None:
+        if chunk.index == 0:
+            return None
+        path = self.work.handoff_path(chunk.index - 1)
+        if not path.exists():
+            raise InputError(f"work folder {self.work.root} lost {path.name}: delete the folder and run again")
+        return ChunkHandoff.load(path, self.work.root)
+
+    def _open_writers(self, chunk: Chunk) -> dict:
+        from ..io.writer import SegmentWriter
+
+        out, info = self.plan.output, self.plan.info
+        writers = {}
+        for eye in out.eyes:
+            final = self.work.segment_path(chunk.index, out.codec.suffix, eye)
+            partial = self.work.partial(final)
+            writers[eye] = (
+                SegmentWriter(partial, out.codec.name, out.width, out.height, info.time_base, info.fps,
+                              crf=self.cfg.output.crf, color=info.color),
+                partial, final,
+            )
+        return writers
+
+    def run_chunk(self, chunk: Chunk, bar: tqdm) -> dict:
+        from ..io.reader import FrameReader
+
+        t0 = time.perf_counter()
+        cfg, tm, matter = self.cfg, self.timer, self.matter
+        matter.reset(chunk, self._load_handoff(chunk))
+        overlap_out: dict[str, list] = {"left": [], "right": []}
+        writers = self._open_writers(chunk)
+        written = 0
+        keep_ts = cfg.processing.vfr_policy == "keep_timestamps"
+        timing: dict[int, tuple] = {}  # frame index -> (pts, duration) until it is encoded
+
+        def segment(df) -> Segmented | None:
+            seg = matter.segment(df.index, df.rgb)
+            if not seg.write:  # a trailing overlap frame: kept small for the next chunk, not written
+                for eye, prob in seg.probs.items():
+                    overlap_out[eye].append(small_prob(prob))
+                return None
+            timing[df.index] = (df.pts, df.duration) if keep_ts else (None, None)
+            return seg
+
+        def finish(seg: Segmented) -> tuple[int, dict]:
+            return seg.index, matter.finish(seg)
+
+        def encode(item: tuple[int, dict]) -> None:
+            nonlocal written
+            idx, images = item
+            pts, dur = timing.pop(idx)
+            with tm("encode"):
+                for eye, img in images.items():
+                    writers[eye][0].write(img, pts, idx, duration=dur)
+            written += 1
+            self.frames_done += 1
+            bar.update(1)
+
+        try:
+            reader = FrameReader(self.plan.input, self.plan.info, start=chunk.process_start, end=chunk.process_end,
+                                 read_ahead=cfg.processing.read_ahead, timer=tm)
+            with reader:
+                run_stages(reader, [("segment", segment), ("finish", finish), ("encode", encode)], timer=tm,
+                           threaded=bool(cfg.processing.memory_pipeline))
+        except BaseException:
+            for writer, partial, _final in writers.values():
+                try:
+                    writer.close()
+                except Exception:  # noqa: BLE001 - the original error matters, not the cleanup's
+                    pass
+                shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+            raise
+        for writer, partial, final in writers.values():
+            writer.close()
+            os.replace(partial, final)
+        expected = chunk.write_end - chunk.write_start
+        if written != expected:
+            raise InputError(f"{self.plan.input.name}: decoded {written} of {expected} frames in chunk {chunk.index}; "
+                             "the file is truncated or corrupt")
+        if chunk.handoff_frame is not None:
+            handoff = matter.handoff()
+            handoff.overlap = overlap_out
+            handoff.save(self.work.handoff_path(chunk.index))
+        entry = chunk_log_entry(chunk, time.perf_counter() - t0, frames=written, scale=self.geo.scale,
+                                corrections=getattr(matter, "corrections", 0))
+        self.work.mark_done(chunk.index, entry)
+        return entry

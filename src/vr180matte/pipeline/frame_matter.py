@@ -1,0 +1,267 @@
+"""The frame matter: one decoded stereo frame in, the output images out.
+
+Two halves, so the chunk runner can overlap them in separate threads (each half keeps its own sequential state):
+
+* :meth:`FrameMatter.segment` — split the eyes, scale to processing size, detect/track/segment both eyes (the
+  stereo stage), blend the overlap with the previous chunk. Stateful per chunk (tracks, segmenter memory).
+* :meth:`FrameMatter.finish` — refine to full-resolution alpha, temporal smoothing, quality sampling, composite.
+  Stateful per chunk (the temporal smoother).
+
+:class:`OpaqueMatter` is the passthrough engine's matter: the frame with alpha 1, nothing segmented.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import Config
+from ..runtime.chunks import Chunk
+from ..runtime.profile import StageTimer
+from ..stereo.handoff import ChunkHandoff
+from .plan import Geometry, RunPlan
+
+log = logging.getLogger(__name__)
+
+OVERLAP_STORE_SIDE = 512  # long side of the low-res masks a chunk keeps for blending into the next
+
+
+@dataclass
+class Segmented:
+    """One frame after :meth:`FrameMatter.segment`: what :meth:`FrameMatter.finish` needs."""
+
+    index: int
+    rgb: np.ndarray  # the decoded frame (H, W, 3), uint8 or uint16
+    write: bool  # False for the trailing overlap frames a chunk hands to the next instead of writing
+    eyes: dict = field(default_factory=dict)  # eye -> full-resolution (H, W, 3) tensor on the device
+    probs: dict = field(default_factory=dict)  # eye -> processing-resolution person probability
+    detected: bool = False
+
+
+def resize_prob(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(prob.shape) == tuple(size):
+        return prob
+    return F.interpolate(prob[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+
+
+def small_prob(prob: torch.Tensor) -> torch.Tensor:
+    """Quantised low-res copy of a probability map, on the CPU, for blending into the next chunk."""
+    h, w = prob.shape
+    f = min(1.0, OVERLAP_STORE_SIDE / max(h, w))
+    size = (max(1, round(h * f)), max(1, round(w * f)))
+    return (resize_prob(prob, size) * 255).round().clamp(0, 255).to(torch.uint8).cpu()
+
+
+def to_processing(eye: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    """(H, W, 3) eye -> (proc_h, proc_w, 3) uint8 on the same device (area-style antialiased resize)."""
+    if eye.dtype != torch.uint8:  # >8-bit sources: detection and segmentation use an 8-bit proxy
+        eye = (eye.float() * (255.0 / 65535.0)).round_().to(torch.uint8)
+    if eye.shape[0] == geo.proc_h and eye.shape[1] == geo.proc_w:
+        return eye.contiguous()
+    if eye.device.type == "cpu":
+        # On the CPU OpenCV's area resampling is ~4x faster than torch's antialiased bilinear, same purpose.
+        import cv2
+
+        small = cv2.resize(np.ascontiguousarray(eye.numpy()), (geo.proc_w, geo.proc_h), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(small)
+    x = eye.permute(2, 0, 1).unsqueeze(0).float()
+    y = F.interpolate(x, size=(geo.proc_h, geo.proc_w), mode="bilinear", antialias=True, align_corners=False)
+    return y.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous()
+
+
+class FrameMatter:
+    """Mattes people: stereo stage -> refine -> temporal -> composite. Built once per run, reset per chunk."""
+
+    opaque = False
+
+    def __init__(self, cfg: Config, plan: RunPlan, engine, timer: StageTimer) -> None:
+        from ..matte.refine import Refiner
+        from ..matte.temporal import TemporalSmoother
+        from ..quality.monitor import QualityMonitor
+        from ..stereo.consistency import StereoStage
+
+        self.cfg, self.plan, self.engine, self.timer = cfg, plan, engine, timer
+        self.device = plan.device
+        self.geo = plan.geometry
+        self.stereo = StereoStage.for_engine(cfg, engine)
+        r = cfg.refine
+        self.refiner = Refiner(
+            method=r.method if r.enabled else "bilinear", radius_px=r.radius_px, eps=r.eps, erode_px=r.erode_px,
+            feather_px=r.feather_px, device=self.device,
+        )
+        self.smoothers = {
+            eye: TemporalSmoother(strength=r.temporal_strength, enabled=r.temporal_smoothing) for eye in ("left", "right")
+        }
+        self.quality = QualityMonitor()
+        self.visualizer = None
+        if cfg.debugging.save_detection_visualization:
+            from ..quality.debug import DetectionVisualizer
+
+            self.visualizer = DetectionVisualizer(
+                plan.out_dir / f"{plan.stem}.detections.mp4", self.geo.proc_w * 2, self.geo.proc_h, plan.info.fps,
+                scale=1.0,  # it is fed the processing-resolution eyes, so boxes need no rescaling
+            )
+        self.confidence_dir: Path | None = None
+        if cfg.debugging.save_confidence_maps:
+            self.confidence_dir = plan.out_dir / f"{plan.stem}.confidence"
+        self._chunk: Chunk | None = None
+        self._prev_overlap: dict | None = None
+        self._handoff: ChunkHandoff | None = None
+
+    @property
+    def views(self) -> dict:
+        return self.stereo.views
+
+    # ---- per chunk ------------------------------------------------------------------------------------------
+    def set_geometry(self, geo: Geometry) -> None:
+        self.geo = geo
+
+    def reset(self, chunk: Chunk, handoff: ChunkHandoff | None) -> None:
+        """Chunk start: tracks from the hand-off (masks resized to this run's processing size), fresh smoothers."""
+        self._chunk = chunk
+        if handoff is not None:
+            handoff = handoff.resized(self.geo.proc_size)
+        self._prev_overlap = handoff.overlap if handoff is not None else None
+        self.corrections = 0  # stereo corrections in this chunk (the chunk log)
+        self.stereo.reset(handoff)
+        for s in self.smoothers.values():
+            s.reset()
+        self._handoff = None
+
+    def handoff(self) -> ChunkHandoff | None:
+        """The hand-off captured at the chunk's hand-off frame (overlap masks filled in by the chunk runner)."""
+        return self._handoff
+
+    # ---- the two halves -------------------------------------------------------------------------------------
+    def segment(self, idx: int, rgb: np.ndarray) -> Segmented:
+        chunk, size, tm = self._chunk, self.geo.proc_size, self.timer
+        with tm("upload"):
+            frame = torch.from_numpy(rgb).to(self.device, non_blocking=True)
+            eyes = dict(zip(("left", "right"), self.geo.layout.split(frame)))
+        with tm("scale"):
+            proc = {eye: to_processing(img, self.geo) for eye, img in eyes.items()}
+        with tm("segment"):
+            res = self.stereo.step(idx, proc["left"], proc["right"], account=idx < chunk.write_end)
+        self.corrections += len(res.corrections)
+        probs = {"left": res.left.combined(size, self.device).float(),
+                 "right": res.right.combined(size, self.device).float()}
+        weight = chunk.blend_weight(idx)
+        if weight is not None and self._prev_overlap is not None:
+            k = idx - chunk.process_start
+            for eye in probs:
+                prev = resize_prob(self._prev_overlap[eye][k].to(self.device).float() / 255.0, size)
+                probs[eye] = (1 - weight) * prev + weight * probs[eye]
+        if chunk.handoff_frame == idx:
+            self._handoff = self.stereo.handoff(res)
+        if self.visualizer is not None:
+            with tm("debug"):
+                sbs = torch.cat([proc["left"], proc["right"]], dim=1).cpu().numpy()
+                self.visualizer.write(sbs, res.left, res.right)
+        write = idx < chunk.write_end
+        if write and res.agreement:
+            self.quality.add_stereo(idx, float(np.mean(list(res.agreement.values()))))
+        if write and self.confidence_dir is not None and res.detected:
+            from ..quality.debug import save_confidence_map
+
+            self.confidence_dir.mkdir(exist_ok=True)
+            for eye, prob in probs.items():
+                save_confidence_map(self.confidence_dir / f"{idx:06d}_{eye}.png", prob)
+        return Segmented(idx, rgb, write, eyes, probs, res.detected)
+
+    def finish(self, seg: Segmented) -> dict:
+        """Full-resolution alpha and the output images: ``{eye or None: (H, W, C) numpy}``."""
+        from ..matte.composite import compose
+
+        alphas = {}
+        for eye, prob in seg.probs.items():
+            with self.timer("refine"):
+                alpha = self.refiner(prob, seg.eyes[eye])
+            with self.timer("temporal"):
+                alpha = self.smoothers[eye].step(alpha, seg.eyes[eye])
+            alphas[eye] = alpha
+            if self.cfg.performance.profile_enabled:
+                with self.timer("quality"):
+                    self.quality.update(eye, seg.index, alpha, seg.eyes[eye])
+        out = self.plan.output
+        with self.timer("composite"):
+            c = self.cfg
+            images = {
+                eye: compose(seg.eyes[eye], alphas[eye], mode=c.output.format, background=tuple(c.output.background_color),
+                             premultiplied=c.refine.premultiplied)
+                for eye in ("left", "right")
+            }
+            if out.maintain_sbs:
+                return {None: self.geo.layout.join(images["left"], images["right"]).cpu().numpy()}
+            return {eye: images[eye].contiguous().cpu().numpy() for eye in ("left", "right")}
+
+    # ---- end of run -----------------------------------------------------------------------------------------
+    def close(self) -> list[str]:
+        """Close debug outputs; returns their names (relative to the output folder)."""
+        if self.visualizer is None:
+            return []
+        self.visualizer.close()
+        return [f"{self.plan.stem}.detections.mp4"]
+
+    def report(self) -> dict:
+        stats = {
+            "stereo": self.stereo.report(),
+            "quality": self.quality.summary(),
+            "tracks": {eye: dict(v.stats) for eye, v in self.views.items()},
+        }
+        kpi = getattr(self.engine, "kpi_summary", None)
+        if callable(kpi):
+            stats["kpi"] = kpi()
+            if self.device.type == "cuda" and stats["kpi"].get("masks_left_gpu"):
+                log.warning("masks left the GPU on %d predicts", stats["kpi"]["masks_left_gpu"])
+        return stats
+
+
+class OpaqueMatter:
+    """The passthrough engine: every frame written as decoded, alpha 1 (checks the I/O path end to end)."""
+
+    opaque = True
+
+    def __init__(self, cfg: Config, plan: RunPlan, engine, timer: StageTimer) -> None:
+        self.cfg, self.plan, self.engine, self.timer = cfg, plan, engine, timer
+        self.geo = plan.geometry
+        self._chunk: Chunk | None = None
+
+    def set_geometry(self, geo: Geometry) -> None:
+        self.geo = geo
+
+    def reset(self, chunk: Chunk, handoff: ChunkHandoff | None) -> None:
+        self._chunk = chunk
+
+    def handoff(self) -> ChunkHandoff | None:
+        return ChunkHandoff()
+
+    def segment(self, idx: int, rgb: np.ndarray) -> Segmented:
+        return Segmented(idx, rgb, idx < self._chunk.write_end)
+
+    def finish(self, seg: Segmented) -> dict:
+        rgb = seg.rgb
+        if self.plan.output.codec.alpha:
+            rgba = np.empty((*rgb.shape[:2], 4), dtype=rgb.dtype)
+            rgba[..., :3] = rgb
+            rgba[..., 3] = np.iinfo(rgb.dtype).max
+            rgb = rgba
+        if self.plan.output.maintain_sbs:
+            return {None: rgb}
+        left, right = self.geo.layout.split(rgb)
+        return {"left": np.ascontiguousarray(left), "right": np.ascontiguousarray(right)}
+
+    def close(self) -> list[str]:
+        return []
+
+    def report(self) -> dict:
+        return {}
+
+
+def make_frame_matter(cfg: Config, plan: RunPlan, engine, timer: StageTimer):
+    """The matter for ``engine``: an engine that declares ``opaque = True`` (passthrough) gets alpha 1."""
+    cls = OpaqueMatter if getattr(engine, "opaque", False) else FrameMatter
+    return cls(cfg, plan, engine, timer)

@@ -1,0 +1,121 @@
+"""Run a chain of stages over a stream of items, each stage in its own thread, joined by bounded queues.
+
+Why threads: decode (PyAV), the models (torch, MediaPipe) and encode (PyAV) release the GIL while they work, so
+three threads keep up to three cores busy and the wall time approaches the busiest stage instead of the sum.
+Why it stays deterministic: each stage runs in exactly one thread and queues are FIFO, so every stage sees the
+items in order and keeps its sequential state (tracks, the temporal smoother, the encoder) exactly as in a serial
+run: the output bytes are the same with or without overlap.
+
+The first stage runs in the calling thread (it pulls from the source, usually the reader's own decode thread);
+the others run in worker threads. A stage returns the item for the next stage, or ``None`` to drop it. Any
+exception in any stage stops the chain and is re-raised in the caller; Ctrl-C/SIGTERM in the caller stops the
+workers before it propagates.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable, Iterable
+
+from ..runtime.profile import StageTimer, TimedQueue
+
+_DONE = object()
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_stages(source: Iterable, stages: list[tuple[str, Callable]], *, timer: StageTimer, depth: int = 2,
+               threaded: bool = True) -> None:
+    """Feed every item of ``source`` through ``stages`` (``[(name, fn), ...]``); the last stage's result is dropped.
+
+    ``depth``: items each queue holds (memory: at most ``depth`` frames in flight between two stages).
+    ``threaded=False`` runs everything in the calling thread, one item at a time (same results, no overlap).
+    """
+    if not threaded or len(stages) == 1:
+        for item in source:
+            for _name, fn in stages:
+                item = fn(item)
+                if item is None:
+                    break
+        return
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    queues = [TimedQueue(depth, timer, f"{name}.in") for name, _ in stages[1:]]
+
+    def put(q: TimedQueue, item) -> None:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stop
+
+    def worker(k: int) -> None:
+        name, fn = stages[k]
+        q_in = queues[k - 1]
+        q_out = queues[k] if k < len(stages) - 1 else None
+        try:
+            while True:
+                try:
+                    item = q_in.get(timeout=0.1)
+                except queue.Empty:
+                    if stop.is_set():
+                        break
+                    continue
+                if item is _DONE or stop.is_set():
+                    break
+                out = fn(item)
+                if out is not None and q_out is not None:
+                    put(q_out, out)
+        except _Stop:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises it
+            errors.append(exc)
+            stop.set()
+        finally:
+            if q_out is not None:
+                try:
+                    put(q_out, _DONE)
+                except _Stop:
+                    pass
+            if stop.is_set():  # unblock an upstream put waiting on this queue
+                while not q_in.empty():
+                    try:
+                        q_in.get_nowait()
+                    except queue.Empty:
+                        break
+
+    threads = [threading.Thread(target=worker, args=(k,), name=f"vr180matte-{stages[k][0]}", daemon=True)
+               for k in range(1, len(stages))]
+    for t in threads:
+        t.start()
+    first = stages[0][1]
+    try:
+        try:
+            for item in source:
+                if stop.is_set():
+                    break
+                out = first(item)
+                if out is not None:
+                    put(queues[0], out)
+        except _Stop:
+            pass
+        finally:
+            try:
+                put(queues[0], _DONE)
+            except _Stop:
+                pass
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.2)
+    except BaseException:
+        stop.set()  # the caller's own error or Ctrl-C/SIGTERM: stop the workers, then propagate
+        for t in threads:
+            t.join(timeout=5)
+        raise
+    if errors:
+        raise errors[0]

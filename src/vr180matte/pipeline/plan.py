@@ -1,0 +1,170 @@
+"""The run plan: everything decided before a frame is decoded, frozen.
+
+Probe the input, choose the layout, the processing geometry, the output codec and paths, the device, the engine
+and the chunk plan. Every input and config check happens here, so a run that is refused has written nothing and
+loaded no model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import Config
+from ..engines import choose_engine
+from ..errors import InputError
+from ..io.codecs import Codec, resolve_codec
+from ..io.layouts import Layout, get_layout
+from ..io.probe import VideoInfo, probe, resolve_layout
+from ..runtime.chunks import Chunk, plan_chunks
+from ..runtime.device import auto_chunk_size, resolve_device
+
+# Keys that do not change the produced frames: changing them must not invalidate a resumable run.
+RESUME_NEUTRAL = (
+    "input.video_path",
+    "output.path",
+    "processing.read_ahead",
+    "processing.memory_pipeline",
+    "processing.streaming_output",
+    "processing.max_memory_gb",
+    "hardware.max_vram_gb",
+    "audio.verify_sync",
+    "performance.profile_enabled",
+    "performance.preserve_intermediates",
+    "debugging.log_intermediate_workflow",
+    "debugging.save_detection_visualization",
+    "debugging.save_confidence_maps",
+    "debugging.frame_count_validation",
+)
+VIDEO_SUFFIXES = (".mov", ".mp4", ".m4v", ".mkv")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Eye and processing sizes. ``squeezed``: a web copy's narrow eyes are processed de-squeezed to square."""
+
+    layout: Layout
+    eye_w: int
+    eye_h: int
+    proc_w: int
+    proc_h: int
+    squeezed: bool
+    scale: float
+
+    @property
+    def proc_size(self) -> tuple[int, int]:
+        return self.proc_h, self.proc_w
+
+    def at_scale(self, scale: float) -> "Geometry":
+        """The same eyes processed at another scale (the out-of-memory retry)."""
+        stretch = self.eye_h / self.eye_w if self.squeezed else 1.0
+        pw, ph = _even(self.eye_w * stretch * scale), _even(self.eye_h * scale)
+        return dataclasses.replace(self, proc_w=pw, proc_h=ph, scale=float(scale))
+
+
+def _even(v: float) -> int:
+    return max(2, int(round(v / 2)) * 2)
+
+
+def make_geometry(cfg: Config, info: VideoInfo, layout: Layout, scale: float) -> Geometry:
+    ew, eh = layout.eye_size(info.width, info.height)
+    squeezed = cfg.input.squeezed
+    if squeezed == "auto":
+        # VR180 eyes cover 180x180 degrees, so they are square; an eye clearly narrower than tall is a web copy
+        # squeezed to fit a 16:9 frame, and is de-squeezed back to square for detection and segmentation.
+        squeezed = layout.axis == 1 and ew / eh < 0.95
+    return Geometry(layout, ew, eh, 0, 0, bool(squeezed), 0.0).at_scale(scale)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What is written: format, codec row, and the final path of each output (``None`` = the SBS file)."""
+
+    format: str  # alpha | greenscreen | passthrough
+    codec: Codec
+    paths: dict  # eye (None | "left" | "right") -> final Path
+    width: int
+    height: int
+    maintain_sbs: bool
+
+    @property
+    def eyes(self) -> list[str | None]:
+        return list(self.paths)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    input: Path
+    out_dir: Path
+    stem: str
+    info: VideoInfo
+    layout_source: str
+    geometry: Geometry
+    output: OutputSpec
+    chunks: tuple[Chunk, ...]
+    chunk_size: int
+    device: torch.device
+    engine_name: str
+    engine_reason: str
+    digest: str  # config digest over the keys that change frames (resume identity)
+
+
+def _choose_layout(cfg: Config, info: VideoInfo) -> tuple[Layout, str]:
+    """(layout, where it came from); refuses mono and metadata/geometry that contradict stereo."""
+    if cfg.input.layout == "mono":
+        raise InputError("input.layout=mono: vr180matte needs a stereo (side-by-side or top-bottom) video")
+    name = resolve_layout(info, cfg.input.layout)
+    if cfg.input.layout != "auto":
+        return get_layout(name), "configured"
+    return get_layout(name), "stereo metadata" if info.layout else "default (no stereo metadata)"
+
+
+def _output_spec(cfg: Config, info: VideoInfo, geo: Geometry, stem: str, input_path: Path, out_dir: Path,
+                 out_file: Path | None) -> OutputSpec:
+    fmt = cfg.output.format
+    try:
+        codec = resolve_codec(fmt, cfg.output.codec)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    eyes = [None] if cfg.output.maintain_sbs else ["left", "right"]
+    if out_file is not None:  # -o named the output file itself
+        paths = {e: out_file if e is None else out_file.with_name(f"{out_file.stem}_{e}{out_file.suffix}")
+                 for e in eyes}
+    else:
+        name = (lambda e: f"{stem}{'_' + e if e else ''}.{fmt}{codec.suffix or '_png'}")
+        paths = {e: out_dir / name(e) for e in eyes}
+    for path in paths.values():
+        if path.resolve() == input_path.resolve():
+            raise InputError(f"output path {path} is the input file: the input is never overwritten; choose another -o")
+        if out_file is not None and codec.suffix and path.suffix.lower() != codec.suffix:
+            raise InputError(f"output {path.name}: {codec.name} is written as {codec.suffix}; name the file *{codec.suffix}")
+    w = info.width if cfg.output.maintain_sbs else geo.eye_w
+    h = info.height if cfg.output.maintain_sbs else geo.eye_h
+    return OutputSpec(fmt, codec, paths, w, h, bool(cfg.output.maintain_sbs))
+
+
+def make_plan(input_path: Path, cfg: Config, out_dir: Path, out_file: Path | None = None,
+              info: VideoInfo | None = None) -> RunPlan:
+    """Probe and decide; raises InputError/ConfigError/ResourceError before anything is written."""
+    info = info if info is not None else probe(input_path)
+    if info.frame_count <= 0:
+        raise InputError(f"{input_path.name}: the video stream has no frames")
+    layout, source = _choose_layout(cfg, info)
+    geo = make_geometry(cfg, info, layout, float(cfg.processing.scale_factor))
+    stem = input_path.stem
+    output = _output_spec(cfg, info, geo, stem, input_path, out_dir, out_file)
+    device = resolve_device(cfg.hardware.device)
+    engine_name, engine_reason = choose_engine(cfg)
+    chunk_size = cfg.processing.chunk_size
+    if chunk_size == "auto":
+        chunk_size = auto_chunk_size(
+            geo.eye_w, geo.eye_h, geo.scale, device, cfg.hardware.max_vram_gb, cfg.processing.max_memory_gb
+        )
+    chunks = plan_chunks(info.frame_count, int(chunk_size), cfg.processing.overlap_frames)
+    return RunPlan(
+        input=input_path, out_dir=out_dir, stem=stem, info=info, layout_source=source, geometry=geo, output=output,
+        chunks=tuple(chunks), chunk_size=int(chunk_size), device=device, engine_name=engine_name,
+        engine_reason=engine_reason, digest=cfg.digest(exclude=RESUME_NEUTRAL),
+    )

@@ -1,0 +1,75 @@
+"""Box vocabulary: xyxy boxes (float32, end-exclusive pixels), their IoU, and the box of a mask.
+
+Every module that compares boxes or turns a mask into a box uses these, so "IoU" and "the box of a mask" mean
+the same thing in the detector, the tracker, the stereo stage and the benchmarks.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+MASK_THRESHOLD = 0.5
+
+
+def box_iou(a, b) -> np.ndarray:
+    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` xyxy boxes -> ``(N, M)`` float32 (0 for empty boxes)."""
+    a = np.asarray(a, dtype=np.float32).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float32).reshape(-1, 4)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float32)
+    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return iou.astype(np.float32)
+
+
+def iou(a, b) -> float:
+    """IoU of two single xyxy boxes."""
+    return float(box_iou(a, b)[0, 0])
+
+
+def mask_box(mask, threshold: float = MASK_THRESHOLD) -> np.ndarray | None:
+    """Tight xyxy box of ``mask > threshold`` (float32, end-exclusive), or None when the mask is empty.
+
+    Takes a numpy array or a torch tensor; a tensor is reduced on its own device and only four numbers come
+    down to the host (see :func:`vr180matte.track.tracker.mask_stats` for many masks in one transfer).
+    """
+    if isinstance(mask, torch.Tensor):
+        m = mask > threshold
+        h, w = m.shape[-2:]
+        rows, cols = m.any(dim=-1), m.any(dim=-2)
+        ys = torch.arange(h, device=mask.device)
+        xs = torch.arange(w, device=mask.device)
+        v = torch.stack([
+            torch.where(cols, xs, w).min(), torch.where(rows, ys, h).min(),
+            torch.where(cols, xs, -1).max() + 1, torch.where(rows, ys, -1).max() + 1,
+        ]).cpu().numpy()
+        return None if v[2] <= 0 else v.astype(np.float32)
+    on = np.asarray(mask) > threshold
+    rows = np.flatnonzero(on.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(on.any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)
+
+
+def shift_box(box: np.ndarray, dx: float, width: int) -> np.ndarray:
+    """Box moved by ``-dx`` horizontally (left-eye box -> right-eye box for disparity ``dx``), clipped to the eye."""
+    b = np.asarray(box, dtype=np.float32).copy()
+    b[[0, 2]] = np.clip(b[[0, 2]] - dx, 0, width)
+    return b
+
+
+def pad_box(box: np.ndarray, pad: float, width: int, height: int) -> np.ndarray:
+    """Box grown by ``pad`` pixels on every side, clipped to the image."""
+    b = np.asarray(box, dtype=np.float32).copy()
+    b[:2] -= pad
+    b[2:] += pad
+    return np.clip(b, 0, [width, height, width, height]).astype(np.float32)
