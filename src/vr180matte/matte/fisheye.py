@@ -191,3 +191,41 @@ def unpack_alpha(frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     for eye, ar, ac, fr, fc in _layout(H, W, a):
         out[eye][ar, ac] = frame[fr, fc].float().mean(dim=2) / top
     return out["left"] * disk, out["right"] * disk
+
+
+#: what the finalizer writes into a passthrough file: the stereo layout (st3d) only. Spherical Video V2 has no
+#: fisheye projection box short of a full mesh (mshp); an equirect sv3d would be a lie that makes YouTube-style
+#: players unwrap the circles wrongly. DeoVR/HereSphere take the projection and FOV from the filename tag.
+PASSTHROUGH_SPHERICAL = {"stereo": "left-right", "projection": None}
+
+
+class PassthroughPacker:
+    """Both VR180 equirect eyes + their alpha -> one alpha-packed fisheye SBS frame (S x 2S), on the device.
+
+    ``size`` is the fisheye eye side (the source eye height, made even for 4:2:0 encoders). The colour inside
+    the circles is the source's (decontaminated in the edge band when asked); outside them black, and the
+    corners carry the alpha.
+    """
+
+    def __init__(self, size: int, fov_deg: int = 180, src_fov_deg: float = 180.0, device="cpu") -> None:
+        size = int(size) - int(size) % 2
+        if size < 8:
+            raise ValueError(f"fisheye eye size {size} is too small")
+        self.size = size
+        self.projector = FisheyeProjector(size, fov_deg, src_fov_deg, device)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of the packed frame."""
+        return 2 * self.size, self.size
+
+    @torch.no_grad()
+    def __call__(self, left: torch.Tensor, right: torch.Tensor, alpha_left: torch.Tensor,
+                 alpha_right: torch.Tensor) -> torch.Tensor:
+        S = self.size
+        dev = self.projector.device
+        out = torch.empty((S, 2 * S, left.shape[2]), dtype=left.dtype, device=dev)
+        out[:, :S] = self.projector(left)
+        out[:, S:] = self.projector(right)
+        pack_alpha(out, self.projector(alpha_left.float()), self.projector(alpha_right.float()))
+        return out
