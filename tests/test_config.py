@@ -110,3 +110,56 @@ def test_digest_ignores_excluded_keys():
     b = load_config(None, ["output.path=b/"])
     assert a.digest() != b.digest()
     assert a.digest(exclude=["output.path"]) == b.digest(exclude=["output.path"])
+
+
+# ------------------------------------------------------------------ hostile config files (issue 15)
+
+
+def test_a_binary_config_file_is_a_config_error(tmp_path):
+    f = tmp_path / "weights.yaml"
+    f.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ConfigError, match="not a text file") as e:
+        load_config(f)
+    assert "\n" not in str(e.value)
+
+
+def test_a_folder_given_as_config_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
+
+
+def test_yaml_syntax_errors_say_line_and_column(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("processing:\n  scale_factor: 0.5\n  chunk_size: [1, 2\noutput:\n  crf: 18\n")
+    with pytest.raises(ConfigError, match=r"line \d+, column \d+") as e:
+        load_config(f)
+    assert "\n" not in str(e.value) and str(f) in str(e.value)
+
+
+def test_duplicate_yaml_keys_are_refused_with_both_lines(tmp_path):
+    f = tmp_path / "dup.yaml"
+    f.write_text("output:\n  crf: 18\n  format: alpha\n  crf: 30\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'crf' at line 4, column 3 \(first at line 2\)"):
+        load_config(f)
+    f.write_text("output:\n  crf: 18\noutput:\n  format: alpha\n")
+    with pytest.raises(ConfigError, match="duplicate key 'output'"):
+        load_config(f)
+
+
+def test_did_you_mean_only_when_something_is_close():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["foo.bar=1"])
+    assert "did you mean" not in str(e.value) and "docs/configuration.md" in str(e.value)
+    with pytest.raises(ConfigError, match=r"did you mean 'output\.crf'"):
+        load_config(None, ["output.crff=1"])
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "gpu", ""])
+def test_unknown_devices_are_refused(device):
+    with pytest.raises(ConfigError, match="cpu, cuda or cuda:N"):
+        load_config(None, [f"hardware.device={device}"])
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:1"])
+def test_valid_devices_are_accepted(device):
+    assert load_config(None, [f"hardware.device={device}"]).hardware.device == device

@@ -9,6 +9,7 @@ import copy
 import difflib
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -63,6 +64,7 @@ RULES: dict[str, dict[str, Any]] = {
     "output.background_color": {"rgb": True},
     "output.write_vr180_metadata": {"choices": ["auto", "always", "never"]},
     "hardware.max_vram_gb": {"range": (0.5, 1024)},
+    "hardware.device": {"pattern": r"cpu|cuda(:\d+)?", "hint": "cpu, cuda or cuda:N (N = GPU index)"},
     "audio.audio_codec": {"choices": ["copy"]},
     "stereo.consistency_mode": {"choices": ["independent", "master_slave", "joint"]},
     "stereo.validation_threshold": {"range": (0.0, 1.0)},
@@ -88,17 +90,24 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _closest(key: str, valid: Iterable[str]) -> str:
+def _closest(key: str, valid: Iterable[str]) -> str | None:
+    """The valid key ``key`` is probably a misspelling of, or None when nothing is close (no random guesses)."""
     valid = list(valid)
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
-    if not match:  # compare by the last component, which is what people usually misspell
-        return valid[0]
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.75)
+    if match:
+        return match[0]
+    # compare by the last component, which is what people usually misspell (or put in the wrong section)
     leaf = key.rsplit(".", 1)[-1]
     leaf_matches = difflib.get_close_matches(leaf, [v.rsplit(".", 1)[-1] for v in valid], n=1, cutoff=0.75)
-    if leaf_matches and not difflib.get_close_matches(key, valid, n=1, cutoff=0.75):
-        candidates = [v for v in valid if v.endswith("." + leaf_matches[0])]
+    if leaf_matches:
+        candidates = [v for v in valid if v.endswith("." + leaf_matches[0]) or v == leaf_matches[0]]
         return difflib.get_close_matches(key, candidates, n=1, cutoff=0.0)[0]
-    return match[0]
+    return None
+
+
+def _did_you_mean(key: str, valid: Iterable[str]) -> str:
+    near = _closest(key, valid)
+    return f"did you mean '{near}'?" if near else "see docs/configuration.md for the valid keys"
 
 
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
@@ -125,6 +134,10 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
             raise ConfigError(f"invalid value {where}: give three integers 0-255, e.g. [0, 255, 0]")
         return [int(c) for c in value]
     if value in rule.get("also", []):
+        return value
+    if "pattern" in rule:
+        if not isinstance(value, str) or not re.fullmatch(rule["pattern"], value):
+            raise ConfigError(f"invalid value {where}: use {rule['hint']}")
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -200,17 +213,59 @@ class Config:
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+
+def _construct_unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise ConfigError(
+                f"duplicate key '{key}' at line {mark.line + 1}, column {mark.column + 1} "
+                f"(first at line {seen[key] + 1}): keep one"
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``<problem> at line L, column C`` (1-based) from a PyYAML error."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).strip().splitlines()[0]
+    if mark is None:
+        return str(problem)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
 def _read_file(path: Path) -> dict:
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"config path {path} is a folder: give a .yaml or .toml file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text file (binary data): give a .yaml or .toml file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
         if path.suffix.lower() == ".toml":
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(text)  # its messages already say "(at line L, column C)"; duplicates refused
         else:
-            data = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+            data = yaml.load(text, Loader=_StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    except tomllib.TOMLDecodeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"cannot parse config file {path}: {first}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse config file {path}: {_yaml_problem(exc)}") from None
+    except ConfigError as exc:  # a duplicate key
+        raise ConfigError(f"config file {path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must contain sections (a mapping), not {type(data).__name__}")
     return data
@@ -242,16 +297,14 @@ def load_config(
             if not isinstance(body, Mapping):
                 known = sorted({k.split(".")[0] for k in defaults})
                 if section not in known:
-                    raise ConfigError(
-                        f"unknown config section '{section}' in {path}: did you mean '{_closest(section, known)}'?"
-                    )
+                    raise ConfigError(f"unknown config section '{section}' in {path}: {_did_you_mean(section, known)}")
                 raise ConfigError(f"config section '{section}' in {path} must be a mapping of keys")
         layers.append((str(path), _flatten(data)))
     layers.append(("--set", dict(_parse_set(s) for s in overrides)))
     for source, values in layers:
         for name, value in values.items():
             if name not in defaults:
-                raise ConfigError(f"unknown config key '{name}' ({source}): did you mean '{_closest(name, defaults)}'?")
+                raise ConfigError(f"unknown config key '{name}' ({source}): {_did_you_mean(name, defaults)}")
             flat[name] = _coerce(name, value, defaults[name], source)
     return Config(flat)
 
