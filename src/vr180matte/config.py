@@ -40,6 +40,9 @@ RULES: dict[str, dict[str, Any]] = {
     "detection.detect_interval": {"range": (1, 100_000)},
     "detection.min_box_area": {"range": (0.0, 1.0)},
     "detection.max_persons": {"range": (1, 256)},
+    "detection.image_size": {"range": (64, 16384)},
+    "detection.upscale": {"range": (1.0, 4.0)},
+    "detection.tile_size": {"range": (160, 4096)},
     "matting.engine": {"choices": ["auto", "embedded", "det-sam2", "mobilesam", "passthrough"]},
     "matting.sam2_model": {
         "choices": ["sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large"]

@@ -15,6 +15,8 @@ from vr180matte.config import default_config
 from vr180matte.engines.base import Detector, Segmenter
 from vr180matte.engines.embedded import EMBEDDED_MAX_THRESHOLD, EmbeddedDetector, EmbeddedEngine, EmbeddedSegmenter
 from vr180matte.engines.embedded_detector import box_iou, mask_box
+from vr180matte.engines.yolo import YoloDetector
+from vr180matte.runtime.models import bundled_detector_path
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +181,17 @@ def test_engine_factory(device):
     det = eng.make_detector()
     seg = eng.make_segmenter("right")
     assert isinstance(det, Detector) and isinstance(seg, Segmenter)
+    # The engine detects with the bundled YOLOv8s (both of its classes are people), not BlazePose.
+    assert isinstance(det, YoloDetector) and det.person_classes == (0, 1) and det.source == "bundled"
+    assert det.weights == bundled_detector_path()
     assert det.confidence_threshold == min(cfg.detection.confidence_threshold, EMBEDDED_MAX_THRESHOLD)
-    assert det.max_persons == cfg.detection.max_persons
-    frames, _ = davis_frames("davis2016_parkour", 1)
+    assert eng.detector_stats()["source"] == "bundled"
+    frames, masks = davis_frames("davis2016_parkour", 1)
     img = torch.from_numpy(_rgb(frames[0])).to(device)
     dets = det.detect(img)
-    assert len(dets) == 1 and dets[0].mask.device.type == device.type
+    gt = mask_box((cv2.imread(str(masks[0]), cv2.IMREAD_GRAYSCALE) > 127).astype(np.float32))
+    assert len(dets) == 1 and box_iou(dets[0].box, gt) > 0.7, [(d.box, d.score) for d in dets]
     seg.add_prompt(0, box=dets[0].box)
     out = seg.segment(0, img)
     assert out[0].device.type == device.type and out[0].shape == (480, 854)
-    det.close()
     seg.close()

@@ -15,8 +15,8 @@ import torch
 from vr180matte.config import Config
 from vr180matte.engines.base import EngineError
 from vr180matte.engines.sam2_stream import StreamingSam2Segmenter
-from vr180matte.engines.yolo import YoloDetector, yolo_for
-from vr180matte.runtime.models import resolve_weights, weights_present
+from vr180matte.engines.yolo import YoloDetector, detector_for
+from vr180matte.runtime.models import bundled_detector_info, resolve_weights, weights_present
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,11 @@ SAM2_CONFIGS: dict[str, str] = {
 
 
 def det_sam2_weights_present(cfg: Config) -> bool:
-    """Whether both checkpoint files of this config are in the models folder (``matting.engine: auto``)."""
+    """Whether this config's SAM2.1 checkpoint is in the models folder and a trained detector is available (the
+    official ``detection.model`` file, or the bundled YOLOv8s) (``matting.engine: auto``)."""
     try:
-        return weights_present(cfg.detection.model, cfg.models.dir) and weights_present(
-            cfg.matting.sam2_model, cfg.models.dir
-        )
+        detector = weights_present(cfg.detection.model, cfg.models.dir) or bundled_detector_info()["path"] is not None
+        return detector and weights_present(cfg.matting.sam2_model, cfg.models.dir)
     except EngineError:
         return False
 
@@ -75,27 +75,40 @@ class DetSam2Engine:
         *,
         random_init: bool = False,
         sam2_overrides: list[str] | None = None,
+        random_init_detector: bool | None = None,
     ):
+        """``random_init_detector`` (default: ``random_init``): False keeps a trained detector (official or bundled)
+        in front of a random-init SAM2, which is how tests and benchmarks run the real Det-SAM2 path here."""
+        random_init_detector = random_init if random_init_detector is None else random_init_detector
         self.cfg = cfg
         self.device = torch.device(device)
         self.random_init = random_init
         # Resolve both files before building anything: a missing file is a one-line error, at once.
-        self.yolo_weights = None if random_init else resolve_weights(cfg.detection.model, cfg.models.dir)
+        # The detector: the official detection.model file when present, else the bundled YOLOv8s (logged).
+        self._detector = detector_for(cfg, self.device, random_init=random_init_detector)
+        self.yolo_weights = self._detector.weights
+        self.detector_info = {"weights": None if self.yolo_weights is None else str(self.yolo_weights),
+                              "source": self._detector.source}
         sam2_ckpt = None if random_init else resolve_weights(cfg.matting.sam2_model, cfg.models.dir)
         self.sam2 = build_sam2_model(cfg.matting.sam2_model, str(sam2_ckpt) if sam2_ckpt else None, self.device,
                                      sam2_overrides)
         self.detect_interval = int(cfg.detection.detect_interval)
         self._lock = threading.Lock()
         log.info(
-            "det-sam2: %s + %s on %s (image_size %d, window %d, cond %d, fp16 %s, offload %s)",
-            cfg.detection.model, cfg.matting.sam2_model, self.device, self.sam2.image_size,
+            "det-sam2: detector %s (%s) + %s on %s (image_size %d, window %d, cond %d, fp16 %s, offload %s)",
+            self.detector_info["weights"] or f"random {cfg.detection.model}", self.detector_info["source"],
+            cfg.matting.sam2_model, self.device, self.sam2.image_size,
             cfg.matting.memory_window, cfg.matting.max_conditioning_frames, cfg.matting.fp16,
             cfg.matting.memory_offload,
         )
 
     def make_detector(self) -> YoloDetector:
-        """A YOLOv8 person detector at ``detection.confidence_threshold``."""
-        return yolo_for(self.cfg, self.yolo_weights, self.device, random_init=self.random_init)
+        """The YOLOv8 person detector (built once in ``__init__``: the pipeline asks for one, the stereo stage owns it)."""
+        return self._detector
+
+    def detector_stats(self) -> dict:
+        """``detector`` entry of stats.json: weights, source (official | bundled | random) and tiling counters."""
+        return {**self.detector_info, **self._detector.info}
 
     def make_segmenter(self, view: str) -> StreamingSam2Segmenter:
         """A fresh streaming state for ``view`` over the one shared SAM2 model (weights are loaded once)."""

