@@ -74,19 +74,23 @@ def test_odd_width_cannot_be_side_by_side(tmp_path):
     f = write_video(tmp_path / "odd.mkv", lambda i: np.full((64, 129, 3), 90, np.uint8), n=3, codec="ffv1",
                     pix_fmt="yuv444p")
     p = cli("run", f, "-o", tmp_path, *FAST)
-    assert p.returncode == 2 and "odd" in one_line_error(p)
+    assert p.returncode == 2 and "odd" in one_line_error(p) and "mono" not in one_line_error(p)
 
 
-def test_top_bottom_metadata_needs_an_override(clip, tmp_path):
+def test_top_bottom_metadata_is_followed_with_layout_auto(clip, tmp_path):
     from vr180matte.io.spherical import write_spherical
 
     f = tmp_path / "tb.mp4"
     f.write_bytes(clip.read_bytes())
     write_spherical(f, stereo="top-bottom")
+    assert json.loads(cli("probe", f, "--json").stdout)["layout"] == "tb"
     p = cli("run", f, "-o", tmp_path / "a", *FAST)
-    assert p.returncode == 2 and "input.layout=" in one_line_error(p) and "top-bottom" in one_line_error(p)
+    assert p.returncode == 0, p.stderr
+    stats = json.loads((tmp_path / "a" / "tb.stats.json").read_text())
+    assert stats["layout"]["layout"] == "tb" and stats["layout"]["source"] == "stereo metadata"
     p = cli("run", f, "-o", tmp_path / "b", *FAST, "--set", "input.layout=sbs")
     assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "b" / "tb.stats.json").read_text())["layout"]["layout"] == "sbs"
 
 
 def test_truncated_file_leaves_no_finished_output(clip, tmp_path):

@@ -354,17 +354,17 @@ _LAYOUT_WORDS = {"tb": "top-bottom", "mono": "mono (one view)", "sbs": "side-by-
 def resolve_layout(info: VideoInfo, configured: str = "auto") -> str:
     """The stereo layout to process with (``input.layout``), checked against the frame geometry.
 
-    ``auto`` trusts the stereo metadata and defaults to side-by-side without it; metadata that says top-bottom or
-    mono is refused unless the user names the layout explicitly (a wrong guess would matte half-frames as eyes).
+    ``auto`` trusts the stereo metadata (side-by-side, right-first or top-bottom; ``probe`` shows the same) and
+    defaults to side-by-side without it; metadata that says mono is refused, because vr180matte needs two views.
     """
     if configured not in ("auto", *_LAYOUTS):
         raise InputError(f"unknown input.layout {configured!r}; use auto, sbs, sbs_rl, tb or mono")
     if configured == "auto":
         layout = info.layout or "sbs"
-        if layout in ("tb", "mono"):
+        if layout == "mono":
             raise InputError(
-                f"{info.path} says it is {_LAYOUT_WORDS[layout]} stereo, not side-by-side; "
-                f"set input.layout={layout} (or sbs) to process it anyway"
+                f"{info.path} says it is {_LAYOUT_WORDS[layout]}, not stereo; vr180matte needs a side-by-side or "
+                "top-bottom video (set input.layout=sbs or tb if the metadata is wrong)"
             )
     else:
         layout = configured
@@ -373,8 +373,11 @@ def resolve_layout(info: VideoInfo, configured: str = "auto") -> str:
     if layout in ("sbs", "sbs_rl") and info.width % 2:
         raise InputError(
             f"frame width {info.width} of {info.path} is odd, so it cannot be side-by-side stereo; "
-            "give an even-width video or set input.layout=mono"
+            "re-export it at an even width, or set input.layout=tb if it is top-bottom"
         )
     if layout == "tb" and info.height % 2:
-        raise InputError(f"frame height {info.height} of {info.path} is odd, so it cannot be top-bottom stereo")
+        raise InputError(
+            f"frame height {info.height} of {info.path} is odd, so it cannot be top-bottom stereo; re-export it at "
+            "an even height, or set input.layout=sbs if it is side-by-side"
+        )
     return layout
