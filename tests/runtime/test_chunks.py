@@ -41,3 +41,54 @@ def test_workdir_resumes_only_with_same_input_and_config(tmp_path):
     assert not list(w.root.glob("*.partial*")), "partial segments are discarded on resume"
     assert WorkDir(tmp_path, "clip").prepare("fp1", "cfg2", chunks) == 0
     assert not w.done_marker(0).exists()
+
+
+# ------------------------------------------------------------------ one run per output (issue 15)
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from vr180matte.runtime.chunks import WorkDir
+with WorkDir(Path(sys.argv[1]), "clip").lock():
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_live_lock_is_refused_naming_the_other_run_and_a_dead_ones_is_taken_over(tmp_path, caplog):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from vr180matte.errors import LockedError
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError) as exc:
+            WorkDir(tmp_path, "clip").lock().acquire()
+        line = str(exc.value)
+        assert "\n" not in line and f"pid {holder.pid} on {socket.gethostname()}" in line and "clip" in line
+        assert WorkDir(tmp_path, "other").lock().acquire().held  # another output is independent
+    finally:
+        holder.kill()  # like kill -9: no clean-up runs, the lock file stays behind
+        holder.wait()
+    lock_file = tmp_path / ".vr180matte" / "clip.lock"
+    assert json.loads(lock_file.read_text())["pid"] == holder.pid
+    with WorkDir(tmp_path, "clip").lock() as lock:
+        assert lock.held
+        assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+    assert "taking over the lock" in caplog.text and str(holder.pid) in caplog.text
+    assert not lock_file.exists()
+
+
+def test_the_lock_is_exclusive_within_one_process_too_and_leaves_nothing_behind(tmp_path):
+    from vr180matte.errors import LockedError
+
+    work = WorkDir(tmp_path, "clip")
+    with work.lock():
+        with pytest.raises(LockedError):
+            WorkDir(tmp_path, "clip").lock().acquire()
+    assert not (tmp_path / ".vr180matte").exists()

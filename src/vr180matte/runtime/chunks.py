@@ -103,6 +103,14 @@ class WorkDir:
     def __init__(self, out_dir: Path, stem: str):
         self.root = out_dir / ".vr180matte" / stem
         self.manifest_path = self.root / "manifest.json"
+        self.out_dir, self.stem = out_dir, stem
+
+    def lock(self):
+        """Exclusive lock of this job (a context manager; :class:`~vr180matte.errors.LockedError` when another
+        live run holds it). Taken before :meth:`prepare` and held until the outputs are final."""
+        from .lock import WorkLock
+
+        return WorkLock(self.root.parent / f"{self.stem}.lock", f"output {self.out_dir / self.stem}.*")
 
     def prepare(self, input_fp: str, config_digest: str, chunks: list[Chunk]) -> int:
         """Create or validate the folder; returns how many leading chunks are already done."""
