@@ -16,6 +16,7 @@ import av
 import numpy as np
 
 from vr180matte.io.errors import InputError
+from vr180matte.io.rotation import displayed_size, probe_rotation
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ class VideoInfo:
     #: FFmpeg colour tags of the video stream (AVColorSpace, primaries, transfer, range as ints); the writer encodes
     #: with the same matrix and the same tags so the output looks like the input in every player
     color: dict = field(default_factory=dict)
+    #: display-matrix rotation (degrees counter-clockwise, 0/90/180/270); ``width``/``height`` are as displayed and
+    #: the reader turns every frame upright (io/rotation.py)
+    rotation: int = 0
 
     def to_json(self) -> dict:
         """A JSON-serialisable dict (fractions as "num/den" strings, exact)."""
@@ -85,6 +89,7 @@ class VideoInfo:
             "fov_deg": self.fov_deg,
             "eye_width": self.eye_width,
             "eye_height": self.eye_height,
+            "rotation": self.rotation,
         }
 
 
@@ -313,6 +318,8 @@ def probe(path: str | Path, scan_packets: bool = True) -> VideoInfo:
         pix_fmt = cc.pix_fmt or ""
         codec = cc.name
         color = {k: int(getattr(cc, k) or 0) for k in ("colorspace", "color_primaries", "color_trc", "color_range")}
+        rotation = probe_rotation(container, vs, str(p)) if scan_packets else 0
+        width, height = displayed_size(width, height, rotation)
     layout, projection, fov = read_stereo_metadata(p)
     ew, eh = eye_size(width, height, layout)
     info = VideoInfo(
@@ -336,6 +343,7 @@ def probe(path: str | Path, scan_packets: bool = True) -> VideoInfo:
         frame_pts=frame_pts,
         stream_index=stream_index,
         color=color,
+        rotation=rotation,
     )
     log.debug("probed %s: %s", p, info.to_json())
     return info

@@ -21,6 +21,7 @@ import numpy as np
 
 from vr180matte.io.errors import InputError
 from vr180matte.io.probe import VideoInfo
+from vr180matte.io.rotation import upright
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class FrameReader:
                     if index != expected:
                         # a frame was skipped by the decoder (corrupt packet concealed by dropping)
                         raise self._corrupt(expected, f"frame {expected} missing, decoder jumped to {index}")
-                    rgb = frame.to_ndarray(format=self.rgb_format)
+                    rgb = upright(frame.to_ndarray(format=self.rgb_format), info.rotation)  # display matrix
                     if self._timer is not None:
                         self._timer.add("decode", time.perf_counter() - t0)
                     pts = frame.pts
