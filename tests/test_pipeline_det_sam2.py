@@ -52,8 +52,9 @@ def square_clip(path, n=12, appear_at=0):
 
 
 @pytest.fixture
-def det_sam2(monkeypatch):
-    """Patch the pipeline to build Det-SAM2 with random SAM2.1 weights at 256 px and the scripted detector."""
+def det_sam2():
+    """A factory the pipeline is given (``run(..., engine=...)``): Det-SAM2 with random SAM2.1 weights at 256 px
+    and the scripted detector."""
     built = {}
 
     def build(cfg, device):
@@ -64,14 +65,14 @@ def det_sam2(monkeypatch):
         built["engine"], built["detector"] = eng, det
         return eng
 
-    monkeypatch.setattr(pipeline, "build_engine", build)
+    built["build"] = build
     return built
 
 
 def test_chunks_hand_off_tracks_and_every_frame_is_written(det_sam2, tmp_path):
     clip = square_clip(tmp_path / "sq.mp4", n=12)
     r = pipeline.run(clip, out_dir=tmp_path / "o",
-                     overrides=SETS + ["processing.chunk_size=6", "processing.overlap_frames=2"], quiet=True)
+                     overrides=SETS + ["processing.chunk_size=6", "processing.overlap_frames=2"], quiet=True, engine=det_sam2["build"])
     s = r.stats
     assert s["engine"] == "det-sam2" and s["frames_out"] == 12
     assert [(c["start"], c["end"]) for c in s["chunks"]] == [(0, 4), (4, 12)]
@@ -86,7 +87,7 @@ def test_chunks_hand_off_tracks_and_every_frame_is_written(det_sam2, tmp_path):
 def test_empty_first_chunk_is_normal(det_sam2, tmp_path):
     clip = square_clip(tmp_path / "late.mp4", n=12, appear_at=7)
     r = pipeline.run(clip, out_dir=tmp_path / "o",
-                     overrides=SETS + ["processing.chunk_size=6", "processing.overlap_frames=0"], quiet=True)
+                     overrides=SETS + ["processing.chunk_size=6", "processing.overlap_frames=0"], quiet=True, engine=det_sam2["build"])
     assert r.stats["frames_out"] == 12
     assert r.stats["stereo"]["persons_left"]["max"] == 1  # found once it appears, in the second chunk
     assert r.stats["chunks"][0]["start"] == 0
@@ -94,7 +95,7 @@ def test_empty_first_chunk_is_normal(det_sam2, tmp_path):
 
 def test_out_of_memory_lowers_the_scale_and_retries_the_chunk(det_sam2, tmp_path, caplog):
     clip = square_clip(tmp_path / "oom.mp4", n=8)
-    real_build = pipeline.build_engine
+    real_build = det_sam2["build"]
 
     def build(cfg, device):
         eng = real_build(cfg, device)
@@ -110,9 +111,9 @@ def test_out_of_memory_lowers_the_scale_and_retries_the_chunk(det_sam2, tmp_path
         eng.sam2.forward_image = flaky
         return eng
 
-    pipeline.build_engine = build  # monkeypatch (fixture) restores the original afterwards
     with caplog.at_level(logging.WARNING, logger="vr180matte.pipeline"):
-        r = pipeline.run(clip, out_dir=tmp_path / "o", overrides=SETS + ["processing.chunk_size=0"], quiet=True)
+        r = pipeline.run(clip, out_dir=tmp_path / "o", overrides=SETS + ["processing.chunk_size=0"], quiet=True,
+                         engine=build)
     assert r.stats["oom_retries"] == 1
     assert r.stats["scale_factor"] == pytest.approx(0.75)
     assert r.stats["frames_out"] == 8
@@ -124,7 +125,7 @@ def test_debug_outputs_detection_video_confidence_maps_and_report(det_sam2, tmp_
     out = tmp_path / "o"
     r = pipeline.run(clip, out_dir=out, overrides=SETS + [
         "debugging.save_detection_visualization=true", "debugging.save_confidence_maps=true",
-        "processing.chunk_size=0"], quiet=True)
+        "processing.chunk_size=0"], quiet=True, engine=det_sam2["build"])
     assert (out / "dbg.detections.mp4").exists()
     assert len(list((out / "dbg.confidence").glob("*.png"))) >= 2
     report = json.loads((out / "dbg.report.json").read_text())
@@ -138,9 +139,11 @@ def test_interrupted_run_resumes_to_the_same_frames(det_sam2, tmp_path, monkeypa
 
     clip = square_clip(tmp_path / "res.mp4", n=12)
     sets = SETS + ["processing.chunk_size=6", "processing.overlap_frames=2"]
-    whole = pipeline.run(clip, out_dir=tmp_path / "whole", overrides=sets, quiet=True)
+    whole = pipeline.run(clip, out_dir=tmp_path / "whole", overrides=sets, quiet=True, engine=det_sam2["build"])
 
-    real = pipeline._Job.process_chunk
+    from vr180matte.pipeline.chunk_runner import ChunkRunner
+
+    real = ChunkRunner.run_chunk
     calls = {"n": 0}
 
     def interrupt_second_chunk(self, chunk, bar):
@@ -149,12 +152,12 @@ def test_interrupted_run_resumes_to_the_same_frames(det_sam2, tmp_path, monkeypa
             raise KeyboardInterrupt
         return real(self, chunk, bar)
 
-    monkeypatch.setattr(pipeline._Job, "process_chunk", interrupt_second_chunk)
+    monkeypatch.setattr(ChunkRunner, "run_chunk", interrupt_second_chunk)
     out = tmp_path / "broken"
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(clip, out_dir=out, overrides=sets, quiet=True)
+        pipeline.run(clip, out_dir=out, overrides=sets, quiet=True, engine=det_sam2["build"])
     assert not (out / "res.alpha.mov").exists()
-    resumed = pipeline.run(clip, out_dir=out, overrides=sets, quiet=True)
+    resumed = pipeline.run(clip, out_dir=out, overrides=sets, quiet=True, engine=det_sam2["build"])
     assert resumed.stats["resumed_chunks"] == 1
 
     def frames(p):

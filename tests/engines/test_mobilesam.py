@@ -340,10 +340,10 @@ def test_pipeline_run_with_mobilesam_engine(tmp_path, monkeypatch):
     import vr180matte.pipeline as pipeline
 
     clip = write_video(tmp_path / "sbs.mp4", lambda i: gradient_sbs(i, 256, 128), n=3)
-    monkeypatch.setattr(pipeline, "build_engine", lambda cfg, device: MobileSamEngine(cfg, device, random_init=True))
     out = tmp_path / "out"
     pipeline.run(clip, None, out, ["hardware.device=cpu", "matting.engine=mobilesam", "output.codec=png",
-                                   "detection.confidence_threshold=0.0", "detection.max_persons=2"], quiet=True)
+                                   "detection.confidence_threshold=0.0", "detection.max_persons=2"], quiet=True,
+                 engine=lambda cfg, device: MobileSamEngine(cfg, device, random_init=True))
     stats = json.loads((out / "sbs.stats.json").read_text())
     assert stats["engine"] == "mobilesam" and stats["frames_out"] == 3
     kpi = stats["kpi"]

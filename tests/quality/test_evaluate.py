@@ -108,3 +108,33 @@ def test_errors(tmp_path, capsys):
         evaluate(rgb, gt)
     assert evaluate_command([str(tmp_path / "missing.mov"), str(gt)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_top_bottom_and_right_first_layouts_split_like_the_pipeline(tmp_path):
+    """evaluate splits eyes with the same layout table as the pipeline (sbs_rl and tb included)."""
+    import cv2
+    import numpy as np
+
+    from vr180matte.io.layouts import get_layout
+    from vr180matte.quality.evaluate import evaluate
+
+    gt_left = np.zeros((24, 32), np.uint8)
+    gt_left[4:20, 6:14] = 255
+    gt_right = np.zeros_like(gt_left)
+    gt_right[4:20, 10:30] = 255
+    for name in ("left", "right"):
+        (tmp_path / "gt" / name).mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "gt" / "left" / "00000.png"), gt_left)
+    cv2.imwrite(str(tmp_path / "gt" / "right" / "00000.png"), gt_right)
+    for layout in ("tb", "sbs_rl", "sbs"):
+        alpha = get_layout(layout).join(gt_left, gt_right)
+        rgba = np.zeros((*alpha.shape, 4), np.uint8)
+        rgba[..., 3] = alpha
+        out = tmp_path / f"out_{layout}"
+        out.mkdir()
+        cv2.imwrite(str(out / "000000.png"), rgba)
+        res = evaluate(out, tmp_path / "gt", layout=layout)
+        assert res["left"]["iou"] == 1.0 and res["right"]["iou"] == 1.0, layout
+    # read with the wrong layout, the eyes do not match their ground truth
+    wrong = evaluate(tmp_path / "out_sbs_rl", tmp_path / "gt", layout="sbs")
+    assert wrong["left"]["iou"] < 0.5

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from vr180matte.quality.metrics import boundary_f, dtssd, iou, mad
+from vr180matte.io.layouts import LAYOUTS, get_layout
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +126,10 @@ def _gt_sources(gt: Path) -> dict[str, list[Path]] | list[Path]:
 
 
 def _split(a: np.ndarray, layout: str) -> dict[str, np.ndarray]:
-    if layout == "mono":
+    lay = get_layout(layout)
+    if not lay.stereo:
         return {"left": a, "right": a}
-    half = a.shape[1] // 2
-    return {"left": a[:, :half], "right": a[:, half:]}
+    return dict(zip(EYES, lay.split(a)))
 
 
 def evaluate(output: Path, gt: Path, *, eye: str = "both", layout: str = "sbs") -> dict:
@@ -136,8 +137,8 @@ def evaluate(output: Path, gt: Path, *, eye: str = "both", layout: str = "sbs") 
     output, gt = Path(output), Path(gt)
     if eye not in ("left", "right", "both"):
         raise EvaluateError(f"--eye must be left, right or both, got {eye!r}")
-    if layout not in ("sbs", "mono"):
-        raise EvaluateError(f"layout must be sbs or mono, got {layout!r}")
+    if layout not in LAYOUTS:
+        raise EvaluateError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     eyes = list(EYES) if eye == "both" else [eye]
     if layout == "mono" and eye == "both":
         eyes = ["left"]
@@ -154,7 +155,7 @@ def evaluate(output: Path, gt: Path, *, eye: str = "both", layout: str = "sbs") 
         for e in eyes:
             g = _gt_alpha(src[e][i] if isinstance(src, dict) else src[i])
             p = views[e]
-            if g.shape[1] == out_a.shape[1] and layout == "sbs" and g.shape[1] != p.shape[1]:
+            if g.shape == out_a.shape and get_layout(layout).stereo and g.shape != p.shape:
                 g = _split(g, layout)[e]
             if g.shape != p.shape:
                 raise EvaluateError(f"frame {i}: output eye {p.shape[1]}x{p.shape[0]} and ground truth "
@@ -197,7 +198,7 @@ def format_table(result: dict) -> str:
 
 
 def evaluate_command(args: list[str]) -> int:
-    """``vr180matte evaluate OUTPUT GT [--eye left|right|both] [--layout sbs|mono] [--json]``.
+    """``vr180matte evaluate OUTPUT GT [--eye left|right|both] [--layout sbs|sbs_rl|tb|mono] [--json]``.
 
     Prints the table (to stderr with ``--json``, so stdout is pure JSON). Exit 0, or 2 with a one-line error.
     """
@@ -205,7 +206,8 @@ def evaluate_command(args: list[str]) -> int:
     ap.add_argument("output", type=Path, help="alpha video (.mov ProRes 4444, ...) or folder of RGBA/grey PNGs")
     ap.add_argument("gt", type=Path, help="folder of PNG masks, a DAVIS sequence (Annotations/), or left/ + right/")
     ap.add_argument("--eye", choices=["left", "right", "both"], default="both")
-    ap.add_argument("--layout", choices=["sbs", "mono"], default="sbs", help="sbs: output holds both eyes")
+    ap.add_argument("--layout", choices=list(LAYOUTS), default="sbs",
+                    help="how the output holds the eyes (sbs, sbs_rl, tb); mono: one eye")
     ap.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
     ns = ap.parse_args(args)
     try:

@@ -1,0 +1,46 @@
+"""Golden frames: a fixed DAVIS parkour SBS run must produce exactly these alpha planes.
+
+Refactors must not change a single output byte. A change that is MEANT to change the matte (a new detector, a
+better refiner) re-records the hashes on purpose and says so in its commit:
+``VR180MATTE_REGOLD=1 .venv/bin/python -m pytest tests/pipeline/test_golden.py``.
+"""
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import av
+
+from synth import davis_sbs_clip
+from vr180matte.pipeline import run
+
+GOLDEN = Path(__file__).with_name("golden_parkour.json")
+SETS = ["hardware.device=cpu", "processing.scale_factor=0.5", "processing.chunk_size=6", "processing.overlap_frames=2"]
+
+
+def _alpha_hashes(path: Path) -> list[str]:
+    with av.open(str(path)) as c:
+        return [hashlib.sha256(f.to_ndarray(format="rgba")[..., 3].tobytes()).hexdigest()[:16]
+                for f in c.decode(video=0)]
+
+
+def test_parkour_alpha_frames_are_unchanged(tmp_path):
+    clip = davis_sbs_clip(tmp_path / "parkour_sbs.mp4", "davis2016_parkour", count=12)
+    result = run(clip, out_dir=tmp_path / "o", overrides=SETS, quiet=True)
+    hashes = _alpha_hashes(result.outputs[0])
+    assert len(hashes) == 12
+    if os.environ.get("VR180MATTE_REGOLD"):
+        GOLDEN.write_text(json.dumps({"settings": SETS, "alpha_sha256_16": hashes}, indent=1) + "\n")
+    assert hashes == json.loads(GOLDEN.read_text())["alpha_sha256_16"]
+
+
+def test_overlapped_stages_give_the_same_bytes_as_serial(tmp_path):
+    """processing.memory_pipeline (decode | segment | finish | encode in threads) changes speed, never output."""
+    clip = davis_sbs_clip(tmp_path / "p.mp4", "davis2016_parkour", count=6)
+    sets = ["hardware.device=cpu", "processing.scale_factor=0.25", "processing.chunk_size=4",
+            "processing.overlap_frames=1"]
+    a = run(clip, out_dir=tmp_path / "a", overrides=sets + ["processing.memory_pipeline=true"], quiet=True)
+    b = run(clip, out_dir=tmp_path / "b", overrides=sets + ["processing.memory_pipeline=false"], quiet=True)
+    assert _alpha_hashes(a.outputs[0]) == _alpha_hashes(b.outputs[0])
+    assert a.stats["concurrency"]["overlap"] and not b.stats["concurrency"]["overlap"]
+    assert a.stats["concurrency"]["busiest_stage"] is not None
