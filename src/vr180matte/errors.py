@@ -164,9 +164,9 @@ def disk_full(where, needed_bytes: int | None = None) -> DiskFullError:
         free, free_txt = None, "free space unknown"
     need = ""
     if needed_bytes is not None:
-        need = f"; about {_fmt_bytes(needed_bytes)} is needed"
+        need = f", about {_fmt_bytes(needed_bytes)} needed"
         if free is not None and needed_bytes > free:
-            need += f" (free {_fmt_bytes(needed_bytes - free)} more)"
+            need += f": free {_fmt_bytes(needed_bytes - free)} more"
     return DiskFullError(
         _errno.ENOSPC,
         f"disk full writing to {where} ({free_txt}{need}); free space or choose another output folder with -o, "

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import av
 
-from vr180matte.io.errors import InputError, OutputError
+from vr180matte.io.errors import InputError, OutputError, disk_full, is_disk_full
 from vr180matte.io.writer import mov_options
 
 log = logging.getLogger(__name__)
@@ -72,22 +72,48 @@ def join_segments(
             raise OutputError(f"cannot create output folder {output.parent}: {exc.strerror}") from None
     if not os.access(output.parent, os.W_OK):
         raise OutputError(f"output folder {output.parent} is not writable; choose another output path")
-    if all(s.is_dir() for s in segments):
-        _join_png(segments, output, Path(source) if source else None, copy_audio)
-        return
-    if any(s.is_dir() for s in segments):
-        raise OutputError("cannot join a mix of PNG folders and video segments")
-    tmp = temp_path(output)
     try:
-        _join_av(segments, tmp, Path(source) if source else None, copy_audio, Fraction(time_base))
-        meta = _spherical_for(spherical, source)
-        if meta is not None:
-            _write_spherical(tmp, meta, in_place=True)  # tmp is renamed to the output afterwards
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if all(s.is_dir() for s in segments):
+            _join_png(segments, output, Path(source) if source else None, copy_audio)
+            return
+        if any(s.is_dir() for s in segments):
+            raise OutputError("cannot join a mix of PNG folders and video segments")
+        tmp = temp_path(output)
+        try:
+            _join_av(segments, tmp, Path(source) if source else None, copy_audio, Fraction(time_base))
+            meta = _spherical_for(spherical, source)
+            if meta is not None:
+                _write_spherical(tmp, meta, in_place=True)  # tmp is renamed to the output afterwards
+            os.replace(tmp, output)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except Exception as exc:
+        if is_disk_full(exc):  # its own message: where, what is free, what the join needs
+            raise disk_full(output.parent, join_size_needed(segments, source if copy_audio else None)) from None
         raise
     log.info("joined %d segment(s) into %s", len(segments), output)
+
+
+def join_size_needed(segments: list[Path], source: Path | None) -> int:
+    """Bytes the joined output needs: the segments (stream copy) plus the source's audio, estimated from its
+    bit rate (the segments stay until the join has succeeded, so this is on top of them)."""
+    total = 0
+    for s in segments:
+        try:
+            total += sum(f.stat().st_size for f in s.iterdir()) if s.is_dir() else s.stat().st_size
+        except OSError:
+            pass
+    if source is not None:
+        try:
+            with av.open(str(source), "r") as c:
+                for a in c.streams.audio:
+                    rate = a.bit_rate or a.codec_context.bit_rate or 0
+                    secs = float(a.duration * a.time_base) if a.duration and a.time_base else 0.0
+                    total += int(rate * secs / 8)
+        except (av.error.FFmpegError, OSError):
+            pass
+    return int(total * 1.01) + (64 << 10)  # container overhead
 
 
 def _video_packets(segments: list[Path], out_stream, time_base: Fraction) -> Iterator[tuple[Fraction, int, av.Packet]]:
