@@ -286,12 +286,26 @@ def main(argv: list[str] | None = None) -> int:
         from .runtime.signals import sigterm_as_interrupt
 
         with sigterm_as_interrupt():
-            return _guarded(lambda: handler(args))
+            return _guarded(lambda: handler(args), getattr(args, "out_dir", None))
     return _guarded(lambda: handler(args))
 
 
-def _guarded(fn: Callable[[], int]) -> int:
+def _full_path(exc: BaseException, fallback) -> str:
+    """The file an ENOSPC error was writing (from the chained OSError), else ``fallback``, else the cwd."""
+    seen = 0
+    while exc is not None and seen < 5:
+        name = getattr(exc, "filename", None)
+        if name:
+            return str(Path(name).parent)
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return str(fallback or os.getcwd())
+
+
+def _guarded(fn: Callable[[], int], out_dir=None) -> int:
     """Run ``fn``; any error becomes one line on stderr and its documented exit code."""
+    from .errors import DiskFullError, disk_full
+
     try:
         try:
             return fn()
@@ -312,14 +326,13 @@ def _guarded(fn: Callable[[], int]) -> int:
                       exit_code_for(exc))
     except Vr180MatteError as exc:
         log.debug("error", exc_info=True)
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):  # e.g. an encoder's write failing
+            exc = disk_full(_full_path(exc, out_dir))
         return _error(exc, exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - a last line of defence: one line, details at debug level
         log.debug("unexpected error", exc_info=True)
         if is_disk_full(exc):
-            from .errors import disk_full
-
-            where = getattr(exc, "filename", None) or os.getcwd()
-            return _error(disk_full(where), exit_code_for(exc))
+            return _error(disk_full(_full_path(exc, out_dir)), exit_code_for(exc))
         return _error(f"internal error ({type(exc).__name__}); run again with -v for the details and report it",
                       EXIT_INTERNAL)
 
