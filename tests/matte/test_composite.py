@@ -58,3 +58,18 @@ def test_sixteen_bit_frames_keep_sixteen_bits(device):
     assert gs.dtype == torch.uint16
     assert gs[0, 0].tolist() == [40000, 1000, 65535]  # alpha 1: the source, all 16 bits
     assert gs[0, 1].tolist() == [round((257 * 3 + 1) / 2), round((5 + 65535) / 2), round(7 / 2)]
+
+
+@pytest.mark.parametrize("kw", [{"mode": "alpha"}, {"mode": "alpha", "premultiplied": True},
+                                {"mode": "greenscreen", "background": (10, 200, 30)}])
+def test_both_eyes_in_one_batch_equal_per_eye(device, kw):
+    from vr180matte.matte.composite import compose_batch
+
+    g = torch.Generator().manual_seed(0)
+    rgb = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8, generator=g).to(device)
+    alpha = torch.rand(2, 5, 7, generator=g).to(device)
+    both = compose_batch(rgb, alpha, **kw)
+    for i in range(2):
+        assert torch.equal(both[i], compose(rgb[i], alpha[i], **kw))
+    with pytest.raises(ValueError, match="compose_batch expects"):
+        compose_batch(rgb[0], alpha[0], **kw)

@@ -56,3 +56,18 @@ def compose(
     bg = _bg(background, rgb.device) * (top / 255.0)
     out = bg + (rgb.float() - bg) * a[..., None]
     return out.round_().clamp_(0, top).to(rgb.dtype)
+
+
+@torch.no_grad()
+def compose_batch(rgb: torch.Tensor, alpha: torch.Tensor, **kw) -> torch.Tensor:
+    """Both eyes (any batch) in one call: ``rgb`` (B, H, W, 3) + ``alpha`` (B, H, W) -> (B, H, W, C), with the
+    same keywords as :func:`compose`. Every operation of :func:`compose` is per pixel, so the batch is stacked
+    into one taller frame and composed in one pass: the result equals composing each eye."""
+    if rgb.dim() != 4 or tuple(alpha.shape) != tuple(rgb.shape[:3]):
+        raise ValueError(
+            f"compose_batch expects (B, H, W, 3) frames and (B, H, W) alphas, got {tuple(rgb.shape)} and "
+            f"{tuple(alpha.shape)}"
+        )
+    B, H, W = alpha.shape
+    out = compose(rgb.reshape(B * H, W, rgb.shape[3]), alpha.reshape(B * H, W), **kw)
+    return out.reshape(B, H, W, out.shape[-1])
