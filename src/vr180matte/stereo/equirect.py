@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from vr180matte.engines.base import Detection, Detector
+from vr180matte.track.boxes import box_iou, mask_box
 
 log = logging.getLogger(__name__)
 
@@ -139,28 +140,6 @@ def crop_mask_to_equirect(mask: torch.Tensor, region: np.ndarray, yaw_deg: float
     return out
 
 
-def _mask_box(mask: torch.Tensor, thresh: float = 0.5) -> np.ndarray | None:
-    m = mask > thresh
-    rows, cols = torch.nonzero(m.any(dim=1)), torch.nonzero(m.any(dim=0))
-    if rows.numel() == 0:
-        return None
-    return np.array([int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1], dtype=np.float32)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> (N, M)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def _overlap_small(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over the smaller box: catches a crop box that covers only part of a full-eye box."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -224,7 +203,7 @@ class EquirectDetector:
                 if d.mask is not None:
                     # A mask gives the tight box: the crop box's corners map to a loose region near the poles.
                     mask = crop_mask_to_equirect(d.mask, box, yaw, pitch, self.fov_deg, W, H, self.eye_fov_deg)
-                    tight = _mask_box(mask)
+                    tight = mask_box(mask)
                     if tight is None:
                         continue
                     box = tight
