@@ -95,7 +95,8 @@ class ChunkRunner:
             partial = self.work.partial(final)
             writers[eye] = (
                 SegmentWriter(partial, out.codec.name, out.width, out.height, info.time_base, info.fps,
-                              crf=self.cfg.output.crf, color=info.color),
+                              crf=self.cfg.output.crf, color=info.color, bit_depth=info.bit_depth,
+                              hardware=self.plan.device.type == "cuda"),
                 partial, final,
             )
         return writers
@@ -137,7 +138,8 @@ class ChunkRunner:
 
         try:
             reader = FrameReader(self.plan.input, self.plan.info, start=chunk.process_start, end=chunk.process_end,
-                                 read_ahead=cfg.processing.read_ahead, timer=tm)
+                                 read_ahead=cfg.processing.read_ahead, timer=tm,
+                                 high_bit_depth=True)  # >8-bit sources as 16-bit RGB: 10-bit colour end to end
             with reader:
                 run_stages(reader, [("segment", segment), ("finish", finish), ("encode", encode)], timer=tm,
                            threaded=bool(cfg.processing.memory_pipeline))

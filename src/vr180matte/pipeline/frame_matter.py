@@ -40,6 +40,7 @@ class Segmented:
     eyes: dict = field(default_factory=dict)  # eye -> full-resolution (H, W, 3) tensor on the device
     probs: dict = field(default_factory=dict)  # eye -> processing-resolution person probability
     detected: bool = False
+    guides: dict = field(default_factory=dict)  # eye -> 8-bit proxy of a >8-bit eye (refine/temporal/quality)
 
 
 def resize_prob(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -54,6 +55,24 @@ def small_prob(prob: torch.Tensor) -> torch.Tensor:
     f = min(1.0, OVERLAP_STORE_SIDE / max(h, w))
     size = (max(1, round(h * f)), max(1, round(w * f)))
     return (resize_prob(prob, size) * 255).round().clamp(0, 255).to(torch.uint8).cpu()
+
+
+def proxy8(eye: torch.Tensor) -> torch.Tensor:
+    """An 8-bit copy of a 16-bit eye (round(v / 257)) for the stages that look at the picture, not output it."""
+    if eye.dtype == torch.uint8:
+        return eye
+    return torch.div(eye.to(torch.int32) + 128, 257, rounding_mode="floor").to(torch.uint8)
+
+
+def make_packer(cfg: Config, plan: RunPlan):
+    """The passthrough packer for ``output.format: passthrough`` (None otherwise)."""
+    if plan.output.format != "passthrough":
+        return None
+    from ..matte.fisheye import PassthroughPacker
+
+    src_fov = plan.info.fov_deg if plan.info.projection == "equirectangular" and plan.info.fov_deg else 180.0
+    return PassthroughPacker(plan.output.height, int(cfg.output.fisheye_fov), src_fov_deg=float(src_fov),
+                             device=plan.device)
 
 
 def to_processing(eye: torch.Tensor, geo: Geometry) -> torch.Tensor:
@@ -105,6 +124,11 @@ class FrameMatter:
                 plan.out_dir / f"{plan.stem}.detections.mp4", self.geo.proc_w * 2, self.geo.proc_h, plan.info.fps,
                 scale=1.0,  # it is fed the processing-resolution eyes, so boxes need no rescaling
             )
+        from ..matte.decontaminate import enabled as decontaminate_enabled
+
+        self.packer = make_packer(cfg, plan)
+        self.decontaminate = decontaminate_enabled(cfg.refine.decontaminate, plan.output.format)
+        self.decontaminated = {"tiles": 0, "band_pixels": 0}
         self.confidence_dir: Path | None = None
         if cfg.debugging.save_confidence_maps:
             self.confidence_dir = plan.out_dir / f"{plan.stem}.confidence"
@@ -143,7 +167,8 @@ class FrameMatter:
             frame = torch.from_numpy(rgb).to(self.device, non_blocking=True)
             eyes = dict(zip(("left", "right"), self.geo.layout.split(frame)))
         with tm("scale"):
-            proc = {eye: to_processing(img, self.geo) for eye, img in eyes.items()}
+            guides = {eye: proxy8(img) for eye, img in eyes.items()} if frame.dtype != torch.uint8 else {}
+            proc = {eye: to_processing(guides.get(eye, img), self.geo) for eye, img in eyes.items()}
         with tm("segment"):
             res = self.stereo.step(idx, proc["left"], proc["right"], account=idx < chunk.write_end)
         self.corrections += len(res.corrections)
@@ -170,7 +195,7 @@ class FrameMatter:
             self.confidence_dir.mkdir(exist_ok=True)
             for eye, prob in probs.items():
                 save_confidence_map(self.confidence_dir / f"{idx:06d}_{eye}.png", prob)
-        return Segmented(idx, rgb, write, eyes, probs, res.detected)
+        return Segmented(idx, rgb, write, eyes, probs, res.detected, guides)
 
     def finish(self, seg: Segmented) -> dict:
         """Full-resolution alpha and the output images: ``{eye or None: (H, W, C) numpy}``."""
@@ -178,15 +203,28 @@ class FrameMatter:
 
         alphas = {}
         for eye, prob in seg.probs.items():
+            guide = seg.guides.get(eye, seg.eyes[eye])
             with self.timer("refine"):
-                alpha = self.refiner(prob, seg.eyes[eye])
+                alpha = self.refiner(prob, guide)
             with self.timer("temporal"):
-                alpha = self.smoothers[eye].step(alpha, seg.eyes[eye])
+                alpha = self.smoothers[eye].step(alpha, guide)
             alphas[eye] = alpha
             if self.cfg.performance.profile_enabled:
                 with self.timer("quality"):
-                    self.quality.update(eye, seg.index, alpha, seg.eyes[eye])
+                    self.quality.update(eye, seg.index, alpha, guide)
         out = self.plan.output
+        if self.decontaminate:
+            from ..matte.decontaminate import decontaminate
+
+            with self.timer("decontaminate"):
+                for eye in ("left", "right"):  # in place: the decoded frame is not needed after this
+                    _, rep = decontaminate(seg.eyes[eye], alphas[eye])
+                    for k, v in rep.items():
+                        self.decontaminated[k] += v
+        if self.packer is not None:
+            with self.timer("composite"):
+                packed = self.packer(seg.eyes["left"], seg.eyes["right"], alphas["left"], alphas["right"])
+                return {None: packed.cpu().numpy()}
         with self.timer("composite"):
             c = self.cfg
             images = {
@@ -211,6 +249,7 @@ class FrameMatter:
             "stereo": self.stereo.report(),
             "quality": self.quality.summary(),
             "tracks": {eye: dict(v.stats) for eye, v in self.views.items()},
+            "decontaminate": {"enabled": self.decontaminate, **self.decontaminated},
         }
         kpi = getattr(self.engine, "kpi_summary", None)
         if callable(kpi):
@@ -229,6 +268,7 @@ class OpaqueMatter:
         self.cfg, self.plan, self.engine, self.timer = cfg, plan, engine, timer
         self.geo = plan.geometry
         self._chunk: Chunk | None = None
+        self.packer = make_packer(cfg, plan)
 
     def set_geometry(self, geo: Geometry) -> None:
         self.geo = geo
@@ -244,6 +284,10 @@ class OpaqueMatter:
 
     def finish(self, seg: Segmented) -> dict:
         rgb = seg.rgb
+        if self.packer is not None:
+            left, right = self.geo.layout.split(torch.from_numpy(rgb))
+            one = torch.ones(left.shape[:2])
+            return {None: self.packer(left, right, one, one).cpu().numpy()}
         if self.plan.output.codec.alpha:
             rgba = np.empty((*rgb.shape[:2], 4), dtype=rgb.dtype)
             rgba[..., :3] = rgb

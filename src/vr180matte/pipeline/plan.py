@@ -7,6 +7,7 @@ loaded no model.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from ..io.layouts import Layout, get_layout
 from ..io.probe import VideoInfo, probe, resolve_layout
 from ..runtime.chunks import Chunk, plan_chunks
 from ..runtime.device import auto_chunk_size, resolve_device
+
+log = logging.getLogger(__name__)
 
 # Keys that do not change the produced frames: changing them must not invalidate a resumable run.
 RESUME_NEUTRAL = (
@@ -128,6 +131,8 @@ def _output_spec(cfg: Config, info: VideoInfo, geo: Geometry, stem: str, input_p
         codec = resolve_codec(fmt, cfg.output.codec)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    if fmt == "passthrough":
+        return _passthrough_spec(cfg, geo, codec, stem, input_path, out_dir, out_file)
     eyes = [None] if cfg.output.maintain_sbs else ["left", "right"]
     if out_file is not None:  # -o named the output file itself
         paths = {e: out_file if e is None else out_file.with_name(f"{out_file.stem}_{e}{out_file.suffix}")
@@ -143,6 +148,26 @@ def _output_spec(cfg: Config, info: VideoInfo, geo: Geometry, stem: str, input_p
     w = info.width if cfg.output.maintain_sbs else geo.eye_w
     h = info.height if cfg.output.maintain_sbs else geo.eye_h
     return OutputSpec(fmt, codec, paths, w, h, bool(cfg.output.maintain_sbs))
+
+
+def _passthrough_spec(cfg: Config, geo: Geometry, codec: Codec, stem: str, input_path: Path, out_dir: Path,
+                      out_file: Path | None) -> OutputSpec:
+    """One alpha-packed fisheye SBS file named with the players' tag (``<stem>_FISHEYE190_alpha.mp4``)."""
+    from ..matte.fisheye import player_tag
+
+    if not cfg.output.maintain_sbs:
+        raise InputError("output.format=passthrough is one side-by-side file (the players read both eyes from it); "
+                         "set output.maintain_sbs: true")
+    tag = player_tag(int(cfg.output.fisheye_fov))
+    path = out_file if out_file is not None else out_dir / f"{stem}{tag}{codec.suffix}"
+    if path.resolve() == input_path.resolve():
+        raise InputError(f"output path {path} is the input file: the input is never overwritten; choose another -o")
+    if codec.suffix and path.suffix.lower() != codec.suffix:
+        raise InputError(f"output {path.name}: {codec.name} is written as {codec.suffix}; name the file *{codec.suffix}")
+    if tag.lower() not in path.stem.lower():
+        log.warning("%s lacks the %s tag DeoVR/HereSphere recognise passthrough files by", path.name, tag)
+    size = geo.eye_h - geo.eye_h % 2  # each eye a square fisheye circle, even for 4:2:0
+    return OutputSpec("passthrough", codec, {None: path}, 2 * size, size, True)
 
 
 def make_plan(input_path: Path, cfg: Config, out_dir: Path, out_file: Path | None = None,
