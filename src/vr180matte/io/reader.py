@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from vr180matte.io.errors import InputError
+from vr180matte.io.hwaccel import open_for
 from vr180matte.io.probe import VideoInfo
 from vr180matte.io.rotation import upright
 
@@ -65,8 +66,10 @@ class FrameReader:
         threads: int = 0,
         timer=None,
         high_bit_depth: bool = False,
+        decode_device: str = "cpu",
     ) -> None:
         self.path = str(path)
+        self.decode_device = decode_device  # "cuda[:N]": NVDEC where io/hwaccel.py says it applies
         #: decode >8-bit sources (10-bit HEVC from VR180 cameras) as 16-bit RGB, so their colour reaches a 10-bit
         #: output intact; 8-bit sources stay uint8 (no doubled memory for nothing)
         self.rgb_format = "rgb48le" if high_bit_depth and info.bit_depth > 8 else "rgb24"
@@ -166,7 +169,7 @@ class FrameReader:
         frame_pts = info.frame_pts
         use_pts = frame_pts is not None and len(frame_pts) == info.frame_count
         try:
-            container = av.open(self.path, "r")
+            container = open_for(self.info, self.decode_device, self.path)
         except av.error.FFmpegError as exc:
             raise self._corrupt(self.start, str(exc)) from None
         with container:

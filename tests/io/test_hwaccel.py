@@ -1,0 +1,66 @@
+"""Hardware decode: the decision (codec, coded size, bit depth, chroma, device) and the CPU fallback, CPU-only."""
+import logging
+
+import av
+import numpy as np
+import pytest
+
+from synth import gradient_sbs, write_video
+from vr180matte.io import hwaccel as H
+from vr180matte.io.probe import probe
+from vr180matte.io.reader import FrameReader
+
+CUDA = ("cuda", "drm")
+
+
+@pytest.mark.parametrize(
+    "codec,w,h,kw,hardware,why",
+    [
+        ("hevc", 6144, 3072, {}, True, "NVDEC hevc 6144x3072"),
+        ("hevc", 8192, 4096, {"bit_depth": 10, "pix_fmt": "yuv420p10le"}, True, "NVDEC"),
+        ("hevc", 8640, 4320, {}, False, "above NVDEC's 8192x8192"),
+        ("h264", 4096, 2048, {}, True, "NVDEC h264"),
+        ("h264", 5760, 2880, {}, False, "above NVDEC's 4096x4096"),
+        ("h264", 3840, 1920, {"bit_depth": 10}, False, "up to 8-bit"),
+        ("h264", 3840, 1920, {"pix_fmt": "yuv444p"}, False, "4:4:4"),
+        ("prores", 3840, 1920, {}, False, "does not decode prores"),
+    ],
+)
+def test_decision_follows_nvdec_limits(codec, w, h, kw, hardware, why):
+    c = H.choose_decoder(codec, w, h, device="cuda:1", available=CUDA, **kw)
+    assert c.hardware is hardware and why in c.reason
+    if hardware:
+        assert c.device == "1"
+
+
+def test_cpu_runs_and_builds_without_cuda_never_use_it():
+    assert H.choose_decoder("hevc", 1920, 1080, device="cpu", available=CUDA) == H.DecodeChoice(False, "CPU run")
+    c = H.choose_decoder("hevc", 1920, 1080, device="cuda", available=("vaapi",))
+    assert not c.hardware and "no CUDA" in c.reason
+
+
+def test_fallback_to_cpu_decodes_the_same_frames(tmp_path, caplog):
+    """A CUDA run on a machine whose NVDEC cannot be opened reads the file on the CPU, frame for frame, and
+    says so in one log line."""
+    path = write_video(tmp_path / "clip.mp4", lambda i: gradient_sbs(i, 128, 64), n=6, codec="libx265")
+    info = probe(path)
+    assert H.choose_decoder(info.codec, info.width, info.height, device="cuda", available=CUDA).hardware
+    cpu = [f.rgb for f in FrameReader(path, info)]
+    gpu_works = "cuda" in av.codec.hwaccel.hwdevices_available() and _nvdec_opens(path)
+    with caplog.at_level(logging.INFO, logger="vr180matte.io.hwaccel"):
+        hw = [f.rgb for f in FrameReader(path, info, decode_device="cuda")]
+    assert len(hw) == len(cpu) == 6
+    if gpu_works:  # a machine with NVDEC: same decoder output up to the colour conversion
+        assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 2 for a, b in zip(hw, cpu))
+    else:
+        assert all(np.array_equal(a, b) for a, b in zip(hw, cpu))
+        lines = [r.getMessage() for r in caplog.records if "on the CPU" in r.getMessage()]
+        assert len(lines) == 1 and "hardware decode unavailable" in lines[0]
+
+
+def _nvdec_opens(path) -> bool:
+    try:
+        with av.open(str(path), hwaccel=av.codec.hwaccel.HWAccel("cuda", allow_software_fallback=False)):
+            return True
+    except Exception:
+        return False
