@@ -166,3 +166,20 @@ def test_10bit_source_through_the_embedded_engine(tmp_path):
             for k in range(3):
                 ref, got = _plane10(fs, "yuv444p10le", k), _plane10(fo, "yuva444p10le", k)
                 assert np.abs(got - ref)[opaque].max() <= 2
+
+
+def test_passthrough_refuses_separate_eye_files(davis_vr180, tmp_path):
+    from vr180matte.errors import InputError
+
+    with pytest.raises(InputError, match="maintain_sbs"):
+        run(davis_vr180, out_dir=tmp_path, quiet=True,
+            overrides=CPU + ["output.format=passthrough", "output.maintain_sbs=false"])
+    assert not any(tmp_path.glob("*.mp4"))
+
+
+def test_passthrough_keeps_a_user_name_and_warns_without_the_tag(davis_vr180, tmp_path, caplog):
+    target = tmp_path / "mine.mp4"
+    result = run(davis_vr180, out_dir=target, quiet=True,
+                 overrides=CPU + ["matting.engine=passthrough", "output.format=passthrough"])
+    assert result.outputs == [target] and target.is_file()
+    assert any("_FISHEYE190_alpha" in r.getMessage() for r in caplog.records)

@@ -43,6 +43,17 @@ def test_points_land_at_their_equidistant_radius(fov):
     assert y == pytest.approx(30.0 / (fov / 2), abs=0.01) and abs(x) < 0.01
 
 
+def test_360_source_eye_maps_by_its_own_field():
+    # a 360-degree equirect eye (2:1, lon +-180): a point at lon 45 still lands at r = 45 / 90 in a 180 fisheye
+    c_lon = (torch.arange(512, dtype=torch.float64) + 0.5) / 512 * 360.0 - 180.0
+    c_lat = (torch.arange(256, dtype=torch.float64) + 0.5) / 256 * 180.0 - 90.0
+    lat, lon = torch.meshgrid(c_lat, c_lon, indexing="ij")
+    eye = torch.exp(-((lon - 45.0) ** 2 + (lat + 20.0) ** 2) / 8.0).to(torch.float32)
+    x, y = _peak(FisheyeProjector(256, 180, src_fov_deg=360.0)(eye))
+    d = math.degrees(math.acos(math.cos(math.radians(20)) * math.cos(math.radians(45))))  # angle off the axis
+    assert math.hypot(x, y) == pytest.approx(d / 90.0, abs=0.01) and y < 0 < x
+
+
 def test_190_leaves_the_ring_outside_the_source_black():
     _grid, valid = fisheye_grid(400, 190)
     c = (torch.arange(400, dtype=torch.float64) + 0.5) * 2 / 400 - 1

@@ -54,8 +54,9 @@ def _centres(n: int, device) -> torch.Tensor:
 def fisheye_grid(size: int, fov_deg: float, src_fov_deg: float = 180.0, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Sampling grid from a ``size`` x ``size`` equidistant fisheye eye into an equirect eye.
 
-    Returns ``grid`` (1, size, size, 2) float32 for ``grid_sample`` (x = longitude, y = latitude, both scaled so
-    +-1 is +-src_fov/2) and ``valid`` (size, size) bool: inside the image circle and inside the source's field.
+    Returns ``grid`` (1, size, size, 2) float32 for ``grid_sample`` (x = longitude scaled so +-1 is
+    +-src_fov/2, y = latitude scaled so +-1 is +-90 degrees: an equirect eye always spans the full height) and
+    ``valid`` (size, size) bool: inside the image circle and inside the source's field.
     """
     y = _centres(size, device)[:, None].expand(size, size)
     x = _centres(size, device)[None, :].expand(size, size)
@@ -66,15 +67,15 @@ def fisheye_grid(size: int, fov_deg: float, src_fov_deg: float = 180.0, device="
     lon = torch.atan2(dx, dz)
     lat = torch.asin(dy.clamp(-1.0, 1.0))
     half = math.radians(src_fov_deg) / 2.0
-    valid = (r <= 1.0) & (lon.abs() <= half) & (lat.abs() <= half)
-    grid = torch.stack([lon / half, lat / half], dim=-1).to(torch.float32)[None]
+    valid = (r <= 1.0) & (lon.abs() <= half)
+    grid = torch.stack([lon / half, lat / (math.pi / 2)], dim=-1).to(torch.float32)[None]
     return grid, valid
 
 
 def equirect_grid(height: int, width: int, fov_deg: float, src_fov_deg: float = 180.0, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The inverse: grid from an equirect eye (``height`` x ``width`` covering src_fov) into a fisheye eye."""
     half = math.radians(src_fov_deg) / 2.0
-    lat = (_centres(height, device) * half)[:, None].expand(height, width)
+    lat = (_centres(height, device) * (math.pi / 2))[:, None].expand(height, width)
     lon = (_centres(width, device) * half)[None, :].expand(height, width)
     dx = torch.cos(lat) * torch.sin(lon)
     dy = torch.sin(lat)
