@@ -1,4 +1,4 @@
-"""Command line: ``vr180matte run | batch | probe | models | evaluate | sample`` (also ``python -m vr180matte``).
+"""Command line: ``vr180matte run | batch | estimate | probe | models | evaluate | sample`` (also ``python -m vr180matte``).
 
 Every subcommand is parsed here and every error leaves through :func:`_guarded`, which prints one line
 ``vr180matte: error: ...`` and exits with the code of the error's class (the table is in
@@ -67,7 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--out", dest="out_dir", default="out", help="output folder (default: out)")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     b.add_argument("--force", action="store_true", help="redo videos whose outputs already exist")
+    b.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|local|ADDRESS",
+                   help="run the videos as tasks on a Ray cluster (auto: this machine's; or HOST:6379, "
+                        "ray://HOST:10001); default: cluster.address, else one after the other here")
     b.add_argument("-q", "--quiet", action="store_true")
+
+    es = sub.add_parser("estimate", help="expected wall time and cost of a run (probe run here, or a GPU table)")
+    from .jobs.estimate import add_arguments as _estimate_arguments
+
+    _estimate_arguments(es)
 
     pr = sub.add_parser("probe", help="print what vr180matte sees in a video")
     pr.add_argument("input")
@@ -158,7 +166,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from .jobs.batch import run_batch
 
-    items = run_batch(args.inputs, args.config, args.out_dir, args.overrides, quiet=args.quiet, force=args.force)
+    items = run_batch(args.inputs, args.config, args.out_dir, args.overrides, quiet=args.quiet, force=args.force,
+                      ray=args.ray)
     failed = [i for i in items if i.status == "failed"]
     if not args.quiet:
         counts = {s: sum(i.status == s for i in items) for s in ("done", "skipped", "failed")}
@@ -259,6 +268,12 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from .jobs.estimate import estimate_command
+
+    return estimate_command(args)
+
+
 #: subcommand -> handler; a new subcommand is a parser entry above and one line here.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
@@ -267,9 +282,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": _cmd_models,
     "evaluate": _cmd_evaluate,
     "sample": _cmd_sample,
+    "estimate": _cmd_estimate,
 }
 #: subcommands that load models and process video: native chatter silenced, SIGTERM handled like Ctrl-C
-LONG_RUNNING = {"run", "batch"}
+LONG_RUNNING = {"run", "batch", "estimate"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 
-from synth import davis_sbs_clip, gradient_sbs, tone, write_video
+from synth import davis_frames, davis_sbs_clip, gradient_sbs, tone, write_video
 
 ray = pytest.importorskip("ray")
 
@@ -124,6 +124,88 @@ def test_worker_killed_mid_video_is_retried_and_output_is_complete_and_identical
     stats = json.loads((out / "p24.stats.json").read_text())
     assert stats["resumed_chunks"] >= 2, "the retried task resumed from the chunks the dead worker finished"
     a, b = read_frames(tmp_path / "ref" / "p24.alpha.mov"), read_frames(out / "p24.alpha.mov")
+    assert len(a) == len(b) == 24
+    for fa, fb in zip(a, b):
+        np.testing.assert_array_equal(fa, fb)
+
+
+# ---- chunk-parallel mode --------------------------------------------------------------------------------------
+PARALLEL = CPU + ["processing.chunk_parallel=true", "processing.chunk_size=6", "processing.overlap_frames=2",
+                  "processing.scale_factor=0.5", "detection.image_size=640", "performance.profile_enabled=false"]
+
+
+def small_parkour(path: Path, count: int = 24, eye: tuple[int, int] = (320, 180)) -> Path:
+    """DAVIS parkour at a small eye size (both eyes the same frame): real people, quick to matte."""
+    import cv2
+
+    frames, _ = davis_frames("davis2016_parkour", count)
+
+    def sbs(i: int) -> np.ndarray:
+        rgb = cv2.resize(cv2.cvtColor(cv2.imread(str(frames[i])), cv2.COLOR_BGR2RGB), eye, interpolation=cv2.INTER_AREA)
+        return np.concatenate([rgb, rgb], axis=1)
+
+    return write_video(path, sbs, n=count, fps=24, options={"crf": "12"})
+
+
+def _parallel_run(clip: Path, out: Path, sets: list[str], executor=None):
+    from vr180matte.config import load_config
+    from vr180matte.pipeline.chunk_parallel import run_chunk_parallel
+
+    return run_chunk_parallel(clip, load_config(None, sets), out, None, True, executor=executor)
+
+
+def test_chunk_parallel_two_workers_equal_one_worker_and_a_local_run(cluster, tmp_path):
+    from vr180matte.pipeline.chunk_parallel import LocalExecutor
+
+    clip = small_parkour(tmp_path / "p24.mp4")
+    one = _parallel_run(clip, tmp_path / "one", PARALLEL + ["cluster.gpus_per_task=2"])  # 2 of 2 GPUs: one at a time
+    two = _parallel_run(clip, tmp_path / "two", PARALLEL + ["cluster.gpus_per_task=1"])  # two chunks at once
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a Ray task with cluster.cpus_per_task=1 runs
+    try:
+        local = _parallel_run(clip, tmp_path / "local", PARALLEL, executor=LocalExecutor())
+    finally:
+        torch.set_num_threads(threads)
+    assert one.stats["chunk_parallel"]["executor"] == two.stats["chunk_parallel"]["executor"] == "ray"
+    assert len(one.stats["chunks"]) == 4 and len(one.stats["chunk_parallel"]["seams"]) == 3
+    frames = [read_frames(r.outputs[0]) for r in (one, two, local)]
+    assert len(frames[0]) == len(frames[1]) == len(frames[2]) == 24
+    for a, b, c in zip(*frames):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    assert frames[0][12][..., 3].max() == 255, "the runner is matted, not an empty alpha"
+    # One person through the whole clip keeps one id across all four independently run chunks.
+    maps = one.stats["chunk_parallel"]["id_maps"]
+    assert maps == two.stats["chunk_parallel"]["id_maps"] == local.stats["chunk_parallel"]["id_maps"]
+    assert all(1 in m.values() for m in maps), maps  # the runner is global id 1 in every chunk
+    assert len({v for m in maps for v in m.values()}) < sum(len(m) for m in maps), "ids were chained, not renumbered"
+
+
+def test_chunk_parallel_worker_killed_mid_chunk_is_redone_and_output_identical(cluster, tmp_path):
+    clip = small_parkour(tmp_path / "p24.mp4")
+    ref = _parallel_run(clip, tmp_path / "ref", PARALLEL + ["cluster.gpus_per_task=1"])
+
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "vr180matte.cli", "run", str(clip), "-o", str(out), "--quiet",
+            "--set", f"cluster.address={cluster}", "--set", "cluster.max_retries=2"]
+    for s in PARALLEL:
+        args += ["--set", s]
+    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    work = out / ".vr180matte" / "p24"
+    deadline = time.time() + 240
+    while time.time() < deadline and driver.poll() is None and not list(work.glob("chunk_*.done.json")):
+        time.sleep(0.05)
+    assert list(work.glob("chunk_*.done.json")), driver.stderr.read().decode() if driver.poll() else "timed out"
+    workers = _task_workers("_run_piece")
+    assert workers, "a chunk task is still running"
+    workers[0].send_signal(signal.SIGKILL)  # a worker dies mid-chunk
+    assert driver.wait(timeout=300) == 0, driver.stderr.read().decode()
+
+    stats = json.loads((out / "p24.stats.json").read_text())
+    assert [c["start"] for c in stats["chunks"]] == [c["start"] for c in ref.stats["chunks"]]  # each chunk once
+    a, b = read_frames(ref.outputs[0]), read_frames(out / "p24.alpha.mov")
     assert len(a) == len(b) == 24
     for fa, fb in zip(a, b):
         np.testing.assert_array_equal(fa, fb)

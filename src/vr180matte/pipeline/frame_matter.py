@@ -171,6 +171,7 @@ class FrameMatter:
             proc = {eye: to_processing(guides.get(eye, img), self.geo) for eye, img in eyes.items()}
         with tm("segment"):
             res = self.stereo.step(idx, proc["left"], proc["right"], account=idx < chunk.write_end)
+        self.last_result = res  # per-person masks of this frame (chunk-parallel mode keeps them for id matching)
         self.corrections += len(res.corrections)
         probs = {"left": res.left.combined(size, self.device).float(),
                  "right": res.right.combined(size, self.device).float()}

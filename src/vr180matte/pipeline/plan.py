@@ -40,6 +40,10 @@ RESUME_NEUTRAL = (
     "debugging.save_detection_visualization",
     "debugging.save_confidence_maps",
     "debugging.frame_count_validation",
+    "cluster.address",  # where chunks run never changes them (chunk-parallel output is the same on any worker)
+    "cluster.gpus_per_task",
+    "cluster.cpus_per_task",
+    "cluster.max_retries",
 )
 VIDEO_SUFFIXES = (".mov", ".mp4", ".m4v", ".mkv")
 

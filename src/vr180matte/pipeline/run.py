@@ -90,6 +90,10 @@ def run(
     if isinstance(config, Config) and overrides:
         cfg = load_config(None, overrides, base=config._flat)
     src, out, out_file = _resolve_paths(input_path, cfg, out_dir)
+    if cfg.processing.chunk_parallel:  # independent chunks, on Ray workers when connected (pipeline/chunk_parallel.py)
+        from .chunk_parallel import run_chunk_parallel
+
+        return run_chunk_parallel(src, cfg, out, out_file, quiet)
     t_start = time.perf_counter()
     timer = StageTimer()
     with timer("probe"):
@@ -139,7 +143,8 @@ def run(
     return RunResult(stats, stats_path, list(plan.output.paths.values()))
 
 
-def _finalize(cfg: Config, plan: RunPlan, work: WorkDir, timer: StageTimer) -> tuple[dict, dict | None]:
+def _finalize(cfg: Config, plan: RunPlan, work: WorkDir, timer: StageTimer,
+              segments: Callable[[Any], list[Path]] | None = None) -> tuple[dict, dict | None]:
     """Join each output's segments (stream copy), copy audio, write VR180 metadata, verify."""
     from ..io.finalize import join_segments, output_spherical, verify_output
 
@@ -148,13 +153,14 @@ def _finalize(cfg: Config, plan: RunPlan, work: WorkDir, timer: StageTimer) -> t
     verification, meta = {}, None
     with timer("finalize"):
         for eye, output in plan.output.paths.items():
-            segments = [work.segment_path(c.index, plan.output.codec.suffix, eye) for c in plan.chunks]
+            parts = segments(eye) if segments else [work.segment_path(c.index, plan.output.codec.suffix, eye)
+                                                    for c in plan.chunks]
             meta = output_spherical(info, cfg.output.write_vr180_metadata, maintain_sbs=eye is None)
             if plan.output.format == "passthrough" and cfg.output.write_vr180_metadata != "never":
                 from ..matte.fisheye import PASSTHROUGH_SPHERICAL
 
                 meta = dict(PASSTHROUGH_SPHERICAL)  # stereo only: the projection is the filename tag's
-            join_segments(segments, output, plan.input, copy_audio, info.time_base, spherical=meta)
+            join_segments(parts, output, plan.input, copy_audio, info.time_base, spherical=meta)
             if meta is not None and output.is_dir():  # PNG sequence: no container, so a sidecar says it
                 atomic_write_json(output / "vr180.json", {**meta, "premultiplied": cfg.refine.premultiplied})
             verification[eye or "sbs"] = verify_output(output, info.frame_count, info.duration_s)

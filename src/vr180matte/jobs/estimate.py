@@ -1,0 +1,247 @@
+"""``vr180matte estimate``: expected wall time and cost of a job, before renting the GPUs for it.
+
+Two sources of throughput, and the output says which one it used:
+
+* **measured** (default): a probe run of the real pipeline, with the user's config, on the first ``--frames``
+  frames of the input, on this machine. Its wall time splits into a fixed part (probe, model loading, joining,
+  verifying: everything outside the chunk loop) and seconds per processed frame (the chunk loop); the estimate is
+  ``fixed + per_frame * frames the full run processes`` (chunk overlaps are processed twice, so they count).
+* **table** (``--gpu NAME``): the per-GPU figures in :data:`GPU_TABLE`. Each row says whether it was measured or
+  estimated; every row shipped today is an **estimate** (no GPU was available where this was written): see
+  ``docs/cluster.md`` for how they were derived and ``benchmarks/det_sam2_throughput.py`` to measure your own.
+
+Cost = wall hours x ``--price`` (USD per GPU-hour; a table row carries a typical price used when none is given).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+from ..config import Config, load_config
+
+log = logging.getLogger(__name__)
+
+_REF_PIXELS = 6144 * 3072  # the table's figures are for full-size 6K VR180 SBS frames
+
+
+@dataclass(frozen=True)
+class GpuFigure:
+    """End-to-end throughput of one GPU class on 6144x3072 SBS, det-sam2 (hiera-tiny), scale 0.5, ProRes 4444."""
+
+    fps: float
+    usd_per_hour: float  # typical on-demand price, for a default cost; --price overrides it
+    source: str  # "measured" (benchmarks/…, date) or "estimated" (how)
+
+
+# Estimated, not measured (no GPU here). Basis: SAM2.1 hiera-tiny runs ~90 single-object frames/s at 1024 px on an
+# A100 (SAM2 paper); two eyes and the YOLO pass leave ~30 frames/s of segmentation, so for 6K alpha output the host
+# CPU's ProRes 4444 encode (~0.3 fps per core measured here, ~16-32 vCPUs on a rented GPU box) is the bottleneck,
+# hence the close figures. Prices: typical community-cloud on-demand rates in late 2026; pass --price for yours.
+GPU_TABLE: dict[str, GpuFigure] = {
+    "rtx3080": GpuFigure(2.5, 0.20, "estimated"),
+    "rtx4090": GpuFigure(4.0, 0.40, "estimated"),
+    "a40": GpuFigure(3.5, 0.40, "estimated"),
+    "l40s": GpuFigure(4.5, 0.90, "estimated"),
+    "a100": GpuFigure(4.5, 1.40, "estimated"),
+    "h100": GpuFigure(5.0, 2.40, "estimated"),
+    "h200": GpuFigure(5.0, 3.50, "estimated"),
+}
+
+
+@dataclass
+class Estimate:
+    input: str
+    frames: int
+    duration_s: float
+    frames_processed: int  # including chunk overlaps, which are processed twice
+    source: str  # measured | estimated
+    basis: str  # what the figure comes from, in words
+    fixed_s: float
+    s_per_frame: float
+    wall_s: float
+    usd_per_hour: float | None
+    cost_usd: float | None
+    cost_per_30s_clip_usd: float | None
+    probe: dict | None = None  # the probe run's own figures (measured mode)
+
+    def text(self) -> str:
+        m, s = divmod(round(self.wall_s), 60)
+        h, m = divmod(m, 60)
+        wall = f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+        lines = [
+            f"{Path(self.input).name}: {self.frames} frames ({self.duration_s:.1f} s), "
+            f"{self.frames_processed} processed with chunk overlaps",
+            f"  throughput: {1 / self.s_per_frame:.3f} fps ({self.source}: {self.basis})",
+            f"  wall time:  {wall} ({self.wall_s:.1f} s = {self.fixed_s:.1f} s fixed + {self.s_per_frame:.3f} s/frame"
+            f" x {self.frames_processed})",
+        ]
+        if self.cost_usd is not None:
+            lines.append(f"  cost:       ${self.cost_usd:.3f} at ${self.usd_per_hour:.2f}/h; "
+                         f"${self.cost_per_30s_clip_usd:.3f} per 30-second clip")
+        else:
+            lines.append("  cost:       give --price USD_PER_HOUR for a cost")
+        return "\n".join(lines)
+
+
+def processed_frames(cfg: Config, frame_count: int, eye_w: int, eye_h: int) -> int:
+    """Frames the full run pushes through the engine: every frame once, plus every chunk's leading overlap."""
+    from ..runtime.chunks import plan_chunks
+
+    chunk_size = cfg.processing.chunk_size
+    if chunk_size == "auto":
+        from ..runtime.device import auto_chunk_size, resolve_device
+
+        chunk_size = auto_chunk_size(eye_w, eye_h, float(cfg.processing.scale_factor),
+                                     resolve_device(cfg.hardware.device), cfg.hardware.max_vram_gb,
+                                     cfg.processing.max_memory_gb)
+    chunks = plan_chunks(frame_count, int(chunk_size), int(cfg.processing.overlap_frames))
+    return sum(c.process_end - c.process_start for c in chunks)
+
+
+def _head_clip(src: Path, dst: Path, frames: int) -> int:
+    """The first ``frames`` frames of ``src`` as a near-lossless H.264 file (no audio); returns frames written."""
+    import av
+
+    n = 0
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        rate = vin.average_rate or vin.guessed_rate or Fraction(30)
+        vout = out.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+        vout.options = {"crf": "10", "preset": "ultrafast"}  # quality close to the source, encoded quickly
+        for frame in inp.decode(vin):
+            # A fresh frame without the source's timestamps: the encoder times it evenly (the probe measures
+            # compute, not timing).
+            fresh = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            for packet in vout.encode(fresh):
+                out.mux(packet)
+            n += 1
+            if n >= frames:
+                break
+        for packet in vout.encode():
+            out.mux(packet)
+    return n
+
+
+def _cost(wall_s: float, price: float | None, frames: int, fps: float, s_per_frame: float, fixed_s: float):
+    if price is None:
+        return None, None
+    per_clip_s = fixed_s + s_per_frame * 30.0 * fps  # a 30-second clip of the same kind (overlap ignored)
+    return round(wall_s / 3600 * price, 4), round(per_clip_s / 3600 * price, 4)
+
+
+def estimate(
+    input_path: str | Path,
+    config: Config | str | Path | None = None,
+    overrides: Sequence[str] = (),
+    gpu: str | None = None,
+    price: float | None = None,
+    probe_frames: int = 24,
+    startup_s: float = 0.0,
+) -> Estimate:
+    """Expected wall time (and cost) of ``vr180matte run`` on ``input_path`` with ``config``.
+
+    ``startup_s``: interpreter start-up and imports, measured by the CLI in its own process and added to the
+    fixed part (a ``vr180matte run`` pays it too).
+    """
+    from ..io.errors import InputError
+    from ..io.probe import probe, resolve_layout
+
+    from ..config import ConfigError
+
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    if price is not None and not (price >= 0 and math.isfinite(price)):
+        raise ConfigError(f"--price {price}: give the machine's price in USD per hour, e.g. 2.4")
+    src = Path(input_path)
+    if not src.is_file():
+        raise InputError(f"input not found: {src}")
+    info = probe(src)
+    if info.frame_count <= 0:
+        raise InputError(f"{src.name}: the video stream has no frames")
+    layout = resolve_layout(info, cfg.input.layout) if cfg.input.layout != "mono" else "sbs"
+    eye_w, eye_h = (info.width // 2, info.height) if layout in ("sbs", "sbs_rl") else (info.width, info.height // 2)
+    total = processed_frames(cfg, info.frame_count, eye_w, eye_h)
+    fps = float(info.fps)
+
+    if gpu is not None:
+        key = gpu.lower().replace(" ", "").replace("-", "").replace("nvidia", "").replace("geforce", "")
+        if key not in GPU_TABLE:
+            raise ConfigError(f"unknown GPU '{gpu}': the table has {', '.join(GPU_TABLE)} (or omit --gpu to measure "
+                              "this machine)")
+        row = GPU_TABLE[key]
+        # Per-frame work scales with the source pixels (refine, composite and encode run at full resolution).
+        s_per_frame = (1.0 / row.fps) * (info.width * info.height) / _REF_PIXELS
+        fixed = 20.0  # model load + probe + join on a cloud box; also an estimate
+        wall = fixed + s_per_frame * total
+        use_price = price if price is not None else row.usd_per_hour
+        cost, per_clip = _cost(wall, use_price, info.frame_count, fps, s_per_frame, fixed)
+        return Estimate(str(src), info.frame_count, round(info.duration_s, 3), total, row.source,
+                        f"GPU table row '{key}' ({row.fps} fps at 6144x3072, scaled to {info.width}x{info.height})",
+                        fixed, round(s_per_frame, 5), round(wall, 1), use_price, cost, per_clip)
+
+    from ..pipeline import run
+
+    n = max(2, min(int(probe_frames), info.frame_count))
+    tmp = Path(tempfile.mkdtemp(prefix="vr180matte-estimate-"))
+    try:
+        head = tmp / f"{src.stem}.probe.mp4"
+        n = _head_clip(src, head, n)
+        # Same config, but the probe writes nothing the user sees and keeps the input's stereo layout (the
+        # re-encoded head carries no stereo metadata).
+        probe_cfg = load_config(None, [f"input.layout={layout}", "performance.preserve_intermediates=false"],
+                                base=cfg._flat)
+        t0 = time.perf_counter()
+        result = run(head, probe_cfg, tmp / "out", quiet=True)
+        probe_s = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    chunk_s = sum(c["seconds"] for c in result.stats["chunks"])
+    chunk_frames = sum(c.get("process_end", c["end"]) - c.get("process_start", c["start"])
+                       for c in result.stats["chunks"])
+    s_per_frame = chunk_s / max(1, chunk_frames)
+    fixed = max(0.0, probe_s - chunk_s) + startup_s
+    wall = fixed + s_per_frame * total
+    cost, per_clip = _cost(wall, price, info.frame_count, fps, s_per_frame, fixed)
+    return Estimate(
+        str(src), info.frame_count, round(info.duration_s, 3), total, "measured",
+        f"{n}-frame probe run on this machine ({result.stats['engine']} engine, {result.stats['device']})",
+        round(fixed, 3), round(s_per_frame, 5), round(wall, 1), price, cost, per_clip,
+        probe={"frames": n, "seconds": round(probe_s, 3), "chunk_seconds": round(chunk_s, 3),
+               "startup_seconds": round(startup_s, 3), "engine": result.stats["engine"],
+               "device": result.stats["device"]},
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``estimate`` subcommand's arguments (the CLI calls this)."""
+    p.add_argument("input", help="input video")
+    p.add_argument("-c", "--config", help="YAML or TOML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--gpu", default=None, help=f"use the project's figures for a GPU: {', '.join(GPU_TABLE)} "
+                   "(default: measure a probe run on this machine)")
+    p.add_argument("--price", type=float, default=None, metavar="USD_PER_HOUR", help="price of the machine per hour")
+    p.add_argument("--frames", type=int, default=24, help="frames in the probe run (default 24)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def estimate_command(args: argparse.Namespace) -> int:
+    import psutil
+
+    # What this process took to start and import (torch, ...): a `vr180matte run` pays the same.
+    startup = max(0.0, time.time() - psutil.Process().create_time())
+    est = estimate(args.input, args.config, args.overrides, gpu=args.gpu, price=args.price, probe_frames=args.frames,
+                   startup_s=startup)
+    print(json.dumps(asdict(est), indent=2) if args.json else est.text())
+    return 0
+
+
+__all__ = ["GPU_TABLE", "Estimate", "GpuFigure", "estimate", "estimate_command", "add_arguments", "processed_frames"]
