@@ -235,3 +235,13 @@ def test_hardware_encoder_falls_back_to_the_cpu(tmp_path, caplog):
     assert any("hevc_nvenc unavailable" in r.getMessage() for r in caplog.records)
     with av.open(str(path)) as c:
         assert c.streams.video[0].codec_context.name == "hevc" and c.streams.video[0].frames in (0, 1)
+
+
+def test_png_from_16bit_is_16bit(tmp_path):
+    rgb = _gradient16(32, 300)
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 40000, np.uint16)], -1)
+    folder = tmp_path / "png16"
+    with SegmentWriter(folder, "png", 300, 32, TB, Fraction(30), bit_depth=10) as w:
+        w.write(rgba, 0, 7)
+    back = cv2.cvtColor(cv2.imread(str(folder / "000007.png"), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+    assert back.dtype == np.uint16 and np.array_equal(back, rgba)
