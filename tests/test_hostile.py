@@ -15,6 +15,8 @@ import pytest
 
 from synth import gradient_sbs, tone, write_video
 
+sys.path.insert(0, str(Path(__file__).parent / "io"))  # test_rotation helpers
+
 EXE = [sys.executable, "-m", "vr180matte"]
 FAST = ["--set", "matting.engine=passthrough", "--set", "hardware.device=cpu", "--quiet"]
 
@@ -77,3 +79,102 @@ def test_a_full_disk_is_its_own_error_and_says_how_much_space_is_needed(clip, tm
     assert "disk full" in line and "free" in line and "No space left" not in line
     if where == "joining":
         assert "needed" in line, line
+
+
+# ------------------------------------------------------------------ one run per output
+
+
+def test_a_second_run_into_the_same_output_is_refused_naming_the_first(tmp_path):
+    import os
+    import signal
+    import socket
+    import time
+
+    src = write_video(tmp_path / "busy.mp4", lambda i: gradient_sbs(i, 256, 128), n=240)
+    out = tmp_path / "out"
+    slow = [*FAST, "--set", "processing.chunk_size=6", "--set", "processing.overlap_frames=0"]
+    first = subprocess.Popen([*EXE, "run", str(src), "-o", str(out), *slow], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / ".vr180matte" / "busy" / "manifest.json").exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.02)
+        second = cli("run", src, "-o", out, *slow)
+        assert second.returncode == 8, second.stderr
+        line = one_line_error(second)
+        assert f"pid {first.pid} on {socket.gethostname()}" in line and "busy" in line
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err  # the first run was not disturbed
+    finally:
+        if first.poll() is None:
+            os.kill(first.pid, signal.SIGKILL)
+    stats = json.loads((out / "busy.stats.json").read_text())
+    assert stats["frames_out"] == 240
+    assert not (out / ".vr180matte").exists()  # lock and work folder gone after success
+
+
+# ------------------------------------------------------------------ rejected runs leave nothing behind
+
+
+def test_a_run_refused_after_planning_leaves_no_output_folder_or_manifest(clip, tmp_path):
+    out = tmp_path / "never"
+    models = tmp_path / "no-models"
+    p = cli("run", clip, "-o", out, "--set", "matting.engine=det-sam2", "--set", f"models.dir={models}",
+            "--set", "hardware.device=cpu", "--quiet")
+    assert p.returncode == 3, p.stderr
+    one_line_error(p)
+    assert not out.exists(), sorted(str(x) for x in out.rglob("*"))
+
+
+def test_a_refused_run_into_an_existing_folder_leaves_it_as_it_was(clip, tmp_path):
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    p = cli("run", clip, "-o", out, "--set", "matting.engine=det-sam2", "--set", f"models.dir={tmp_path / 'none'}",
+            "--set", "hardware.device=cpu", "--quiet")
+    assert p.returncode == 3, p.stderr
+    assert sorted(x.name for x in out.iterdir()) == ["mine.txt"]
+
+
+# ------------------------------------------------------------------ sizes refused before decoding
+
+
+def test_frames_too_big_for_the_memory_budget_are_refused_before_decoding(tmp_path):
+    import time
+
+    big = write_video(tmp_path / "big.mp4", lambda i: gradient_sbs(i, 4096, 2048), n=2)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    p = cli("run", big, "-o", out, *FAST, "--set", "processing.max_memory_gb=0.5")
+    assert p.returncode == 4, p.stderr
+    line = one_line_error(p)
+    assert "4096x2048" in line and "read_ahead" in line
+    assert not out.exists()
+    assert time.monotonic() - t0 < 60
+
+
+# ------------------------------------------------------------------ display-matrix rotation
+
+
+def test_a_rotated_input_is_matted_upright_and_stats_say_so(tmp_path):
+    import av
+    import numpy as np
+
+    from test_rotation import upright_sbs, write_rotated  # tests/io/test_rotation.py
+
+    frames = [upright_sbs(i, 256, 128) for i in range(6)]
+    src = write_rotated(tmp_path / "phone.mp4", frames, 90)
+    out = tmp_path / "out"
+    p = cli("run", src, "-o", out, *FAST, "--set", "output.format=greenscreen", "--set", "output.crf=0")
+    assert p.returncode == 0, p.stderr
+    stats = json.loads((out / "phone.stats.json").read_text())
+    assert stats["rotation"]["input_deg"] == 90 and "upright" in stats["rotation"]["applied"]
+    with av.open(str(out / stats["outputs"][0])) as c:
+        frame = next(c.decode(video=0))
+        assert frame.rotation == 0  # no display matrix: the pixels themselves are upright
+        got = frame.to_ndarray(format="rgb24")
+    assert got.shape == frames[0].shape  # 256x128 as displayed, not 128x256 as stored
+    # passthrough alpha is 1 everywhere, so the greenscreen picture is the input as a player shows it
+    assert np.abs(got.astype(int) - frames[0]).mean() < 6
+    assert got[:12, :16, 0].mean() > 200 and got[-12:, -16:, 2].mean() > 200  # the corners are where they belong

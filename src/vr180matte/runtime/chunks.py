@@ -166,6 +166,22 @@ class WorkDir:
     def read_done(self, k: int) -> dict:
         return json.loads(self.done_marker(k).read_text())
 
+    def discard_if_unstarted(self, n_chunks: int, out_created: bool = False) -> bool:
+        """After a failed or refused run: remove the work folder when no chunk finished (nothing to resume), and
+        the output folder too when this run created it and it is empty. Returns whether anything was removed."""
+        if self.root.exists() and self.done_count(n_chunks) > 0:
+            return False
+        self.remove()
+        out = self.out_dir
+        if out_created and out.is_dir():
+            leftovers = [p for p in out.iterdir() if p.name != ".vr180matte"]
+            hidden = out / ".vr180matte"
+            if not leftovers and (not hidden.exists() or not any(hidden.iterdir())):
+                if hidden.exists():
+                    hidden.rmdir()
+                out.rmdir()
+        return True
+
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
         parent = self.root.parent
