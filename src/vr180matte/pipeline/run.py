@@ -16,9 +16,10 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..config import Config, load_config
-from ..errors import InputError, OutputError, VerificationError
+from ..errors import InputError, LockedError, OutputError, VerificationError
 from ..runtime.chunks import WorkDir, atomic_write_json, fingerprint
 from ..runtime.device import peak_vram_mb
+from ..runtime.limits import check_sizes
 from ..runtime.profile import MemorySampler, StageTimer
 from .chunk_runner import ChunkRunner
 from .frame_matter import make_frame_matter
@@ -98,8 +99,22 @@ def run(
     timer = StageTimer()
     with timer("probe"):
         plan = make_plan(src, cfg, out, out_file)  # every input/config check, before a model loads or a file is written
+        check_sizes(plan, cfg)  # frames the encoder or memory cannot take are refused before decoding
+    out_created = not out.exists()
     _check_writable(out)
     work = WorkDir(out, plan.stem)
+    try:
+        with work.lock():  # one run per output: a second one is refused, naming this one (runtime/lock.py)
+            return _run_locked(cfg, plan, work, src, out, quiet, engine, timer, t_start)
+    except LockedError:
+        raise  # the work folder is the other run's
+    except BaseException:
+        work.discard_if_unstarted(len(plan.chunks), out_created)  # a refused run leaves no folder or manifest
+        raise
+
+
+def _run_locked(cfg: Config, plan: RunPlan, work: WorkDir, src: Path, out: Path, quiet: bool, engine: Any,
+                timer: StageTimer, t_start: float) -> RunResult:
     first = work.prepare(fingerprint(src), plan.digest, list(plan.chunks))
 
     report = None
