@@ -178,3 +178,54 @@ def test_a_rotated_input_is_matted_upright_and_stats_say_so(tmp_path):
     # passthrough alpha is 1 everywhere, so the greenscreen picture is the input as a player shows it
     assert np.abs(got.astype(int) - frames[0]).mean() < 6
     assert got[:12, :16, 0].mean() > 200 and got[-12:, -16:, 2].mean() > 200  # the corners are where they belong
+
+
+# ------------------------------------------------------------------ subtitle and timecode tracks
+
+
+def _with_extra_tracks(path: Path, timecode: str | None = None, subtitle: bool = False) -> Path:
+    """An SBS clip with a start timecode (MOV: a tmcd track) and/or a subtitle track (MKV: SubRip)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 256, 128, "yuv420p"
+        if timecode:
+            s.metadata["timecode"] = timecode
+        sub = out.add_mux_stream("subrip") if subtitle else None
+        for i in range(6):
+            for p in s.encode(av.VideoFrame.from_ndarray(gradient_sbs(i, 256, 128), format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+        if sub is not None:
+            pk = av.Packet(b"a line of dialogue")
+            pk.stream, pk.pts, pk.dts, pk.duration, pk.time_base = sub, 0, 0, 200, Fraction(1, 1000)
+            out.mux(pk)
+    return path
+
+
+def test_a_timecode_track_is_carried_to_the_output(tmp_path):
+    import av
+
+    src = _with_extra_tracks(tmp_path / "tc.mov", timecode="01:02:03:04")
+    assert json.loads(cli("probe", src, "--json").stdout)["timecode"] == "01:02:03:04"
+    out = tmp_path / "out"
+    p = cli("run", src, "-o", out, *FAST)
+    assert p.returncode == 0, p.stderr
+    stats = json.loads((out / "tc.stats.json").read_text())
+    assert stats["streams"]["timecode_carried"] and stats["streams"]["dropped"] == []
+    with av.open(str(out / stats["outputs"][0])) as c:
+        assert [s.metadata.get("timecode") for s in c.streams if s.type == "data"] == ["01:02:03:04"]
+
+
+def test_a_subtitle_track_is_dropped_with_a_warning_and_said_in_stats(tmp_path):
+    src = _with_extra_tracks(tmp_path / "subs.mkv", subtitle=True)
+    out = tmp_path / "out"
+    p = cli("run", src, "-o", out, *FAST)
+    assert p.returncode == 0, p.stderr
+    assert "subtitle (srt) not carried" in p.stderr
+    stats = json.loads((out / "subs.stats.json").read_text())
+    assert [s["type"] for s in stats["streams"]["dropped"]] == ["subtitle"]

@@ -166,6 +166,25 @@ def _audio_packets(source: Path, stream_map: dict) -> Iterator[tuple[Fraction, i
             yield (key, 1, pkt)
 
 
+def _source_timecode(source: Path) -> str | None:
+    """The source's start timecode (from its video stream or a tmcd track); warns about streams not carried."""
+    try:
+        from vr180matte.io.probe import _other_streams
+
+        with av.open(str(source), "r") as c:
+            videos = [s for s in c.streams.video]
+            if not videos:
+                return None
+            other, timecode = _other_streams(c, videos[0])
+    except (av.error.FFmpegError, OSError):
+        return None
+    dropped = [f"{s['type']} ({s['codec'] or 'unknown'})" for s in other if s["type"] != "timecode"]
+    if dropped:
+        log.warning("%s: %s not carried to the output (only video, audio and timecode are); see stats.json streams",
+                    source.name, ", ".join(dropped))
+    return timecode
+
+
 def _rescale(value: int | None, src: Fraction, dst: Fraction) -> int:
     if value is None:
         return 0
@@ -188,6 +207,12 @@ def _join_av(segments: list[Path], tmp: Path, source: Path | None, copy_audio: b
             vout = out.add_stream_from_template(template)
             vout.time_base = time_base
             extradata = template.codec_context.extradata
+            rate = template.average_rate or template.guessed_rate
+        timecode = _source_timecode(source) if source is not None else None
+        if timecode:  # the mov/mp4 muxer writes a tmcd track from it: the source's timecode is carried
+            vout.metadata["timecode"] = timecode
+            if rate:  # the muxer counts timecode frames at this rate, which a template does not copy
+                vout.codec_context.framerate = rate
         for seg in segments[1:]:  # a stream copy needs one decoder configuration for every segment
             with av.open(str(seg), "r") as c:
                 if c.streams.video[0].codec_context.extradata != extradata:

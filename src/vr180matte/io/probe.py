@@ -67,6 +67,11 @@ class VideoInfo:
     #: display-matrix rotation (degrees counter-clockwise, 0/90/180/270); ``width``/``height`` are as displayed and
     #: the reader turns every frame upright (io/rotation.py)
     rotation: int = 0
+    #: streams that are neither the video nor audio (subtitles, timecode/data tracks, attachments):
+    #: ``{"index", "type", "codec"}`` each; the output carries the timecode, the rest is dropped (said in stats.json)
+    other_streams: list = field(default_factory=list)
+    #: SMPTE start timecode ("01:00:00:00") from the video stream or a tmcd track, None without one
+    timecode: str | None = None
 
     def to_json(self) -> dict:
         """A JSON-serialisable dict (fractions as "num/den" strings, exact)."""
@@ -90,6 +95,8 @@ class VideoInfo:
             "eye_width": self.eye_width,
             "eye_height": self.eye_height,
             "rotation": self.rotation,
+            "other_streams": list(self.other_streams),
+            "timecode": self.timecode,
         }
 
 
@@ -199,6 +206,38 @@ def _declared_duration(container: av.container.InputContainer, vs) -> float | No
     if container.duration and not container.streams.audio:
         return float(container.duration) / av.time_base
     return None
+
+
+def _other_streams(container: av.container.InputContainer, vs) -> tuple[list[dict], str | None]:
+    """Streams besides the processed video and the audio, and the start timecode if any stream states one."""
+    other: list[dict] = []
+    timecode = (vs.metadata or {}).get("timecode")
+    for s in container.streams:
+        if s.index == vs.index or s.type == "audio":
+            continue
+        if s.type == "video" and _is_still(s):
+            kind, codec = "cover art", s.codec_context.name if s.codec_context else None
+        else:
+            kind = s.type
+            codec = s.codec_context.name if s.codec_context is not None else None
+        tag = (s.metadata or {}).get("timecode")
+        if tag and not timecode:
+            timecode = tag
+        if kind == "data" and (tag or "timecode" in str((s.metadata or {}).get("handler_name", "")).lower()):
+            kind, codec = "timecode", "tmcd"
+        other.append({"index": int(s.index), "type": kind, "codec": codec})
+    return other, timecode
+
+
+def streams_report(info: VideoInfo, container_output: bool = True) -> dict:
+    """The ``streams`` block of stats.json: what besides video and audio was in the input and what became of it.
+
+    The timecode is carried into MOV/MP4 outputs (a tmcd track); PNG sequences have no place for it.
+    """
+    keep = container_output and bool(info.timecode)
+    carried = [s for s in info.other_streams if s["type"] == "timecode" and keep]
+    dropped = [s for s in info.other_streams if s not in carried]
+    return {"timecode": info.timecode, "timecode_carried": keep, "carried": carried, "dropped": dropped}
 
 
 def _check_declared_duration(
@@ -319,6 +358,7 @@ def probe(path: str | Path, scan_packets: bool = True) -> VideoInfo:
         codec = cc.name
         color = {k: int(getattr(cc, k) or 0) for k in ("colorspace", "color_primaries", "color_trc", "color_range")}
         rotation = probe_rotation(container, vs, str(p)) if scan_packets else 0
+        other, timecode = _other_streams(container, vs)
         width, height = displayed_size(width, height, rotation)
     layout, projection, fov = read_stereo_metadata(p)
     ew, eh = eye_size(width, height, layout)
@@ -344,6 +384,8 @@ def probe(path: str | Path, scan_packets: bool = True) -> VideoInfo:
         stream_index=stream_index,
         color=color,
         rotation=rotation,
+        other_streams=other,
+        timecode=timecode,
     )
     log.debug("probed %s: %s", p, info.to_json())
     return info

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from ..config import Config
+from ..io.probe import streams_report
 from ..io.rotation import rotation_report
 from ..runtime.profile import MemorySampler, StageTimer
 from .plan import RunPlan
@@ -43,6 +44,7 @@ def run_stats(cfg: Config, plan: RunPlan, runner, matter, engine, timer: StageTi
         "oom_retries": runner.oom_retries,
         "layout": {"layout": geo.layout.name, "source": plan.layout_source, "squeezed": geo.squeezed},
         "rotation": rotation_report(info.rotation),
+        "streams": streams_report(info, plan.output.codec.container is not None),
         "processing_size": [geo.proc_w, geo.proc_h],
         "scale_factor": geo.scale,
         "vr180_metadata": spherical,
