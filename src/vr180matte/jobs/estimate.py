@@ -188,8 +188,10 @@ def estimate(
                         f"GPU table row '{key}' ({row.fps} fps at 6144x3072, scaled to {info.width}x{info.height})",
                         fixed, round(s_per_frame, 5), round(wall, 1), use_price, cost, per_clip)
 
-    from ..pipeline import run
+    t_import = time.perf_counter()
+    from ..pipeline import run  # a `vr180matte run` pays this import too (torch, the engines): part of the fixed cost
 
+    startup_s += time.perf_counter() - t_import
     n = max(2, min(int(probe_frames), info.frame_count))
     tmp = Path(tempfile.mkdtemp(prefix="vr180matte-estimate-"))
     try:
