@@ -229,3 +229,41 @@ def test_a_subtitle_track_is_dropped_with_a_warning_and_said_in_stats(tmp_path):
     assert "subtitle (srt) not carried" in p.stderr
     stats = json.loads((out / "subs.stats.json").read_text())
     assert [s["type"] for s in stats["streams"]["dropped"]] == ["subtitle"]
+
+
+# ------------------------------------------------------------------ CJK file names
+
+
+def test_a_cjk_file_name_prints_no_font_warnings(clip, tmp_path):
+    src = tmp_path / "雪山滑雪_스키.mp4"
+    src.write_bytes(clip.read_bytes())
+    out = tmp_path / "out"
+    p = cli("run", src, "-o", out, *FAST, "--set", "performance.profile_enabled=true")
+    assert p.returncode == 0, p.stderr
+    assert (out / "雪山滑雪_스키.report.png").stat().st_size > 0
+    assert "Glyph" not in p.stderr and "missing from" not in p.stderr and "font" not in p.stderr.lower(), p.stderr
+
+
+# ------------------------------------------------------------------ SIGTERM to a single run
+
+
+def test_sigterm_to_a_run_keeps_finished_chunks_and_exits_143_with_one_line(tmp_path):
+    import signal
+    import time
+
+    src = write_video(tmp_path / "term.mp4", lambda i: gradient_sbs(i, 256, 128), n=360)
+    out = tmp_path / "out"
+    slow = [*FAST, "--set", "processing.chunk_size=6", "--set", "processing.overlap_frames=0"]
+    proc = subprocess.Popen([*EXE, "run", str(src), "-o", str(out), *slow], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    work = out / ".vr180matte" / "term"
+    deadline = time.monotonic() + 120
+    while not (work / "chunk_00001.done.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    line = one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", err))
+    assert "SIGTERM" in line and "run the same command again to resume" in line
+    assert (work / "chunk_00001.done.json").exists() and not (out / "term.alpha.mov").exists()
