@@ -199,3 +199,47 @@ def test_bounded_memory_at_3072():
     assert out["shape"] == [3072, 3072] and out["inside"] == 1.0 and out["outside"] == 0.0
     frame_mb = 3072 * 3072 * 4 / 2**20
     assert out["delta_mb"] < 2 * frame_mb, out
+
+
+def _small_person_in_big_frame(n=1536):
+    """A DAVIS runner pasted into one corner of a large noisy frame: most of the frame is far from any edge."""
+    rgb, gt = _davis(40)
+    h, w = gt.shape
+    rng = np.random.default_rng(3)
+    big = rng.integers(0, 255, (n, n, 3)).astype(np.uint8)
+    big_gt = np.zeros((n, n), np.float32)
+    big[100 : 100 + h, 200 : 200 + w] = rgb
+    big_gt[100 : 100 + h, 200 : 200 + w] = gt
+    return big, big_gt
+
+
+@pytest.mark.parametrize("kw", [{}, {"erode_px": 2, "feather_px": 3}, {"method": "bilinear"}])
+def test_uniform_tiles_are_filled_not_filtered(kw):
+    """Tiles away from the edge band are filled with their exact 0/1: the output equals filtering every tile,
+    and for a person covering a small part of the frame only a small share of the tiles is filtered."""
+    rgb, gt = _small_person_in_big_frame()
+    p, g = _coarse(gt, 0.25), torch.from_numpy(rgb)
+    ref = Refiner(**kw)
+    fast = ref(p, g)
+    stats = dict(ref.last_stats)
+    ref.skip_uniform = False
+    full = ref(p, g)
+    assert torch.equal(fast, full)
+    assert ref.last_stats["tiles_refined"] == ref.last_stats["tiles"] == 36
+    assert 0 < stats["tiles_refined"] <= 12, stats  # the runner's edge touches a few 256-px tiles
+    assert float(fast[1200:, 1200:].abs().max()) == 0.0  # far background: exact 0
+
+
+def test_both_eyes_in_one_batch_equal_per_eye():
+    (l_rgb, l_gt), (r_rgb, r_gt) = _davis(5), _davis(60)
+    ref = Refiner(erode_px=1)
+    probs = torch.stack([_coarse(l_gt, 0.25), _coarse(r_gt, 0.25)])
+    guides = torch.stack([torch.from_numpy(l_rgb), torch.from_numpy(r_rgb)])
+    both = ref.refine_batch(probs, guides)
+    assert both.shape == (2, *l_gt.shape)
+    for i in range(2):
+        one = ref(probs[i], guides[i])
+        assert float((both[i] - one).abs().max()) < 1e-5
+    assert float((both[0] - both[1]).abs().max()) > 0.5  # really two different eyes
+    with pytest.raises(ValueError, match="matching 2 masks"):
+        ref.refine_batch(probs, guides[:1])

@@ -63,3 +63,66 @@ def test_disabled_and_reset():
     sm.step(torch.zeros(n, n), g)
     sm.reset()
     assert torch.equal(sm.step(a, g), a)  # first frame after reset passes through
+
+
+def _flicker_seq(n, device, frames=5):
+    """A still image whose alpha edge flickers by 1 px, plus one frame where a second person appears."""
+    out = []
+    for t in range(frames):
+        a = _disk(n, n / 2, 20 + (1.0 if t % 2 else 0.0))
+        if t == 3:
+            a = torch.maximum(a, _disk(n, n / 2 - 30, 8))
+        out.append(a.to(device))
+    return out
+
+
+def test_both_eyes_in_one_batch_equal_per_eye(device):
+    n = 96
+    left, right = _flicker_seq(n, device), [a.flip(1) for a in _flicker_seq(n, device)]
+    gl, gr = _frame(n, 48).to(device), _frame(n, 40).to(device)
+    per = {"l": TemporalSmoother(strength=1.0), "r": TemporalSmoother(strength=1.0)}
+    both = TemporalSmoother(strength=1.0)
+    for a_l, a_r in zip(left, right):
+        ol, orr = per["l"].step(a_l, gl), per["r"].step(a_r, gr)
+        ob = both.step_batch(torch.stack([a_l, a_r]), torch.stack([gl, gr]))
+        assert float((ob[0] - ol).abs().max()) < 1e-6 and float((ob[1] - orr).abs().max()) < 1e-6
+    assert float((ol - left[-1]).abs().max()) > 0.05  # the smoothing did act on the flicker
+
+
+def test_unchanged_blocks_are_not_touched_and_result_matches_dense(device):
+    """Blending only the blocks where alpha changed equals blending everywhere (the dense formula)."""
+
+    from vr180matte.matte import temporal as T
+
+    n = 1024  # analysis cell 4 px; 192-px blocks -> 36 blocks
+    yy, xx = torch.meshgrid(torch.arange(n).float(), torch.arange(n).float(), indexing="ij")
+    g = torch.from_numpy(np.random.default_rng(2).integers(0, 255, (n, n, 3)).astype(np.uint8)).to(device)
+    a0 = (60.5 - torch.hypot(yy - 150, xx - 150)).clamp(0, 1).to(device)
+    a1 = (61.5 - torch.hypot(yy - 150, xx - 150)).clamp(0, 1).to(device)
+    sm = TemporalSmoother(strength=1.0)
+    sm.step(a0, g)
+    out = sm.step(a1, g)
+    assert 0 < sm.last_stats["blocks_blended"] <= 4 and sm.last_stats["blocks"] == 36
+    # the dense formula (what the smoother computed everywhere before it skipped unchanged blocks)
+    w = T._MAX_WEIGHT * torch.ones(1, 1, n, n, device=device)  # still image: weight is the full strength
+    dense = a1 + w[0, 0] * (a0 - a1)
+    dense[dense < 1 / 512] = 0
+    dense[dense > 1 - 1 / 512] = 1
+    assert float((out - dense).abs().max()) < 1e-5
+    assert torch.equal(out[600:], a1[600:])
+
+
+def test_processing_resolution_guide_decides_like_the_full_frame(device):
+    """The motion decision needs only a small copy of the frame: a quarter-size guide gives the same result."""
+    import torch.nn.functional as F
+
+    n = 256
+    full = [_frame(n, 128).to(device) for _ in range(3)]
+    small = [F.interpolate(f.permute(2, 0, 1)[None].float(), scale_factor=0.25, mode="area")[0]
+             .permute(1, 2, 0).round().to(torch.uint8) for f in full]
+    alphas = [_disk(n, 128, 40 + (t % 2)).to(device) for t in range(3)]
+    s_full, s_small = TemporalSmoother(strength=1.0), TemporalSmoother(strength=1.0)
+    for a, gf, gs in zip(alphas, full, small):
+        of, os_ = s_full.step(a, gf), s_small.step(a, gs)
+    assert float((of - os_).abs().max()) < 0.02
+    assert float((of - alphas[-1]).abs().max()) > 0.1  # smoothing acted
