@@ -174,3 +174,34 @@ def test_rejects_out_of_order_frames_and_bad_prompts(model):
         seg.segment(3, _frames(1)[0])
     with pytest.raises(ValueError, match="box or a mask"):
         seg.add_prompt(2)
+
+
+def test_both_eyes_one_encoder_batch_equal_per_eye(model, monkeypatch):
+    """Two views sharing one model: one image-encoder forward of batch 2 per frame; masks equal running each
+    view on its own (float tolerance of a batched convolution); a view without tracks costs nothing."""
+    from vr180matte.engines.sam2_stream import segment_batch
+
+    left_f, right_f = _frames(4, seed=5), _frames(4, seed=6)
+    boxes = {"l": np.array([4, 6, 30, 40], np.float32), "r": np.array([20, 8, 58, 44], np.float32)}
+    solo = {e: _seg(model, memory_window=3) for e in "lr"}
+    pair = {e: _seg(model, memory_window=3) for e in "lr"}
+    for e in "lr":
+        solo[e].add_prompt(1, box=boxes[e])
+        pair[e].add_prompt(1, box=boxes[e])
+    batches = []
+    real = model.forward_image
+    for i in range(4):
+        ref = {"l": solo["l"].segment(i, left_f[i]), "r": solo["r"].segment(i, right_f[i])}
+        monkeypatch.setattr(model, "forward_image", lambda x: batches.append(x.shape[0]) or real(x))
+        got = segment_batch([pair["l"], pair["r"]], i, [left_f[i], right_f[i]])
+        monkeypatch.setattr(model, "forward_image", real)
+        for k, e in enumerate("lr"):
+            assert set(got[k]) == {1}
+            assert float((got[k][1] - ref[e][1]).abs().max()) < 1e-3, (i, e)
+    assert batches == [2, 2, 2, 2]
+    assert float((got[0][1] - got[1][1]).abs().max()) > 0.01  # two different views really
+    idle = _seg(model)
+    got = segment_batch([pair["l"], idle], 4, [left_f[0], right_f[0]])
+    assert got[1] == {} and set(got[0]) == {1}
+    with pytest.raises(ValueError, match="increasing order"):
+        segment_batch([pair["l"], pair["r"]], 4, [left_f[0], right_f[0]])

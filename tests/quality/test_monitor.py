@@ -45,3 +45,27 @@ def test_stairs_lower_edge_consistency_and_every():
     m1.add_stereo(0, 0.9)
     m1.add_stereo(3, 0.7)
     assert m1.summary()["stereo_alignment"] == 0.8
+
+
+def test_samples_every_kth_frame_at_processing_resolution_and_says_so():
+    """Fed the full-resolution alpha and the processing-size eye, it analyses only sampled frames, at the
+    processing size, and gives the same scores as when fed both at that size."""
+    n, proc = 512, 128
+    g_full = _frame(n)
+    g_proc = torch.nn.functional.interpolate(g_full.permute(2, 0, 1)[None].float(), size=(proc, proc), mode="area")[0]
+    g_proc = g_proc.permute(1, 2, 0).round().to(torch.uint8)
+    m, ref = QualityMonitor(every=4), QualityMonitor(every=4)
+    calls = 0
+    for t in range(9):
+        a = _disk(n, 256, 120 + 8 * (t % 2))
+        if m.wants(t):
+            calls += 1
+            m.update("left", t, a, g_proc)
+            a_small = torch.nn.functional.interpolate(a[None, None], size=(proc, proc), mode="area")[0, 0]
+            ref.update("left", t, a_small, g_proc)
+    s = m.summary()
+    assert calls == 5  # frames 0, 3, 4, 7, 8: each sample and the frame before it
+    assert s["frames"] == 3 and s["sampling"] == {
+        "every": 4, "max_side": 512, "analysis_size": [proc, proc], "eye_frames_analysed": 5}
+    assert s["edge_consistency"] == ref.summary()["edge_consistency"]
+    assert s["temporal_stability"] == ref.summary()["temporal_stability"] < 0.9

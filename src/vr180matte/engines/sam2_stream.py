@@ -171,31 +171,7 @@ class StreamingSam2Segmenter:
 
     def segment(self, frame_idx: int, image: torch.Tensor) -> dict[int, torch.Tensor]:
         """Masks of every live track on this frame: ``{track_id: (H, W) float32 probability}`` on the device."""
-        frame_idx = int(frame_idx)
-        if self._last_frame is not None and frame_idx <= self._last_frame:
-            raise ValueError(f"frames must come in increasing order: got {frame_idx} after {self._last_frame}")
-        if not self._tracks and not self._pending:
-            self._last_frame = frame_idx  # nothing to track: no encoder run, no state
-            return {}
-        origin = frame_idx if self._origin is None else self._origin
-        rel = frame_idx - origin
-        H, W = int(image.shape[0]), int(image.shape[1])
-        with torch.inference_mode(), _autocast(self.device, self.fp16):
-            backbone_out = self.model.forward_image(self.preprocess(image))
-            results = self._run_frame(rel, backbone_out, H, W)
-            tids = list(results)
-            logits = torch.cat([results[t]["pred_masks"] for t in tids], 0).float() if tids else None
-            if logits is not None:
-                probs = torch.sigmoid(F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False))[:, 0]
-        # Commit: only now does the state change (an exception above leaves it untouched).
-        self._origin = origin
-        self._last_frame = frame_idx
-        for tid in tids:
-            self._commit(tid, rel, results[tid])
-        self._pending.clear()
-        if logits is None:
-            return {}
-        return {tid: probs[i] for i, tid in enumerate(tids)}
+        return segment_batch([self], frame_idx, [image])[0]
 
     # ------------------------------------------------------------------ internals
     def _features(self, backbone_out: dict, batch: int):
@@ -335,3 +311,61 @@ class StreamingSam2Segmenter:
         # pointers are only read for frames rel-1 .. rel-(window-1)
         while tr.ptr and next(iter(tr.ptr)) <= rel + 1 - self._ptr_window:
             tr.ptr.popitem(last=False)
+
+
+def _slice_backbone(bb: dict, i: int) -> dict:
+    """Item ``i`` of a batched ``forward_image`` output, as the batch-1 dict ``track_step`` expects."""
+    return {k: ([t[i : i + 1] for t in v] if isinstance(v, (list, tuple)) else v[i : i + 1]) for k, v in bb.items()}
+
+
+def segment_batch(
+    segmenters: list[StreamingSam2Segmenter], frame_idx: int, images: list[torch.Tensor]
+) -> list[dict[int, torch.Tensor]]:
+    """One frame of several views (both eyes) with one image-encoder forward for all of them.
+
+    ``segmenters[i]`` gets ``images[i]``; segmenters that share a model (the usual case: one SAM2 for both eyes)
+    have their frames encoded as one batch (the Hiera encoder is most of SAM2's cost per frame, and a batch of 2
+    keeps a GPU busier than two batches of 1); each view then runs its own memory attention and mask decoder on
+    its slice, with its own tracks and state. Results equal :meth:`StreamingSam2Segmenter.segment` per view
+    (within float tolerance of a batched convolution). State is committed only after every view succeeded.
+    """
+    if len(segmenters) != len(images):
+        raise ValueError(f"segment_batch needs one image per segmenter, got {len(images)} for {len(segmenters)}")
+    frame_idx = int(frame_idx)
+    for seg in segmenters:
+        if seg._last_frame is not None and frame_idx <= seg._last_frame:
+            raise ValueError(f"frames must come in increasing order: got {frame_idx} after {seg._last_frame}")
+    out: list[dict[int, torch.Tensor]] = [{} for _ in segmenters]
+    active = [i for i, seg in enumerate(segmenters) if seg._tracks or seg._pending]  # idle views: no encoder run
+    groups: dict[int, list[int]] = {}
+    for i in active:
+        groups.setdefault(id(segmenters[i].model), []).append(i)
+    staged: list[tuple[int, int, list[int], dict]] = []
+    for members in groups.values():
+        lead = segmenters[members[0]]
+        with torch.inference_mode(), _autocast(lead.device, lead.fp16):
+            x = torch.cat([segmenters[i].preprocess(images[i]) for i in members], 0)
+            backbone = lead.model.forward_image(x)
+            for j, i in enumerate(members):
+                seg, image = segmenters[i], images[i]
+                origin = frame_idx if seg._origin is None else seg._origin
+                rel = frame_idx - origin
+                H, W = int(image.shape[0]), int(image.shape[1])
+                results = seg._run_frame(rel, _slice_backbone(backbone, j), H, W)
+                tids = list(results)
+                if tids:
+                    logits = torch.cat([results[t]["pred_masks"] for t in tids], 0).float()
+                    probs = torch.sigmoid(F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False))[:, 0]
+                    out[i] = {tid: probs[k] for k, tid in enumerate(tids)}
+                staged.append((i, origin, tids, results))
+    # Commit: only now does any state change (an exception above leaves every view untouched).
+    for seg in segmenters:
+        seg._last_frame = frame_idx
+    for i, origin, tids, results in staged:
+        seg = segmenters[i]
+        seg._origin = origin
+        rel = frame_idx - origin
+        for tid in tids:
+            seg._commit(tid, rel, results[tid])
+        seg._pending.clear()
+    return out

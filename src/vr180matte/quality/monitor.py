@@ -1,8 +1,12 @@
 """Online quality assessment during a run: edge consistency, temporal stability, stereo alignment.
 
-Fed one eye-frame at a time by the pipeline; every ``every``-th frame it analyses a copy of alpha and frame
-downscaled to ``max_side`` (so scores are comparable across resolutions and the cost is small). It keeps
-running sums plus, per view, the previous small frame for the temporal score: memory is constant.
+Fed one eye-frame at a time by the pipeline; every ``every``-th frame (``performance.quality_every``) it
+analyses a copy of alpha and frame at the *processing* resolution, capped at ``max_side`` (so scores are
+comparable across resolutions and the cost is small). The guide it is given should be the processing-size eye
+(the full-resolution frame also works, at the cost of shrinking it); the alpha is area-averaged to the guide's
+analysis size. Frames it does not sample cost nothing (:meth:`QualityMonitor.wants` lets the caller skip even
+the call). The summary says how it sampled. It keeps running sums plus, per view, the previous small frame for
+the temporal score: memory is constant.
 """
 from __future__ import annotations
 
@@ -18,13 +22,16 @@ log = logging.getLogger(__name__)
 
 
 def _small(alpha: torch.Tensor, guide: torch.Tensor, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    H, W = alpha.shape
-    f = min(1.0, max_side / max(H, W))
-    size = (max(1, round(H * f)), max(1, round(W * f)))
+    """Alpha and guide at the analysis size: the guide's own size (the processing resolution), capped at
+    ``max_side``. Alpha larger than that (the full-resolution matte) is area-averaged to it."""
+    gh, gw = guide.shape[:2]
+    f = min(1.0, max_side / max(gh, gw))
+    size = (max(1, round(gh * f)), max(1, round(gw * f)))
     a = alpha.detach().float()[None, None]
     g = guide.detach().permute(2, 0, 1)[None].float()
-    if f < 1.0:
-        a = F.interpolate(a, size=size, mode="area")
+    if tuple(a.shape[2:]) != size:
+        a = F.interpolate(a, size=size, mode="area" if a.shape[2] >= size[0] else "bilinear")
+    if tuple(g.shape[2:]) != size:
         g = F.interpolate(g, size=size, mode="area")
     return a[0, 0].cpu().numpy(), g[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
@@ -43,6 +50,12 @@ class QualityMonitor:
         self._stereo = [0.0, 0]
         self._frame_count = 0
         self._last_frame = -1
+        self._analysed = 0  # eye-frames actually analysed (sampled or kept as a temporal pair's first half)
+        self._size: tuple[int, int] | None = None
+
+    def wants(self, frame_idx: int) -> bool:
+        """Whether :meth:`update` does anything for ``frame_idx`` (so a caller can skip preparing its inputs)."""
+        return self.every == 1 or frame_idx % self.every in (0, self.every - 1)
 
     def update(self, view: str, frame_idx: int, alpha: torch.Tensor, guide: torch.Tensor) -> None:
         """Score one eye-frame (sampled every ``every`` frames; the frame after a sample is kept as well so
@@ -52,6 +65,8 @@ class QualityMonitor:
         if not (sample or keep):
             return
         a, g = _small(alpha, guide, self.max_side)
+        self._analysed += 1
+        self._size = a.shape
         if sample:
             s = self._edge.setdefault(view, [0.0, 0])
             s[0] += edge_consistency(a)
@@ -80,7 +95,9 @@ class QualityMonitor:
 
     def summary(self) -> dict:
         """``{"edge_consistency", "temporal_stability", "stereo_alignment" (None without a stereo stage),
-        "frames", "per_view"}``; scores are means in [0, 1], 1 = best."""
+        "frames", "per_view", "sampling"}``; scores are means in [0, 1], 1 = best. ``frames`` counts sampled
+        frames; ``sampling`` says how: ``every`` k-th frame (plus the frame before it, for the temporal score),
+        at ``analysis_size`` (height, width; the processing resolution capped at ``max_side``)."""
         per_view = {
             v: {
                 "edge_consistency": round(self._edge[v][0] / self._edge[v][1], 4) if v in self._edge else None,
@@ -94,4 +111,10 @@ class QualityMonitor:
             "stereo_alignment": round(self._stereo[0] / self._stereo[1], 4) if self._stereo[1] else None,
             "frames": self._frame_count,
             "per_view": per_view,
+            "sampling": {
+                "every": self.every,
+                "max_side": self.max_side,
+                "analysis_size": list(self._size) if self._size is not None else None,
+                "eye_frames_analysed": self._analysed,
+            },
         }
