@@ -101,6 +101,32 @@ def test_batched_boxes_equal_one_by_one(predictor):
     assert not torch.allclose(masks[0], masks[1])
 
 
+def test_both_eyes_one_encoder_batch_equal_per_eye(model, monkeypatch):
+    """set_image_batch: one encoder forward of batch 2 gives each eye's predictor the embedding and masks that
+    set_image per eye gives."""
+    from vr180matte.engines.mobilesam_predictor import set_image_batch
+
+    left, right = _image(3), _image(4)[::-1].copy()
+    solo = [MobileSamPredictor(model), MobileSamPredictor(model)]
+    solo[0].set_image(torch.from_numpy(left))
+    solo[1].set_image(torch.from_numpy(right))
+    pair = [MobileSamPredictor(model), MobileSamPredictor(model)]
+    calls = []
+    real = model.image_encoder.forward
+    monkeypatch.setattr(model.image_encoder, "forward", lambda x: calls.append(x.shape[0]) or real(x))
+    set_image_batch(pair, [torch.from_numpy(left), right])
+    assert calls == [2]
+    for s, p in zip(solo, pair):
+        assert p.original_size == s.original_size and p.input_size == s.input_size
+        torch.testing.assert_close(p.get_image_embedding(), s.get_image_embedding(), atol=1e-4, rtol=1e-4)
+        ms, _, _ = s.predict(box=BOXES[0], return_logits=True)
+        mp, _, _ = p.predict(box=BOXES[0], return_logits=True)
+        torch.testing.assert_close(mp, ms, atol=1e-3, rtol=1e-3)
+    assert not torch.allclose(pair[0].get_image_embedding(), pair[1].get_image_embedding())
+    with pytest.raises(ValueError, match="one image per predictor"):
+        set_image_batch(pair, [left])
+
+
 def test_legacy_mode_equals_numpy_of_resident(predictor):
     legacy = predictor.predict(box=BOXES[1], as_numpy=True, return_low_res=True)
     resident = predictor.predict(box=BOXES[1])  # defaults: tensors on the device, low-res included

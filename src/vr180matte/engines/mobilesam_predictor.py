@@ -362,3 +362,30 @@ class MobileSamPredictor:
         x = F.interpolate(low.float(), (IMG_SIZE, IMG_SIZE), mode="bilinear", align_corners=False)
         x = x[..., : self.input_size[0], : self.input_size[1]]
         return F.interpolate(x, self.original_size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def set_image_batch(predictors: list[MobileSamPredictor], images: list[ArrayLike], image_format: str = "RGB") -> None:
+    """``predictors[i].set_image(images[i])`` for every view (both eyes), with one image-encoder call per model.
+
+    Predictors that share a model (one MobileSAM for both eyes) get their embeddings from a single forward of
+    a batch (the TinyViT encoder is most of MobileSAM's cost per frame; a batch of 2 keeps a GPU busier than two
+    batches of 1). Each predictor then holds its own (1, 256, 64, 64) embedding, as after ``set_image``, so the
+    prompts of each view are decoded against its own image. Equal to calling ``set_image`` per view (within
+    float tolerance of a batched convolution)."""
+    if len(predictors) != len(images):
+        raise ValueError(f"set_image_batch needs one image per predictor, got {len(images)} for {len(predictors)}")
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(predictors):
+        groups.setdefault(id(p.model), []).append(i)
+    for members in groups.values():
+        prepared = [predictors[i].preprocess(images[i], image_format) for i in members]
+        lead = predictors[members[0]]
+        for i in members:
+            predictors[i].features = None  # free the previous embeddings before the encoder allocates
+        with lead._autocast():
+            feats = lead.model.image_encoder(torch.cat([x for x, _, _ in prepared], 0))
+        for j, i in enumerate(members):
+            p = predictors[i]
+            p.features = feats[j : j + 1]
+            p.original_size, p.input_size = prepared[j][1], prepared[j][2]
