@@ -81,3 +81,11 @@ def test_enabled_resolution():
     assert enabled("on", "alpha") and not enabled("off", "passthrough") and enabled(True, "alpha")
     with pytest.raises(ValueError, match="refine.decontaminate"):
         enabled("maybe", "alpha")
+
+
+def test_result_does_not_depend_on_the_thread_count():
+    fg, alpha, image = _hair_scene(seed=3)
+    a = torch.from_numpy(alpha).float()
+    one, r1 = decontaminate(torch.from_numpy(image), a, inplace=False, tile=64, threads=1)
+    two, r2 = decontaminate(torch.from_numpy(image), a, inplace=False, tile=64, threads=3)
+    assert r1 == r2 and r1["tiles"] > 8 and torch.equal(one, two)

@@ -16,6 +16,7 @@ opaque person and the untouched background stay bit-exact.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ MODES = ("auto", "on", "off")
 #: output formats ``refine.decontaminate: auto`` turns it on for (their alpha is baked into colour over a new
 #: background by someone else: a keyer, a headset's passthrough compositor)
 AUTO_ON = ("greenscreen", "passthrough")
+_BATCH = 8  # tiles read, solved and written together
 
 
 def enabled(setting, output_format: str) -> bool:
@@ -57,11 +59,13 @@ def decontaminate(
     eps: float = 0.5 / 255,
     inplace: bool = True,
     regularization: float = 1e-5,
+    threads: int | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Replace the colour of band pixels (``eps < alpha < 1 - eps``) by the estimated foreground colour.
 
     ``rgb`` (H, W, 3) uint8 or uint16 (any device), ``alpha`` (H, W) float in [0, 1]. Returns the frame
-    (``rgb`` itself when ``inplace``) and a small report: tiles solved and band pixels changed.
+    (``rgb`` itself when ``inplace``) and a small report: tiles solved and band pixels changed. Tiles are solved
+    in ``threads`` threads (default: torch's thread count), a fixed batch at a time (bounded memory).
     """
     from pymatting import estimate_foreground_ml  # the lead's requirements pin pymatting
 
@@ -78,20 +82,31 @@ def decontaminate(
     th, tw = -(-H // tile), -(-W // tile)
     padded = F.pad(band[None, None].float(), (0, tw * tile - W, 0, th * tile - H))
     busy = F.max_pool2d(padded, tile)[0, 0].bool().cpu().numpy()
-    tiles = np.argwhere(busy)
+    tiles = [(int(ty) * tile, int(tx) * tile) for ty, tx in np.argwhere(busy)]
+    workers = max(1, min(int(threads or torch.get_num_threads()), len(tiles) or 1))
+
+    def solve(crop: np.ndarray, al: np.ndarray) -> np.ndarray:
+        # pymatting's solver is numba nogil: tiles in threads use every core
+        return estimate_foreground_ml(crop, al, regularization=regularization)
+
     changed = 0
-    for ty, tx in tiles:
-        y0, x0 = int(ty) * tile, int(tx) * tile
-        y1, x1 = min(H, y0 + tile), min(W, x0 + tile)
-        cy0, cx0, cy1, cx1 = max(0, y0 - margin), max(0, x0 - margin), min(H, y1 + margin), min(W, x1 + margin)
-        img = (out[cy0:cy1, cx0:cx1].cpu().numpy().astype(np.float64)) / top
-        al = a[cy0:cy1, cx0:cx1].cpu().numpy().astype(np.float64)
-        fg = estimate_foreground_ml(img, al, regularization=regularization)
-        iy0, ix0 = y0 - cy0, x0 - cx0
-        fg_t = torch.from_numpy(np.ascontiguousarray(fg[iy0 : iy0 + (y1 - y0), ix0 : ix0 + (x1 - x0)]))
-        fg_t = (fg_t.float().clamp_(0, 1) * top).round_().to(rgb.dtype).to(rgb.device)
-        m = band[y0:y1, x0:x1]
-        region = out[y0:y1, x0:x1]
-        region.copy_(torch.where(m[..., None], fg_t, region))  # (index_put has no uint16 kernel)
-        changed += int(m.sum())
+    # A fixed batch: every crop of a batch is read before any of its results is written, so the result does not
+    # depend on the number of threads (a later batch sees its neighbours' cleaned colours, deterministically).
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for b in range(0, len(tiles), _BATCH):
+            jobs = []
+            for y0, x0 in tiles[b : b + _BATCH]:
+                y1, x1 = min(H, y0 + tile), min(W, x0 + tile)
+                cy0, cx0, cy1, cx1 = max(0, y0 - margin), max(0, x0 - margin), min(H, y1 + margin), min(W, x1 + margin)
+                crop = out[cy0:cy1, cx0:cx1].cpu().numpy().astype(np.float32) / np.float32(top)
+                al = a[cy0:cy1, cx0:cx1].cpu().numpy().astype(np.float32)
+                jobs.append(((y0, x0, y1, x1, y0 - cy0, x0 - cx0), pool.submit(solve, crop, al)))
+            for (y0, x0, y1, x1, iy0, ix0), job in jobs:
+                fg = job.result()[iy0 : iy0 + (y1 - y0), ix0 : ix0 + (x1 - x0)]
+                fg_t = torch.from_numpy(np.ascontiguousarray(fg)).float().clamp_(0, 1)
+                fg_t = (fg_t * top).round_().to(rgb.dtype).to(rgb.device)
+                m = band[y0:y1, x0:x1]
+                region = out[y0:y1, x0:x1]
+                region.copy_(torch.where(m[..., None], fg_t, region))  # (index_put has no uint16 kernel)
+                changed += int(m.sum())
     return out, {"tiles": int(len(tiles)), "band_pixels": changed}
