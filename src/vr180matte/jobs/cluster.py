@@ -155,6 +155,13 @@ class RayExecutor:
                         on_done(ray.get(ref))
                     except ray.exceptions.RayTaskError as exc:  # the task's own error: re-raise it as it was
                         raise exc.as_instanceof_cause() from None
+                    except ray.exceptions.RayError as exc:  # its worker died more than max_retries times
+                        from ..errors import ResourceError
+
+                        raise ResourceError(
+                            f"a chunk's Ray worker died {self.cfg.cluster.max_retries + 1} times ({type(exc).__name__}:"
+                            " out of memory, or the node was lost); finished chunks are kept: run again to resume"
+                        ) from None
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=True)
