@@ -57,7 +57,7 @@ def test_passthrough_round_trip_matches_the_alpha_output(davis_vr180, tmp_path):
     assert audio_packets_digest(out) == audio_packets_digest(davis_vr180) != []
     assert pt_run.stats["frames_out"] == 6
     meta = read_spherical(out)
-    assert meta is not None and meta.stereo == "left-right" and meta.projection is None
+    assert meta is not None and meta.stereo == "left-right" and meta.projection == "mesh"
     info = probe(out)
     assert (info.width, info.height, info.frame_count) == (2 * E, E, 6) and info.codec == "hevc"
     assert pt_run.stats["decontaminate"]["enabled"] and pt_run.stats["decontaminate"]["band_pixels"] > 0
@@ -89,7 +89,7 @@ def test_passthrough_file_through_the_pipeline(davis_vr180, tmp_path):
     assert audio_packets_digest(path) == audio_packets_digest(davis_vr180) != []
     info = probe(path)
     assert (info.width, info.height, info.frame_count, info.codec) == (2 * E, E, 6, "hevc")
-    assert read_spherical(path).stereo == "left-right"
+    assert (read_spherical(path).stereo, read_spherical(path).projection) == ("left-right", "mesh")
     proj = FisheyeProjector(E, 180)
     c = (np.arange(E) + 0.5) * 2 / E - 1
     inner = (c[:, None] ** 2 + c[None, :] ** 2) <= 0.95**2

@@ -15,9 +15,9 @@ from vr180matte.io.reader import FrameReader
 from vr180matte.io.spherical import read_spherical
 from vr180matte.io.writer import SegmentWriter
 from vr180matte.matte.fisheye import (
-    PASSTHROUGH_SPHERICAL,
     EquirectProjector,
     PassthroughPacker,
+    passthrough_spherical,
     player_tag,
     unpack_alpha,
 )
@@ -58,14 +58,14 @@ def test_passthrough_round_trip(tmp_path, fov):
             expected.append(packed.numpy().copy())
             w.write(packed.numpy(), df.pts, df.index, duration=df.duration)
     out = tmp_path / f"clip{player_tag(fov)}.mp4"
-    join_segments([seg], out, src, True, info.time_base, spherical=PASSTHROUGH_SPHERICAL)
+    join_segments([seg], out, src, True, info.time_base, spherical=passthrough_spherical(fov))
 
     assert out.name.endswith(f"_FISHEYE{fov}_alpha.mp4")
     assert audio_packets_digest(out) == audio_packets_digest(src) != []
     v = verify_output(out, info.frame_count, info.duration_s)
     assert v["frames_ok"] and v["duration_ok"]
     meta = read_spherical(out)
-    assert meta is not None and meta.stereo == "left-right" and meta.projection is None
+    assert meta is not None and meta.stereo == "left-right" and meta.projection == "mesh"
 
     back = EquirectProjector(E, E, fov)
     yy, xx = np.mgrid[0:E, 0:E]

@@ -333,7 +333,7 @@ def _write_spherical(path: Path, meta: dict, in_place: bool = False) -> None:
     if kwargs.get("stereo") == "right-left":
         log.warning("right-left stereo metadata cannot be written; labelled left-right (write the left eye first)")
         kwargs["stereo"] = "left-right"
-    if kwargs.get("projection") not in (None, "equirectangular"):
+    if kwargs.get("projection") not in (None, "equirectangular", "fisheye"):  # fisheye: a mesh (mshp)
         log.warning("projection %s cannot be written; only the stereo layout is kept in %s", kwargs["projection"], path)
         kwargs["projection"] = None
         kwargs.pop("fov_deg", None)

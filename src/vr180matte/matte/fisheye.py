@@ -194,10 +194,11 @@ def unpack_alpha(frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return out["left"] * disk, out["right"] * disk
 
 
-#: what the finalizer writes into a passthrough file: the stereo layout (st3d) only. Spherical Video V2 has no
-#: fisheye projection box short of a full mesh (mshp); an equirect sv3d would be a lie that makes YouTube-style
-#: players unwrap the circles wrongly. DeoVR/HereSphere take the projection and FOV from the filename tag.
-PASSTHROUGH_SPHERICAL = {"stereo": "left-right", "projection": None}
+def passthrough_spherical(fov_deg: int) -> dict:
+    """What the finalizer writes into a passthrough file: st3d left-right and an sv3d whose projection is a mesh
+    (``mshp``) of the same equidistant fisheye, the only way Spherical Video V2 describes a fisheye (an equirect
+    box would make YouTube-style players unwrap the circles wrongly). DeoVR/HereSphere read the filename tag."""
+    return {"stereo": "left-right", "projection": "fisheye", "fov_deg": float(fov_deg)}
 
 
 class PassthroughPacker:

@@ -172,9 +172,9 @@ def _finalize(cfg: Config, plan: RunPlan, work: WorkDir, timer: StageTimer,
                                                     for c in plan.chunks]
             meta = output_spherical(info, cfg.output.write_vr180_metadata, maintain_sbs=eye is None)
             if plan.output.format == "passthrough" and cfg.output.write_vr180_metadata != "never":
-                from ..matte.fisheye import PASSTHROUGH_SPHERICAL
+                from ..matte.fisheye import passthrough_spherical
 
-                meta = dict(PASSTHROUGH_SPHERICAL)  # stereo only: the projection is the filename tag's
+                meta = passthrough_spherical(cfg.output.fisheye_fov)  # st3d + a fisheye mesh (mshp)
             join_segments(parts, output, plan.input, copy_audio, info.time_base, spherical=meta)
             if meta is not None and output.is_dir():  # PNG sequence: no container, so a sidecar says it
                 atomic_write_json(output / "vr180.json", {**meta, "premultiplied": cfg.refine.premultiplied})
