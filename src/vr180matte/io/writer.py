@@ -148,7 +148,8 @@ class SegmentWriter:
         c = self._container
         rate = self.fps if self.fps > 0 else Fraction(30)
         s = c.add_stream(encoder, rate=rate)
-        s.pix_fmt = self.pix_fmt
+        # NVENC takes 10-bit 4:2:0 as P010 (semi-planar), not yuv420p10le; same samples, so same Main10 stream
+        s.pix_fmt = "p010le" if encoder.endswith("_nvenc") and self.pix_fmt == "yuv420p10le" else self.pix_fmt
         opts = dict(self.spec.options)
         if encoder.endswith("_nvenc"):
             # constant-quality VBR is NVENC's CRF; B-frames off for the same DTS == PTS reason as the CPU encoders
