@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -106,30 +107,63 @@ def _sample(img: torch.Tensor, grid: torch.Tensor, valid: torch.Tensor) -> torch
     return out[..., 0] if squeeze else out.contiguous()
 
 
-class FisheyeProjector:
-    """Equirect eye -> equidistant fisheye eye on the processing device, the grid built once per geometry."""
+class _Remapper:
+    """Samples an image on a precomputed grid: ``grid_sample`` on a GPU; on the CPU OpenCV's ``remap`` with
+    fixed-point maps, which is ~4x faster than torch's grid_sample there and reads uint8/uint16 without a float
+    copy (same bilinear sampling, 1/32-pixel weights). The maps are built lazily, per input size, once."""
+
+    def __init__(self, grid: torch.Tensor, valid: torch.Tensor) -> None:
+        self.grid, self.valid = grid, valid
+        self._maps: dict = {}
+
+    def _cv_maps(self, h: int, w: int):
+        key = (h, w)
+        if key not in self._maps:
+            import cv2
+
+            g = self.grid[0].cpu().double().numpy()
+            # grid_sample's align_corners=False: -1 is the outer edge of the first pixel; clamping into the image
+            # is its padding_mode="border"; invalid pixels point far outside and read the constant 0
+            mx = np.clip((g[..., 0] + 1) * w / 2 - 0.5, 0, w - 1)
+            my = np.clip((g[..., 1] + 1) * h / 2 - 0.5, 0, h - 1)
+            bad = ~self.valid.cpu().numpy()
+            mx[bad], my[bad] = -1000.0, -1000.0
+            self._maps[key] = cv2.convertMaps(mx.astype(np.float32), my.astype(np.float32), cv2.CV_16SC2)
+        return self._maps[key]
+
+    @torch.no_grad()
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if self.grid.device.type != "cpu" or img.device.type != "cpu" or img.dtype not in _CV_DTYPES:
+            return _sample(img, self.grid, self.valid)
+        import cv2
+
+        m1, m2 = self._cv_maps(int(img.shape[0]), int(img.shape[1]))
+        src = np.ascontiguousarray(img.numpy())
+        out = cv2.remap(src, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return torch.from_numpy(out)
+
+
+_CV_DTYPES = (torch.uint8, torch.uint16, torch.float32)
+
+
+class FisheyeProjector(_Remapper):
+    """Equirect eye -> equidistant fisheye eye on the processing device, the grid built once per geometry.
+
+    ``__call__``: (H, W[, C]) equirect eye (uint8/uint16 colour or float alpha) -> (size, size[, C]), same dtype.
+    """
 
     def __init__(self, size: int, fov_deg: int = 180, src_fov_deg: float = 180.0, device="cpu") -> None:
         player_tag(fov_deg)  # validates
         self.size, self.fov_deg, self.src_fov_deg = int(size), int(fov_deg), float(src_fov_deg)
         self.device = torch.device(device)
-        self.grid, self.valid = fisheye_grid(self.size, self.fov_deg, self.src_fov_deg, self.device)
-
-    @torch.no_grad()
-    def __call__(self, eye: torch.Tensor) -> torch.Tensor:
-        """(H, W[, C]) equirect eye (uint8/uint16 colour or float alpha) -> (size, size[, C]), same dtype."""
-        return _sample(eye, self.grid, self.valid)
+        super().__init__(*fisheye_grid(self.size, self.fov_deg, self.src_fov_deg, self.device))
 
 
-class EquirectProjector:
+class EquirectProjector(_Remapper):
     """Fisheye eye -> equirect eye (the inverse; tests and the round-trip check use it)."""
 
     def __init__(self, height: int, width: int, fov_deg: int = 180, src_fov_deg: float = 180.0, device="cpu") -> None:
-        self.grid, self.valid = equirect_grid(int(height), int(width), float(fov_deg), float(src_fov_deg), device)
-
-    @torch.no_grad()
-    def __call__(self, eye: torch.Tensor) -> torch.Tensor:
-        return _sample(eye, self.grid, self.valid)
+        super().__init__(*equirect_grid(int(height), int(width), float(fov_deg), float(src_fov_deg), device))
 
 
 def _disk(side: int, device) -> torch.Tensor:
