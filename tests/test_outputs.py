@@ -183,3 +183,19 @@ def test_passthrough_keeps_a_user_name_and_warns_without_the_tag(davis_vr180, tm
                  overrides=CPU + ["matting.engine=passthrough", "output.format=passthrough"])
     assert result.outputs == [target] and target.is_file()
     assert any("_FISHEYE190_alpha" in r.getMessage() for r in caplog.records)
+
+
+def test_10bit_source_gives_a_main10_passthrough_file(tmp_path):
+    h, w = 96, 192
+    x = np.arange(w // 2)[None, :].repeat(h, 0)
+    eye = np.repeat((x * 1023 // (w // 2 - 1))[..., None], 3, -1)  # a grey ramp: luma spans the range
+    src = _write_10bit(tmp_path / "ten.mp4", [(np.concatenate([eye, eye], 1) * 64).astype(np.uint16)] * 2)
+    result = run(src, out_dir=tmp_path / "o", quiet=True,
+                 overrides=CPU + ["matting.engine=passthrough", "output.format=passthrough", "output.crf=4"])
+    with av.open(str(result.outputs[0])) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.pix_fmt, s.codec_context.profile) == ("yuv420p10le", "Main 10")
+        y = _plane10(next(c.decode(s)), "yuv420p10le", 0)
+    c = (np.arange(h) + 0.5) * 2 / h - 1
+    inner = (c[:, None] ** 2 + c[None, :] ** 2) <= 0.8**2
+    assert len(np.unique(y[:, :h][inner])) > 256  # the 10-bit ramp survived reprojection and encoding
