@@ -46,7 +46,7 @@ def test_passthrough_round_trip_matches_the_alpha_output(davis_vr180, tmp_path):
     """The issue's check: encode, decode, unpack the corners, reproject, IoU >= 0.95 vs the alpha output.
 
     The packed alpha has 40% of the eye's resolution (the players' layout), so a small figure loses a little at
-    its boundary: the runner here is ~4000 px of a 480 px eye (IoU ~0.955); VR180 eyes of 2-4K give more margin.
+    its boundary: the runner here is ~4000 px of a 480 px eye (IoU min 0.957); VR180 eyes of 2-4K give more margin.
     """
     sets = CPU + FAST_DETECT + ["processing.scale_factor=0.5"]
     alpha_run = run(davis_vr180, out_dir=tmp_path / "a", overrides=sets, quiet=True)
