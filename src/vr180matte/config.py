@@ -22,9 +22,29 @@ import yaml
 from .errors import ConfigError  # noqa: E402,F401 - defined with its exit code in vr180matte.errors
 
 
+class _Registry:
+    """The choices of a key, read from the registry that owns them (imported when first needed, so the config
+    never repeats a list a module owns, and ``--help`` does not import torch)."""
+
+    def __init__(self, where: str, extra: tuple = ()) -> None:
+        self.where, self.extra = where, tuple(extra)
+
+    def _names(self) -> list:
+        import importlib
+
+        module, attr = self.where.split(":")
+        return [*self.extra, *importlib.import_module(module).__dict__[attr]]
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, value) -> bool:
+        return value in self._names()
+
+
 # Choices and numeric ranges. Keys not listed only need the default's type.
 RULES: dict[str, dict[str, Any]] = {
-    "input.layout": {"choices": ["auto", "sbs", "sbs_rl", "tb", "mono"]},
+    "input.layout": {"choices": _Registry("vr180matte.io.layouts:LAYOUTS", ("auto",))},
     "input.squeezed": {"choices": ["auto", True, False]},
     "processing.scale_factor": {"range": (0.05, 1.0)},
     "processing.chunk_size": {"range": (0, 10_000_000), "also": ["auto"]},
@@ -32,6 +52,11 @@ RULES: dict[str, dict[str, Any]] = {
     "processing.max_memory_gb": {"range": (0.5, 4096)},
     "processing.read_ahead": {"range": (1, 256)},
     "processing.vfr_policy": {"choices": ["keep_timestamps", "cfr"]},
+    "processing.parallel_eyes": {"choices": ["auto", True, False]},
+    # Accepted for the specification's sake, with only the value the product implements; any other is refused
+    # with the reason rather than silently ignored.
+    "processing.streaming_output": {"fixed": (True, "frames are always encoded as they are produced, in chunks "
+                                                    "(bounded memory); there is no buffer-everything mode")},
     "cluster.gpus_per_task": {"range": (0.0, 64.0)},
     "cluster.cpus_per_task": {"range": (0.0, 1024.0)},
     "cluster.max_retries": {"range": (0, 1000)},
@@ -43,7 +68,7 @@ RULES: dict[str, dict[str, Any]] = {
     "detection.image_size": {"range": (64, 16384)},
     "detection.upscale": {"range": (1.0, 4.0)},
     "detection.tile_size": {"range": (160, 4096)},
-    "matting.engine": {"choices": ["auto", "embedded", "det-sam2", "mobilesam", "passthrough"]},
+    "matting.engine": {"choices": _Registry("vr180matte.engines:ENGINES", ("auto",))},
     "matting.sam2_model": {
         "choices": ["sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large"]
     },
@@ -55,25 +80,26 @@ RULES: dict[str, dict[str, Any]] = {
     "matting.track_min_mask_area": {"range": (0.0, 1.0)},
     "matting.track_confirm_end_runs": {"range": (0, 1000)},
     "matting.mobilesam_box_margin": {"range": (0.0, 2.0)},
-    "refine.method": {"choices": ["guided", "bilinear"]},
+    "refine.method": {"choices": _Registry("vr180matte.matte.refine:METHODS")},
     "refine.radius_px": {"range": (1, 256)},
     "refine.eps": {"range": (1e-8, 1.0)},
     "refine.erode_px": {"range": (-64, 64)},
     "refine.feather_px": {"range": (0, 128)},
     "refine.temporal_strength": {"range": (0.0, 1.0)},
-    "output.format": {"choices": ["alpha", "greenscreen", "passthrough"]},
+    "performance.quality_every": {"range": (1, 100_000)},
+    "output.format": {"choices": _Registry("vr180matte.io.codecs:FORMATS")},
     "output.fisheye_fov": {"choices": [180, 190]},
     "refine.decontaminate": {"choices": ["auto", True, False]},
-    "output.codec": {"choices": ["auto", "prores4444", "png", "h264", "hevc"]},
+    "output.codec": {"choices": _Registry("vr180matte.io.codecs:CODECS", ("auto",))},
     "output.crf": {"range": (0, 51)},
     "output.background_color": {"rgb": True},
     "output.write_vr180_metadata": {"choices": ["auto", "always", "never"]},
     "hardware.max_vram_gb": {"range": (0.5, 1024)},
     "hardware.device": {"pattern": r"cpu|cuda(:\d+)?", "hint": "cpu, cuda or cuda:N (N = GPU index)"},
     "audio.audio_codec": {"choices": ["copy"]},
-    "stereo.consistency_mode": {"choices": ["independent", "master_slave", "joint"]},
+    "stereo.consistency_mode": {"choices": _Registry("vr180matte.stereo.modes:MODES")},
     "stereo.validation_threshold": {"range": (0.0, 1.0)},
-    "stereo.correction_method": {"choices": ["transfer", "reprocess", "ensemble"]},
+    "stereo.correction_method": {"choices": _Registry("vr180matte.stereo.consistency:METHODS")},
     "stereo.disparity_smoothing": {"range": (0.0, 1.0)},
     "stereo.max_disparity_frac": {"range": (0.0, 0.5)},
 }
@@ -118,6 +144,13 @@ def _did_you_mean(key: str, valid: Iterable[str]) -> str:
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
     rule = RULES.get(name, {})
     where = f"{name}={value!r} ({source})"
+    if "fixed" in rule:
+        want, why = rule["fixed"]
+        if isinstance(value, str) and isinstance(want, bool) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if value != want or type(value) is not type(want):
+            raise ConfigError(f"invalid value {where}: only {want!r} is supported: {why}")
+        return value
     if "choices" in rule:
         # YAML reads yes/no/true as bool; accept "true"/"false" strings for tri-state keys too.
         if isinstance(value, str) and value.lower() in ("true", "false") and True in rule["choices"]:

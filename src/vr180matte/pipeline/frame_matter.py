@@ -41,6 +41,7 @@ class Segmented:
     probs: dict = field(default_factory=dict)  # eye -> processing-resolution person probability
     detected: bool = False
     guides: dict = field(default_factory=dict)  # eye -> 8-bit proxy of a >8-bit eye (refine/temporal/quality)
+    frame: torch.Tensor | None = None  # the whole decoded frame on the device (the eyes are views of it)
 
 
 def resize_prob(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -115,6 +116,12 @@ class FrameMatter:
         self.smoothers = {
             eye: TemporalSmoother(strength=r.temporal_strength, enabled=r.temporal_smoothing) for eye in ("left", "right")
         }
+        # processing.parallel_eyes: both eyes as one batch through refine and temporal smoothing (one smoother
+        # holds both eyes' state). auto = on with CUDA, where a batch of two keeps the GPU busier; on the CPU the
+        # work is the same either way and the stacked copies only cost memory.
+        pe = cfg.processing.parallel_eyes
+        self.parallel_eyes = self.device.type == "cuda" if pe == "auto" else bool(pe)
+        self.pair_smoother = TemporalSmoother(strength=r.temporal_strength, enabled=r.temporal_smoothing)
         self.quality = QualityMonitor()
         self.visualizer = None
         if cfg.debugging.save_detection_visualization:
@@ -152,7 +159,7 @@ class FrameMatter:
         self._prev_overlap = handoff.overlap if handoff is not None else None
         self.corrections = 0  # stereo corrections in this chunk (the chunk log)
         self.stereo.reset(handoff)
-        for s in self.smoothers.values():
+        for s in (*self.smoothers.values(), self.pair_smoother):
             s.reset()
         self._handoff = None
 
@@ -196,23 +203,37 @@ class FrameMatter:
             self.confidence_dir.mkdir(exist_ok=True)
             for eye, prob in probs.items():
                 save_confidence_map(self.confidence_dir / f"{idx:06d}_{eye}.png", prob)
-        return Segmented(idx, rgb, write, eyes, probs, res.detected, guides)
+        return Segmented(idx, rgb, write, eyes, probs, res.detected, guides, frame)
+
+    def _alphas(self, seg: Segmented) -> dict:
+        """Full-resolution alpha per eye: refine, temporal smoothing (both eyes as one batch with parallel_eyes)."""
+        eyes = ("left", "right")
+        guides = {eye: seg.guides.get(eye, seg.eyes[eye]) for eye in eyes}
+        if self.parallel_eyes:
+            g = torch.stack([guides[e] for e in eyes])
+            with self.timer("refine"):
+                a = self.refiner.refine_batch(torch.stack([seg.probs[e] for e in eyes]), g)
+            with self.timer("temporal"):
+                a = self.pair_smoother.step_batch(a, g)
+            alphas = dict(zip(eyes, a.unbind(0)))
+        else:
+            alphas = {}
+            for eye in eyes:
+                with self.timer("refine"):
+                    alpha = self.refiner(seg.probs[eye], guides[eye])
+                with self.timer("temporal"):
+                    alphas[eye] = self.smoothers[eye].step(alpha, guides[eye])
+        if self.cfg.performance.profile_enabled:
+            for eye in eyes:
+                with self.timer("quality"):
+                    self.quality.update(eye, seg.index, alphas[eye], guides[eye])
+        return alphas
 
     def finish(self, seg: Segmented) -> dict:
         """Full-resolution alpha and the output images: ``{eye or None: (H, W, C) numpy}``."""
         from ..matte.composite import compose
 
-        alphas = {}
-        for eye, prob in seg.probs.items():
-            guide = seg.guides.get(eye, seg.eyes[eye])
-            with self.timer("refine"):
-                alpha = self.refiner(prob, guide)
-            with self.timer("temporal"):
-                alpha = self.smoothers[eye].step(alpha, guide)
-            alphas[eye] = alpha
-            if self.cfg.performance.profile_enabled:
-                with self.timer("quality"):
-                    self.quality.update(eye, seg.index, alpha, guide)
+        alphas = self._alphas(seg)
         out = self.plan.output
         if self.decontaminate:
             from ..matte.decontaminate import decontaminate
@@ -226,16 +247,16 @@ class FrameMatter:
             with self.timer("composite"):
                 packed = self.packer(seg.eyes["left"], seg.eyes["right"], alphas["left"], alphas["right"])
                 return {None: packed.cpu().numpy()}
+        c = self.cfg
+        kw = dict(mode=c.output.format, background=tuple(c.output.background_color), premultiplied=c.refine.premultiplied)
         with self.timer("composite"):
-            c = self.cfg
-            images = {
-                eye: compose(seg.eyes[eye], alphas[eye], mode=c.output.format, background=tuple(c.output.background_color),
-                             premultiplied=c.refine.premultiplied)
-                for eye in ("left", "right")
-            }
             if out.maintain_sbs:
-                return {None: self.geo.layout.join(images["left"], images["right"]).cpu().numpy()}
-            return {eye: images[eye].contiguous().cpu().numpy() for eye in ("left", "right")}
+                # Compositing is per pixel: the whole decoded frame with the eyes' alphas joined is one pass over
+                # both eyes, and no composited eye is copied again to join them.
+                alpha = self.geo.layout.join(alphas["left"], alphas["right"])
+                return {None: compose(seg.frame, alpha, **kw).cpu().numpy()}
+            return {eye: compose(seg.eyes[eye], alphas[eye], **kw).contiguous().cpu().numpy()
+                    for eye in ("left", "right")}
 
     # ---- end of run -----------------------------------------------------------------------------------------
     def close(self) -> list[str]:
