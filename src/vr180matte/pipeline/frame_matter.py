@@ -122,7 +122,7 @@ class FrameMatter:
         pe = cfg.processing.parallel_eyes
         self.parallel_eyes = self.device.type == "cuda" if pe == "auto" else bool(pe)
         self.pair_smoother = TemporalSmoother(strength=r.temporal_strength, enabled=r.temporal_smoothing)
-        self.quality = QualityMonitor()
+        self.quality = QualityMonitor(every=int(cfg.performance.quality_every))
         self.visualizer = None
         if cfg.debugging.save_detection_visualization:
             from ..quality.debug import DetectionVisualizer
