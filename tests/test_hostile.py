@@ -267,3 +267,21 @@ def test_sigterm_to_a_run_keeps_finished_chunks_and_exits_143_with_one_line(tmp_
     line = one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", err))
     assert "SIGTERM" in line and "run the same command again to resume" in line
     assert (work / "chunk_00001.done.json").exists() and not (out / "term.alpha.mov").exists()
+
+
+# ------------------------------------------------------------------ truncated Matroska
+
+
+def test_a_truncated_mkv_is_refused_not_half_processed(tmp_path):
+    full = write_video(tmp_path / "full.mkv", lambda i: gradient_sbs(i, 256, 128), n=30, fps=24, codec="ffv1",
+                       pix_fmt="yuv444p", audio=tone(1.25))
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: int(len(data) * 0.55)])  # 30 frames declared (by duration), about 17 present
+    out = tmp_path / "out"
+    p = cli("run", cut, "-o", out, *FAST)
+    assert p.returncode == 2, p.stderr
+    assert "truncated or corrupt" in one_line_error(p)
+    assert not out.exists()
+    p = cli("run", full, "-o", out, *FAST)  # the intact file runs
+    assert p.returncode == 0, p.stderr
