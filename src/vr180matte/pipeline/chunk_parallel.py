@@ -23,6 +23,7 @@ Ray tasks run with exactly ``cluster.cpus_per_task`` torch threads, so every wor
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -39,10 +40,12 @@ from ..config import Config
 from ..errors import InputError
 from ..runtime.chunks import WorkDir, atomic_write_json, chunk_log_entry
 from ..runtime.profile import StageTimer
-from .frame_matter import FrameMatter, OpaqueMatter, Segmented, make_frame_matter, resize_prob, small_prob
+from .frame_matter import FrameMatter, OpaqueMatter, Segmented, make_frame_matter, proxy8, resize_prob, small_prob
 from .plan import RunPlan, make_plan
 
 log = logging.getLogger(__name__)
+
+_SEGMENTED_FIELDS = {f.name for f in dataclasses.fields(Segmented)}
 
 
 # ---- files of the work folder ---------------------------------------------------------------------------------
@@ -261,7 +264,11 @@ def run_seam(input_path: str, flat: dict, out_dir: str, out_file: str | None, k:
             a = resize_prob(tail[eye][i].to(device).float() / 255.0, size)
             b = resize_prob(head[eye][i].to(device).float() / 255.0, size)
             probs[eye] = (1 - w) * a + w * b
-        return finisher.finish(Segmented(df.index, df.rgb, True, eyes, probs))
+        # What FrameMatter.segment hands to finish(), with the blended probabilities instead of a model's.
+        extra = {"guides": {e: proxy8(img) for e, img in eyes.items()} if frame.dtype != torch.uint8 else {},
+                 "frame": frame}
+        extra = {k: v for k, v in extra.items() if k in _SEGMENTED_FIELDS}
+        return finisher.finish(Segmented(index=df.index, rgb=df.rgb, write=True, eyes=eyes, probs=probs, **extra))
 
     suffix = plan.output.codec.suffix
     writers = _open_writers(job, {e: seam_path(work, k, suffix, e) for e in plan.output.eyes})
