@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=16)
     ap.add_argument("--overlap", type=int, default=4)
     ap.add_argument("--scale", type=float, default=0.5)
-    ap.add_argument("--eye", type=int, nargs=2, default=(854, 480), metavar=("W", "H"))
+    ap.add_argument("--eye", type=int, nargs=2, default=(480, 270), metavar=("W", "H"))
     args = ap.parse_args()
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"

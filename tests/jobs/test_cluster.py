@@ -76,8 +76,9 @@ def test_cluster_batch_records_the_corrupt_video_and_finishes_the_others(cluster
         assert len(frames) == 5 and items[f"{name}.mp4"]["stats"] == f"{name}.stats.json"
         assert json.loads((out / f"{name}.stats.json").read_text())["frames_out"] == 5
 
-    # Re-run: finished videos are skipped on the driver (no task submitted), the corrupt one fails again.
-    p = _cli(["batch", src, "-o", out], FAST + [f"cluster.address={cluster}"])
+    # Re-run, the address given as --ray this time: finished videos are skipped on the driver (no task
+    # submitted), the corrupt one fails again.
+    p = _cli(["batch", src, "-o", out, f"--ray={cluster}"], FAST)
     assert p.returncode == 6, p.stderr
     statuses = {Path(i["input"]).name: i["status"] for i in json.loads((out / "batch.json").read_text())["items"]}
     assert statuses == {"a.mp4": "skipped", "b.mp4": "skipped", "corrupt.mp4": "failed"}

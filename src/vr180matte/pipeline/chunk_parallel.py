@@ -106,8 +106,10 @@ def _open_writers(job: _Job, paths: dict) -> dict:
     writers = {}
     for eye, final in paths.items():
         partial = job.work.partial(final)
+        # the same writer settings as the sequential chunk runner (pipeline/chunk_runner.py)
         writer = SegmentWriter(partial, out.codec.name, out.width, out.height, info.time_base, info.fps,
-                               crf=job.cfg.output.crf, color=info.color)
+                               crf=job.cfg.output.crf, color=info.color, bit_depth=info.bit_depth,
+                               hardware=job.plan.device.type == "cuda")
         writers[eye] = (writer, partial, final)
     return writers
 
@@ -133,8 +135,8 @@ def _stream(job: _Job, start: int, end: int, handle: Callable, writers: dict) ->
     written = 0
     ok = False
     try:
-        with FrameReader(job.plan.input, job.plan.info, start=start, end=end,
-                         read_ahead=job.cfg.processing.read_ahead, timer=job.timer) as reader:
+        with FrameReader(job.plan.input, job.plan.info, start=start, end=end, read_ahead=job.cfg.processing.read_ahead,
+                         timer=job.timer, high_bit_depth=True) as reader:  # >8-bit sources as 16-bit, as sequential
             for df in reader:
                 images = handle(df)
                 if images is None:
