@@ -177,8 +177,9 @@ def test_rejects_out_of_order_frames_and_bad_prompts(model):
 
 
 def test_both_eyes_one_encoder_batch_equal_per_eye(model, monkeypatch):
-    """Two views sharing one model: one image-encoder forward of batch 2 per frame; masks equal running each
-    view on its own (float tolerance of a batched convolution); a view without tracks costs nothing."""
+    """Two views sharing one model: one image-encoder forward of batch 2 and one track step over both eyes'
+    objects per frame; masks equal running each view on its own (float tolerance of batched kernels); a view
+    without tracks costs nothing."""
     from vr180matte.engines.sam2_stream import segment_batch
 
     left_f, right_f = _frames(4, seed=5), _frames(4, seed=6)
@@ -188,17 +189,21 @@ def test_both_eyes_one_encoder_batch_equal_per_eye(model, monkeypatch):
     for e in "lr":
         solo[e].add_prompt(1, box=boxes[e])
         pair[e].add_prompt(1, box=boxes[e])
-    batches = []
-    real = model.forward_image
+    batches, steps = [], []
+    real, real_step = model.forward_image, model.track_step
     for i in range(4):
         ref = {"l": solo["l"].segment(i, left_f[i]), "r": solo["r"].segment(i, right_f[i])}
         monkeypatch.setattr(model, "forward_image", lambda x: batches.append(x.shape[0]) or real(x))
+        monkeypatch.setattr(model, "track_step",
+                            lambda **kw: steps.append(kw["current_vision_feats"][-1].shape[1]) or real_step(**kw))
         got = segment_batch([pair["l"], pair["r"]], i, [left_f[i], right_f[i]])
         monkeypatch.setattr(model, "forward_image", real)
+        monkeypatch.setattr(model, "track_step", real_step)
         for k, e in enumerate("lr"):
             assert set(got[k]) == {1}
             assert float((got[k][1] - ref[e][1]).abs().max()) < 1e-3, (i, e)
     assert batches == [2, 2, 2, 2]
+    assert steps == [2, 2, 2, 2]  # one memory-attention/decoder step per frame, both eyes' objects in it
     assert float((got[0][1] - got[1][1]).abs().max()) > 0.01  # two different views really
     idle = _seg(model)
     got = segment_batch([pair["l"], idle], 4, [left_f[0], right_f[0]])

@@ -14,7 +14,8 @@ its own:
   ``memory_window`` non-conditioning frames' memory features. Object pointers (256 floats each) are kept for
   the model's pointer window (``max_obj_ptrs_in_encoder``, 16 frames); nothing else survives a frame:
   backbone features, images and the masks already returned are dropped;
-* tracks whose memory banks hold the same frames are run as one batch (usually all of them);
+* tracks whose memory banks hold the same frames are run as one batch (usually all of them), across views
+  too: :func:`segment_batch` encodes both eyes' frames in one forward and runs both eyes' objects together;
 * on CUDA the model runs under bf16 (or fp16) autocast when ``fp16``; on CPU in fp32. ``offload_to_cpu`` keeps
   the memory features on the host (they are copied to the device when attended to, as in the stock predictor);
 * state is committed only after a frame succeeds, so an exception (e.g. CUDA out of memory) leaves the
@@ -174,32 +175,6 @@ class StreamingSam2Segmenter:
         return segment_batch([self], frame_idx, [image])[0]
 
     # ------------------------------------------------------------------ internals
-    def _features(self, backbone_out: dict, batch: int):
-        """Backbone features expanded (not copied) to ``batch`` objects, flattened the way track_step wants."""
-        expanded = {
-            "backbone_fpn": [f.expand(batch, -1, -1, -1) for f in backbone_out["backbone_fpn"]],
-            "vision_pos_enc": [p.expand(batch, -1, -1, -1) for p in backbone_out["vision_pos_enc"]],
-        }
-        _, feats, pos, sizes = self.model._prepare_backbone_features(expanded)
-        return feats, pos, sizes
-
-    def _step(self, rel: int, backbone_out: dict, is_init: bool, output_dict: dict, batch: int,
-              point_inputs: dict | None = None, mask_inputs: torch.Tensor | None = None) -> dict:
-        feats, pos, sizes = self._features(backbone_out, batch)
-        return self.model.track_step(
-            frame_idx=rel,
-            is_init_cond_frame=is_init,
-            current_vision_feats=feats,
-            current_vision_pos_embeds=pos,
-            feat_sizes=sizes,
-            point_inputs=point_inputs,
-            mask_inputs=mask_inputs,
-            output_dict=output_dict,
-            num_frames=self.num_frames,
-            track_in_reverse=False,
-            run_mem_encoder=True,
-        )
-
     def _mask_input(self, mask: torch.Tensor) -> torch.Tensor | None:
         """A processing-resolution probability mask -> binary (1, 1, S, S) at the model size (None if empty)."""
         m = mask.to(self.device).float()
@@ -209,41 +184,6 @@ class StreamingSam2Segmenter:
         m = F.interpolate(m[None, None], size=(S, S), mode="bilinear", align_corners=False, antialias=True)
         m = (m >= 0.5).float()
         return m if bool(m.any()) else None
-
-    def _run_frame(self, rel: int, backbone_out: dict, H: int, W: int) -> dict[int, dict]:
-        results: dict[int, dict] = {}
-        empty = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-        # 1) prompted tracks: an initial conditioning frame each (the prompt alone decides the mask, as in SAM2)
-        box_ids, boxes, mask_ids, masks = [], [], [], []
-        for tid, p in self._pending.items():
-            m = self._mask_input(p.mask) if p.mask is not None else None
-            if m is not None or p.box is None:
-                mask_ids.append(tid)
-                masks.append(m if m is not None else torch.zeros(1, 1, self.image_size, self.image_size, device=self.device))
-            else:
-                box_ids.append(tid)
-                boxes.append(p.box)
-        if box_ids:
-            scale = np.array([W, H, W, H], dtype=np.float32)
-            b = torch.as_tensor(np.stack(boxes) / scale * self.image_size, device=self.device).view(-1, 2, 2)
-            labels = torch.tensor([[2, 3]], dtype=torch.int32, device=self.device).expand(len(box_ids), 2)
-            out = self._step(rel, backbone_out, True, empty, len(box_ids),
-                             point_inputs={"point_coords": b, "point_labels": labels.contiguous()})
-            results.update(self._split(out, box_ids, cond=True))
-        if mask_ids:
-            out = self._step(rel, backbone_out, True, empty, len(mask_ids), mask_inputs=torch.cat(masks, 0))
-            results.update(self._split(out, mask_ids, cond=True))
-        # 2) tracked objects, batched by identical memory layout
-        groups: dict[tuple, list[int]] = {}
-        for tid, tr in self._tracks.items():
-            if tid in self._pending:
-                continue
-            groups.setdefault(self._signature(tr, rel), []).append(tid)
-        for sig, tids in groups.items():
-            output_dict = self._merged_output_dict([self._tracks[t] for t in tids], sig)
-            out = self._step(rel, backbone_out, False, output_dict, len(tids))
-            results.update(self._split(out, tids, cond=False))
-        return results
 
     def _signature(self, tr: _Track, rel: int) -> tuple:
         """Which frames this track's model view holds; tracks with the same layout can share one batch."""
@@ -313,9 +253,102 @@ class StreamingSam2Segmenter:
             tr.ptr.popitem(last=False)
 
 
-def _slice_backbone(bb: dict, i: int) -> dict:
-    """Item ``i`` of a batched ``forward_image`` output, as the batch-1 dict ``track_step`` expects."""
-    return {k: ([t[i : i + 1] for t in v] if isinstance(v, (list, tuple)) else v[i : i + 1]) for k, v in bb.items()}
+@dataclass
+class _View:
+    """One view's part of a batched frame: its segmenter, relative frame index, row in the encoder batch, size."""
+
+    seg: StreamingSam2Segmenter
+    rel: int
+    row: int
+    H: int
+    W: int
+
+
+def _backbone_rows(bb: dict, rows: list[int]) -> dict:
+    """The encoder output for a batch of objects whose frames are rows ``rows`` of the encoder batch: one row is
+    expanded (a view, no copy, as a single view always was); rows of several views are gathered."""
+    if len(set(rows)) == 1:
+        r = rows[0]
+        return {k: [t[r : r + 1].expand(len(rows), *t.shape[1:]) for t in bb[k]] for k in ("backbone_fpn", "vision_pos_enc")}
+    idx = torch.as_tensor(rows, device=bb["backbone_fpn"][0].device)
+    return {k: [t.index_select(0, idx) for t in bb[k]] for k in ("backbone_fpn", "vision_pos_enc")}
+
+
+def _track_step(model, rel: int, num_frames: int, backbone: dict, is_init: bool, output_dict: dict,
+                point_inputs: dict | None = None, mask_inputs: torch.Tensor | None = None) -> dict:
+    _, feats, pos, sizes = model._prepare_backbone_features(backbone)
+    return model.track_step(
+        frame_idx=rel, is_init_cond_frame=is_init, current_vision_feats=feats, current_vision_pos_embeds=pos,
+        feat_sizes=sizes, point_inputs=point_inputs, mask_inputs=mask_inputs, output_dict=output_dict,
+        num_frames=num_frames, track_in_reverse=False, run_mem_encoder=True,
+    )
+
+
+def _scatter(out: dict, owners: list[tuple[int, int]], views: list[_View], cond: bool, results: list[dict]) -> None:
+    """Hand each object's slice of a batched ``track_step`` output to its own view (``owners[i]`` = (view, tid))."""
+    by_view: dict[int, list[int]] = {}
+    for i, (k, _tid) in enumerate(owners):
+        by_view.setdefault(k, []).append(i)
+    for k, idx in by_view.items():
+        if len(by_view) == 1:
+            part = out
+        else:
+            sel = torch.as_tensor(idx, device=out["pred_masks"].device)
+            part = {key: (out[key].index_select(0, sel) if isinstance(out.get(key), torch.Tensor) else out.get(key))
+                    for key in ("pred_masks", "maskmem_features", "obj_ptr", "object_score_logits")}
+            part["maskmem_pos_enc"] = out.get("maskmem_pos_enc")
+        results[k].update(views[k].seg._split(part, [owners[i][1] for i in idx], cond=cond))
+
+
+def _run_views(views: list[_View], backbone: dict) -> list[dict[int, dict]]:
+    """Prompted and tracked objects of every view through SAM2's ``track_step``, batched across views.
+
+    Objects of both eyes whose steps look alike (same relative frame, same memory layout) run as one batch:
+    memory attention and the mask decoder see a batch of all of them, each object with its own view's image
+    features and its own memory bank. Per object this is the same computation as running each view alone."""
+    model = views[0].seg.model
+    results: list[dict[int, dict]] = [{} for _ in views]
+    empty = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+    # 1) prompted tracks: an initial conditioning frame each (the prompt alone decides the mask, as in SAM2)
+    boxes: dict[tuple, list] = {}
+    masks: dict[tuple, list] = {}
+    for k, v in enumerate(views):
+        seg = v.seg
+        key = (v.rel, seg.num_frames)
+        for tid, p in seg._pending.items():
+            m = seg._mask_input(p.mask) if p.mask is not None else None
+            if m is not None or p.box is None:
+                S = seg.image_size
+                masks.setdefault(key, []).append((k, tid, m if m is not None else torch.zeros(1, 1, S, S, device=seg.device)))
+            else:
+                scale = np.array([v.W, v.H, v.W, v.H], dtype=np.float32)
+                boxes.setdefault(key, []).append((k, tid, p.box / scale * seg.image_size))
+    dev = views[0].seg.device
+    for (rel, n), objs in boxes.items():
+        b = torch.as_tensor(np.stack([o[2] for o in objs]), device=dev).view(-1, 2, 2)
+        labels = torch.tensor([[2, 3]], dtype=torch.int32, device=dev).expand(len(objs), 2).contiguous()
+        bb = _backbone_rows(backbone, [views[o[0]].row for o in objs])
+        out = _track_step(model, rel, n, bb, True, empty, point_inputs={"point_coords": b, "point_labels": labels})
+        _scatter(out, [(o[0], o[1]) for o in objs], views, True, results)
+    for (rel, n), objs in masks.items():
+        bb = _backbone_rows(backbone, [views[o[0]].row for o in objs])
+        out = _track_step(model, rel, n, bb, True, empty, mask_inputs=torch.cat([o[2] for o in objs], 0))
+        _scatter(out, [(o[0], o[1]) for o in objs], views, True, results)
+    # 2) tracked objects, batched by identical memory layout (across views)
+    groups: dict[tuple, list[tuple[int, int]]] = {}
+    for k, v in enumerate(views):
+        seg = v.seg
+        for tid, tr in seg._tracks.items():
+            if tid in seg._pending:
+                continue
+            groups.setdefault((v.rel, seg.num_frames, seg._signature(tr, v.rel)), []).append((k, tid))
+    for (rel, n, sig), objs in groups.items():
+        lead = next((views[k].seg for k, _ in objs if views[k].seg._pos_enc is not None), views[objs[0][0]].seg)
+        output_dict = lead._merged_output_dict([views[k].seg._tracks[t] for k, t in objs], sig)
+        bb = _backbone_rows(backbone, [views[k].row for k, _ in objs])
+        out = _track_step(model, rel, n, bb, False, output_dict)
+        _scatter(out, objs, views, False, results)
+    return results
 
 
 def segment_batch(
@@ -325,9 +358,10 @@ def segment_batch(
 
     ``segmenters[i]`` gets ``images[i]``; segmenters that share a model (the usual case: one SAM2 for both eyes)
     have their frames encoded as one batch (the Hiera encoder is most of SAM2's cost per frame, and a batch of 2
-    keeps a GPU busier than two batches of 1); each view then runs its own memory attention and mask decoder on
-    its slice, with its own tracks and state. Results equal :meth:`StreamingSam2Segmenter.segment` per view
-    (within float tolerance of a batched convolution). State is committed only after every view succeeded.
+    keeps a GPU busier than two batches of 1); then the objects of all those views go through memory attention
+    and the mask decoder together (:func:`_run_views`), each with its own view's features and memory bank. Each
+    view keeps its own tracks and state. Results equal :meth:`StreamingSam2Segmenter.segment` per view (within
+    float tolerance of batched kernels). State is committed only after every view succeeded.
     """
     if len(segmenters) != len(images):
         raise ValueError(f"segment_batch needs one image per segmenter, got {len(images)} for {len(segmenters)}")
@@ -346,18 +380,19 @@ def segment_batch(
         with torch.inference_mode(), _autocast(lead.device, lead.fp16):
             x = torch.cat([segmenters[i].preprocess(images[i]) for i in members], 0)
             backbone = lead.model.forward_image(x)
+            views = []
             for j, i in enumerate(members):
-                seg, image = segmenters[i], images[i]
+                seg = segmenters[i]
                 origin = frame_idx if seg._origin is None else seg._origin
-                rel = frame_idx - origin
-                H, W = int(image.shape[0]), int(image.shape[1])
-                results = seg._run_frame(rel, _slice_backbone(backbone, j), H, W)
+                views.append(_View(seg, frame_idx - origin, j, int(images[i].shape[0]), int(images[i].shape[1])))
+            per_view = _run_views(views, backbone)
+            for v, i, results in zip(views, members, per_view):
                 tids = list(results)
                 if tids:
                     logits = torch.cat([results[t]["pred_masks"] for t in tids], 0).float()
-                    probs = torch.sigmoid(F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False))[:, 0]
-                    out[i] = {tid: probs[k] for k, tid in enumerate(tids)}
-                staged.append((i, origin, tids, results))
+                    probs = torch.sigmoid(F.interpolate(logits, size=(v.H, v.W), mode="bilinear", align_corners=False))
+                    out[i] = {tid: probs[k, 0] for k, tid in enumerate(tids)}
+                staged.append((i, frame_idx - v.rel, tids, results))
     # Commit: only now does any state change (an exception above leaves every view untouched).
     for seg in segmenters:
         seg._last_frame = frame_idx
