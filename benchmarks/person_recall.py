@@ -6,7 +6,8 @@ and hides behind the other) made into a side-by-side clip (the same frame in bot
    hand-checked person boxes (both eyes) that a live track's box overlaps with IoU >= 0.5. A track's box is the
    box of the detection it was last matched to (within ``detect_interval`` frames), else its mask box. The stereo
    mode is ``independent`` so each eye's tracks come from its own detections (random-init SAM2 masks would make
-   master-slave seeds meaningless). Printed as the first JSON line.
+   master-slave seeds meaningless). ``detection_recall``: the same on the detector's own boxes, on the annotated
+   frames the detector ran on. Printed as the JSON line before the last one.
 2. The whole pipeline on the embedded engine at the default scale (``processing.scale_factor`` 0.5), alpha read
    back from the encoded output. A person box counts as found when alpha > 0.5 covers at least 20% of it; spill is
    the share of matted pixels (alpha > 0.5, annotated frames, both eyes) outside every person box padded by 10 px
@@ -105,18 +106,21 @@ def run_det_sam2(clip: Path, boxes: dict, out: Path, frames: int) -> dict:
     """The whole pipeline with det-sam2: bundled detector, random-init SAM2 (256 px), track boxes recorded."""
     import torch
 
-    import vr180matte.pipeline as pipeline
     from vr180matte.engines.det_sam2 import DetSam2Engine
+    from vr180matte.pipeline import run
     from vr180matte.track.view_matter import ViewMatter
 
     interval = 10
     seen: dict[tuple[str, int], list[np.ndarray]] = {}
+    dets: dict[tuple[str, int], list[np.ndarray]] = {}
     built: dict = {}
     step = ViewMatter.step
 
     def recording_step(self, frame_idx, image, **kw):
         res = step(self, frame_idx, image, **kw)
         if frame_idx in boxes:
+            if res.detections:
+                dets[(self.view, frame_idx)] = [np.asarray(d.box) for d in res.detections]
             live = []
             for t in self.tracks.values():
                 det_box = t.extra.get("det_box")
@@ -135,27 +139,29 @@ def run_det_sam2(clip: Path, boxes: dict, out: Path, frames: int) -> dict:
         return eng
 
     ViewMatter.step = recording_step
-    build_engine = pipeline.build_engine
-    pipeline.build_engine = build
     try:
         t0 = time.perf_counter()
-        r = pipeline.run(clip, out_dir=out, quiet=True, overrides=[
+        r = run(clip, out_dir=out, quiet=True, engine=build, overrides=[
             "hardware.device=cpu", "matting.engine=det-sam2", "stereo.consistency_mode=independent",
             f"detection.detect_interval={interval}"])
         seconds = time.perf_counter() - t0
     finally:
         ViewMatter.step = step
-        pipeline.build_engine = build_engine
     scale = float(r.stats["scale_factor"])
-    hit = total = 0
+    hit = total = dhit = dtotal = 0
     for fi, ann in boxes.items():
         for view in ("left", "right"):
             live = [b / scale for b in seen.get((view, fi), [])]  # processing px -> source px
+            found = [b / scale for b in dets.get((view, fi), [])]
             for b in ann["must"]:
                 total += 1
                 hit += int(any(box_iou(b, t) >= TRACK_IOU for t in live))
+                if (view, fi) in dets or fi % interval == 0:  # frames the detector ran on
+                    dtotal += 1
+                    dhit += int(any(box_iou(b, t) >= TRACK_IOU for t in found))
     det = built["engine"].detector_stats()
     return {"engine": "det-sam2", "track_recall": round(hit / max(total, 1), 4), "persons": total,
+            "detection_recall": round(dhit / max(dtotal, 1), 4),
             "detector": det["source"], "weights": Path(det["weights"]).name if det["weights"] else None,
             "tracks_started": {v: s["tracks_started"] for v, s in r.stats["tracks"].items()},
             "s_per_frame": round(seconds / frames, 3)}
