@@ -87,7 +87,7 @@ class DetSam2Engine:
         # The detector: the official detection.model file when present, else the bundled YOLOv8s (logged).
         self._detector = detector_for(cfg, self.device, random_init=random_init_detector)
         self.yolo_weights = self._detector.weights
-        self.detector_info = {"weights": None if self.yolo_weights is None else str(self.yolo_weights),
+        self._detector_base = {"weights": None if self.yolo_weights is None else str(self.yolo_weights),
                               "source": self._detector.source}
         sam2_ckpt = None if random_init else resolve_weights(cfg.matting.sam2_model, cfg.models.dir)
         self.sam2 = build_sam2_model(cfg.matting.sam2_model, str(sam2_ckpt) if sam2_ckpt else None, self.device,
@@ -96,7 +96,7 @@ class DetSam2Engine:
         self._lock = threading.Lock()
         log.info(
             "det-sam2: detector %s (%s) + %s on %s (image_size %d, window %d, cond %d, fp16 %s, offload %s)",
-            self.detector_info["weights"] or f"random {cfg.detection.model}", self.detector_info["source"],
+            self._detector_base["weights"] or f"random {cfg.detection.model}", self._detector_base["source"],
             cfg.matting.sam2_model, self.device, self.sam2.image_size,
             cfg.matting.memory_window, cfg.matting.max_conditioning_frames, cfg.matting.fp16,
             cfg.matting.memory_offload,
@@ -106,9 +106,13 @@ class DetSam2Engine:
         """The YOLOv8 person detector (built once in ``__init__``: the pipeline asks for one, the stereo stage owns it)."""
         return self._detector
 
-    def detector_stats(self) -> dict:
+    @property
+    def detector_info(self) -> dict:
         """``detector`` entry of stats.json: weights, source (official | bundled | random) and tiling counters."""
-        return {**self.detector_info, **self._detector.info}
+        return {**self._detector_base, **self._detector.info}
+
+    def detector_stats(self) -> dict:
+        return self.detector_info
 
     def make_segmenter(self, view: str) -> StreamingSam2Segmenter:
         """A fresh streaming state for ``view`` over the one shared SAM2 model (weights are loaded once)."""

