@@ -145,3 +145,17 @@ def test_det_sam2_detector_falls_back_to_bundled_and_prefers_official(tmp_path, 
     YOLO("yolov8n.yaml", task="detect").save(str(tmp_path / "yolov8n.pt"))
     d = detector_for(cfg, torch.device("cpu"))
     assert d.source == "official" and d.weights == tmp_path / "yolov8n.pt" and d.person_classes == (0,)
+
+
+def test_detection_zoom_set_by_the_eye_not_by_scale_or_crops():
+    """6K eye: 3072 px at scale 0.5 (1536 px processing) and at scale 0.25 alike; a 640 px perspective crop after it
+    gets the eye's zoom; a 480x540 web eye is detected at twice its source size."""
+    path = bundled_detector_path()
+    for scale in (0.5, 0.25):
+        d = YoloDetector(path, "yolov8s", person_classes=(0, 1), image_size=3072, upscale=2.0, source_scale=1 / scale)
+        eye = round(3072 * scale)
+        assert eye * d.detection_zoom(eye, eye) == pytest.approx(3072)
+        assert d.detection_zoom(640, 640) == pytest.approx(3072 / eye)
+    web = YoloDetector(path, "yolov8s", person_classes=(0, 1), image_size=3072, upscale=2.0, source_scale=2.0)
+    zoom = web.detection_zoom(270, 240)  # processing eye 240x270 of a 480x540 source eye, at scale 0.5
+    assert (240 * zoom, 270 * zoom) == (pytest.approx(960), pytest.approx(1080))  # twice the source eye

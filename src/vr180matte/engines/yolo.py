@@ -300,12 +300,17 @@ class YoloDetector:
         return out[:, :6]
 
     def detection_zoom(self, h: int, w: int) -> float:
-        """Pixels of the detection image per pixel of an ``h`` x ``w`` input (1.0 when tiling is off)."""
+        """Pixels of the detection image per pixel of an ``h`` x ``w`` input (1.0 when tiling is off).
+
+        The zoom is set by the *eye*, the largest image this detector has been given (its short side, so a joint
+        side-by-side frame counts as one eye high): the eye side becomes ``min(image_size, upscale x its source
+        size)``. Smaller images (the equirect perspective crops) get the same zoom, i.e. the eye's pixel density,
+        not a zoom of their own that would multiply their tiles.
+        """
         if self.image_size is None:
             return 1.0
-        long_px = max(h, w)
-        target = min(float(self.image_size), self.upscale * long_px * self.source_scale)
-        return target / long_px
+        self._eye_side = max(getattr(self, "_eye_side", 0), min(h, w))
+        return min(float(self.image_size) / self._eye_side, self.upscale * self.source_scale)
 
     @torch.inference_mode()
     def tiled_detections(self, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
