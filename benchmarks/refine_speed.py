@@ -7,7 +7,7 @@ loaded machine (wall time would not). Compares, on the same frames:
 * refiner: every tile filtered (``skip_uniform = False``, what the refiner did before) vs only the tiles
   whose support touches the edge band; share of tiles refined;
 * temporal smoother: guide = the full-resolution eye vs the processing-size eye;
-* quality monitor: every frame (before) vs ``every=5`` at processing size.
+* quality monitor: every frame with the full-resolution guide vs ``every=5`` at processing size.
 
 The last line is one JSON object.
 

@@ -19,6 +19,7 @@ batch of eyes (:meth:`step_batch`, both eyes in one call).
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,9 +39,16 @@ def _small_gray(guide: torch.Tensor) -> torch.Tensor:
     g = guide if guide.dim() == 4 else guide[None]
     H, W = g.shape[1:3]
     k = max(1, -(-max(H, W) // _ANALYSIS_SIDE))
-    g = g.permute(0, 3, 1, 2).float()
-    if k > 1:
-        g = F.avg_pool2d(g, k, ceil_mode=True)
+    if k > 1 and g.device.type == "cpu" and g.dtype == torch.uint8 and H % k == 0 and W % k == 0:
+        # a full-resolution guide on the CPU: OpenCV's integer area resize on 16-bit values instead of a float
+        # copy of the whole frame (the same means to 2e-6; see refine._pool_guide)
+        small = [cv2.resize(np.left_shift(x.numpy(), 8, dtype=np.uint16), (W // k, H // k), interpolation=cv2.INTER_AREA)
+                 for x in g]
+        g = torch.from_numpy(np.stack(small)).permute(0, 3, 1, 2).float().mul_(255.0 / 65280.0)
+    else:
+        g = g.permute(0, 3, 1, 2).float()
+        if k > 1:
+            g = F.avg_pool2d(g, k, ceil_mode=True)
     w = torch.tensor([0.299, 0.587, 0.114], device=g.device).view(1, 3, 1, 1)
     return (g * w).sum(1, keepdim=True) / 255.0  # (B, 1, h, w)
 

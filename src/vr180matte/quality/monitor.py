@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,16 @@ def _small(alpha: torch.Tensor, guide: torch.Tensor, max_side: int) -> tuple[np.
     gh, gw = guide.shape[:2]
     f = min(1.0, max_side / max(gh, gw))
     size = (max(1, round(gh * f)), max(1, round(gw * f)))
+    if alpha.device.type == "cpu" and guide.device.type == "cpu" and guide.dtype == torch.uint8:
+        # OpenCV's area resize reads the full-resolution inputs once, without float copies of the whole frame
+        a_np = np.ascontiguousarray(alpha.detach().float().numpy())
+        g_np = np.ascontiguousarray(guide.detach().numpy())
+        if a_np.shape != size:
+            up = a_np.shape[0] < size[0]
+            a_np = cv2.resize(a_np, size[::-1], interpolation=cv2.INTER_LINEAR if up else cv2.INTER_AREA)
+        if g_np.shape[:2] != size:
+            g_np = cv2.resize(g_np, size[::-1], interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(a_np), np.ascontiguousarray(g_np)
     a = alpha.detach().float()[None, None]
     g = guide.detach().permute(2, 0, 1)[None].float()
     if tuple(a.shape[2:]) != size:
