@@ -5,12 +5,14 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from synth import davis_sbs_clip
+import numpy as np
+
+from synth import davis_frames, davis_sbs_clip, write_video
 
 EXE = [sys.executable, "-m", "vr180matte.cli"]
-SETS = ["hardware.device=cpu", "processing.scale_factor=0.25", "refine.method=bilinear",
-        "detection.image_size=640"]
+SETS = ["hardware.device=cpu", "processing.scale_factor=0.5", "refine.method=bilinear", "detection.image_size=640"]
 
 
 def _sets() -> list[str]:
@@ -20,25 +22,46 @@ def _sets() -> list[str]:
     return out
 
 
-def test_measured_estimate_is_within_30_percent_of_a_real_run(tmp_path):
-    clip = davis_sbs_clip(tmp_path / "p48.mp4", "davis2016_parkour", count=48)
-    p = subprocess.run([*EXE, "estimate", clip, "--frames", "16", "--price", "1.5", "--json", *_sets()],
+def _small_parkour(path: Path, count: int) -> Path:
+    """DAVIS parkour with 320x180 eyes: a real person, quick to matte."""
+    import cv2
+
+    frames, _ = davis_frames("davis2016_parkour", count)
+
+    def sbs(i: int) -> np.ndarray:
+        rgb = cv2.cvtColor(cv2.imread(str(frames[i])), cv2.COLOR_BGR2RGB)
+        rgb = cv2.resize(rgb, (320, 180), interpolation=cv2.INTER_AREA)
+        return np.concatenate([rgb, rgb], axis=1)
+
+    return write_video(path, sbs, n=count, fps=24, options={"crf": "12"})
+
+
+def _estimate(clip: Path) -> dict:
+    p = subprocess.run([*EXE, "estimate", clip, "--frames", "20", "--price", "1.5", "--json", *_sets()],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    est = json.loads(p.stdout)
-    assert est["source"] == "measured" and est["probe"]["frames"] == 16
-    assert est["frames"] == est["frames_processed"] == 48  # one chunk: no overlap processed twice
-    assert abs(est["cost_usd"] - est["wall_s"] / 3600 * 1.5) < 1e-3
-    assert 0 < est["cost_per_30s_clip_usd"]
+    return json.loads(p.stdout)
 
+
+def test_measured_estimate_is_within_30_percent_of_a_real_run(tmp_path):
+    clip = _small_parkour(tmp_path / "p40.mp4", 40)
+    # The machine is shared: its load drifts. Estimating before and after the real run and taking the mean
+    # cancels a steady drift; a burst of load from elsewhere can still move the figures.
+    before = _estimate(clip)
     t0 = time.perf_counter()
     p = subprocess.run([*EXE, "run", clip, "-o", tmp_path / "out", "--quiet", *_sets()],
                        capture_output=True, text=True, timeout=600)
     real = time.perf_counter() - t0
     assert p.returncode == 0, p.stderr
-    print(f"estimated {est['wall_s']:.1f}s, real {real:.1f}s")
-    assert abs(est["wall_s"] - real) <= 0.3 * real, (est["wall_s"], real)
-    assert not list(tmp_path.glob("vr180matte-estimate-*")), "the probe leaves nothing behind"
+    after = _estimate(clip)
+    est = (before["wall_s"] + after["wall_s"]) / 2
+    print(f"estimated {before['wall_s']:.1f}s / {after['wall_s']:.1f}s, real {real:.1f}s", before["probe"])
+    assert abs(est - real) <= 0.3 * real, (before["wall_s"], after["wall_s"], real)
+
+    assert before["source"] == "measured" and before["probe"]["frames"] == 20
+    assert before["frames"] == before["frames_processed"] == 40  # one chunk: no overlap processed twice
+    assert abs(before["cost_usd"] - before["wall_s"] / 3600 * 1.5) < 1e-3 and before["cost_per_30s_clip_usd"] > 0
+    assert not list(Path("/tmp").glob(f"vr180matte-estimate-*/{clip.stem}.probe.mp4")), "the probe cleans up"
 
 
 def test_gpu_table_estimate_says_it_is_an_estimate_and_prints_time_and_cost(tmp_path):

@@ -3,9 +3,11 @@
 Two sources of throughput, and the output says which one it used:
 
 * **measured** (default): a probe run of the real pipeline, with the user's config, on the first ``--frames``
-  frames of the input, on this machine. Its wall time splits into a fixed part (probe, model loading, joining,
-  verifying: everything outside the chunk loop) and seconds per processed frame (the chunk loop); the estimate is
-  ``fixed + per_frame * frames the full run processes`` (chunk overlaps are processed twice, so they count).
+  frames of the input, on this machine, as one chunk. Its wall time splits into a fixed part (start-up, imports,
+  model loading, joining, verifying: everything outside the chunk loop) and seconds per processed frame (the
+  chunk loop); the estimate is ``fixed + per_frame * frames the full run processes`` (chunk overlaps are
+  processed twice, so they count). The probe's frames stand for the whole video: content that gets busier later
+  (more people) makes the real run slower than estimated.
 * **table** (``--gpu NAME``): the per-GPU figures in :data:`GPU_TABLE`. Each row says whether it was measured or
   estimated; every row shipped today is an **estimate** (no GPU was available where this was written): see
   ``docs/cluster.md`` for how they were derived and ``benchmarks/det_sam2_throughput.py`` to measure your own.
@@ -192,25 +194,26 @@ def estimate(
     from ..pipeline import run  # a `vr180matte run` pays this import too (torch, the engines): part of the fixed cost
 
     startup_s += time.perf_counter() - t_import
+    # One chunk of n frames. (A two-chunk probe that times only its second chunk was tried: on the embedded engine
+    # a chunk start re-creates per-track segmenters, so the "steady" chunk was the slower one.)
     n = max(2, min(int(probe_frames), info.frame_count))
     tmp = Path(tempfile.mkdtemp(prefix="vr180matte-estimate-"))
     try:
         head = tmp / f"{src.stem}.probe.mp4"
         n = _head_clip(src, head, n)
-        # Same config, but the probe writes nothing the user sees and keeps the input's stereo layout (the
-        # re-encoded head carries no stereo metadata).
-        probe_cfg = load_config(None, [f"input.layout={layout}", "performance.preserve_intermediates=false"],
-                                base=cfg._flat)
+        # Same config, but the probe writes nothing the user sees, keeps the input's stereo layout (the
+        # re-encoded head carries no stereo metadata) and runs the sequential chunk runner (one GPU's throughput).
+        sets = [f"input.layout={layout}", "performance.preserve_intermediates=false", "processing.chunk_parallel=false",
+                "processing.chunk_size=0"]
+        probe_cfg = load_config(None, sets, base=cfg._flat)
         t0 = time.perf_counter()
         result = run(head, probe_cfg, tmp / "out", quiet=True)
         probe_s = time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     chunk_s = sum(c["seconds"] for c in result.stats["chunks"])
-    chunk_frames = sum(c.get("process_end", c["end"]) - c.get("process_start", c["start"])
-                       for c in result.stats["chunks"])
-    s_per_frame = chunk_s / max(1, chunk_frames)
-    fixed = max(0.0, probe_s - chunk_s) + startup_s
+    s_per_frame = chunk_s / n  # includes the first frames' warm-up: errs on the safe side for long videos
+    fixed = max(0.0, probe_s - chunk_s) + startup_s  # start-up, imports, model loading, joining, verifying
     wall = fixed + s_per_frame * total
     cost, per_clip = _cost(wall, price, info.frame_count, fps, s_per_frame, fixed)
     return Estimate(
