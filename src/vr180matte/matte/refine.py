@@ -94,15 +94,15 @@ def _pool_guide(guide: torch.Tensor, s: int, strip: int = 256) -> torch.Tensor:
     hl, wl = -(-H // s), -(-W // s)
     out = torch.empty((3, hl, wl), dtype=torch.float32, device=guide.device)
     rows = max(1, strip // s) * s
-    # On the CPU, OpenCV's integer-factor area resize is ~8x faster than converting to float and pooling; the
-    # uint8 values are shifted into 16 bits first so the rounded mean keeps 1/256 of a level (exact to 2e-6).
+    # On the CPU, block sums from OpenCV's integral image (exact integers) are ~10x faster than converting the
+    # strip to float and pooling, and equal to it up to float rounding (3e-7).
     fast = guide.device.type == "cpu" and s > 1 and W % s == 0
     for y0 in range(0, H, rows):
         y1 = min(H, y0 + rows)
         if fast and (y1 - y0) % s == 0:
-            u = np.left_shift(guide[y0:y1].numpy(), 8, dtype=np.uint16)
-            small = cv2.resize(u, (W // s, (y1 - y0) // s), interpolation=cv2.INTER_AREA)
-            out[:, y0 // s : y1 // s] = torch.from_numpy(small).permute(2, 0, 1).float().div_(65280.0)
+            ii = cv2.integral(np.ascontiguousarray(guide[y0:y1].numpy()))  # (h + 1, W + 1, 3) int32
+            blk = ii[s::s, s::s] - ii[:-s:s, s::s] - ii[s::s, :-s:s] + ii[:-s:s, :-s:s]
+            out[:, y0 // s : y1 // s] = torch.from_numpy(blk.astype(np.float32)).permute(2, 0, 1).mul_(1.0 / (255.0 * s * s))
             continue
         g = guide[y0:y1].permute(2, 0, 1).float().div_(255.0)[None]
         ph, pw = (-(y1 - y0)) % s, (-W) % s
