@@ -12,7 +12,14 @@ def test_auto_picks_det_sam2_when_its_weights_are_present(tmp_path):
     for f in ("yolov8n.pt", "sam2.1_hiera_tiny.pt"):
         (tmp_path / f).write_bytes(b"weights")
     name, why = choose_engine(load_config(None, [f"models.dir={tmp_path}"]))
-    assert name == "det-sam2" and "found" in why
+    assert name == "det-sam2" and "found" in why and "yolov8n.pt" in why
+
+
+def test_auto_picks_det_sam2_with_the_bundled_detector(tmp_path):
+    """No yolov8*.pt: the bundled YOLOv8s stands in, so the SAM2.1 checkpoint alone selects det-sam2."""
+    (tmp_path / "sam2.1_hiera_tiny.pt").write_bytes(b"weights")
+    name, why = choose_engine(load_config(None, [f"models.dir={tmp_path}"]))
+    assert name == "det-sam2" and "bundled" in why
 
 
 def test_explicit_engine_is_kept(tmp_path):

@@ -21,7 +21,11 @@ def choose_engine(cfg: Config) -> tuple[str, str]:
     from .det_sam2 import det_sam2_weights_present
 
     if det_sam2_weights_present(cfg):
-        return "det-sam2", "auto: YOLOv8 and SAM2.1 weights found"
+        from ..runtime.models import weights_present
+
+        detector = (f"{cfg.detection.model}.pt" if weights_present(cfg.detection.model, cfg.models.dir)
+                    else "the bundled YOLOv8s detector")
+        return "det-sam2", f"auto: SAM2.1 weights found, detector {detector}"
     return "embedded", "auto: no SAM2/YOLO weights configured, using the embedded engine (no download needed)"
 
 
