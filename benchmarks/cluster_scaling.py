@@ -8,7 +8,8 @@ of the two runs are compared frame by frame.
     .venv/bin/python benchmarks/cluster_scaling.py [--frames 64] [--chunk 16] [--overlap 4] [--scale 0.5]
 
 Last line: ``{"workers_1_s": a, "workers_2_s": b, "speedup": a/b, "identical": true, ...}``. On a machine shared
-with other jobs the seconds (not the identity) are affected: say so when recording them.
+with other jobs the seconds (not the identity) are affected: ``control_speedup`` (a pure-Python loop in 1 vs 2
+processes, before and after) says how much parallelism the machine gave at all; ~2.0 on idle cores.
 """
 from __future__ import annotations
 
@@ -42,6 +43,30 @@ def _clip(path: Path, frames: int, eye: tuple[int, int]) -> Path:
     return write_video(path, sbs, n=len(paths), fps=24, options={"crf": "12"})
 
 
+def _busy(_: int = 0) -> float:
+    t = time.perf_counter()
+    x = 0
+    for i in range(15_000_000):
+        x += i
+    return time.perf_counter() - t
+
+
+def control_speedup() -> float:
+    """What this machine gives two processes right now: a pure-Python loop, 1 process vs 2 at once.
+
+    About 2.0 on two idle cores; near 1.0 when other jobs already take the cores (a shared machine), and then no
+    program can show a 2-worker speedup here either.
+    """
+    import multiprocessing as mp
+
+    one = _busy()
+    with mp.get_context("spawn").Pool(2) as pool:
+        t = time.perf_counter()
+        pool.map(_busy, [0, 1])
+        two = time.perf_counter() - t
+    return round(2 * one / two, 3)
+
+
 def _frames(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="rgba") for f in c.decode(video=0)]
@@ -57,6 +82,10 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # One thread per worker for the native pools too (OpenMP/BLAS, TFLite's XNNPACK via OMP where it honours it):
+    # the workers inherit this environment from the local cluster started below.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
     os.environ.setdefault("YOLO_OFFLINE", "1")
     import ray
 
@@ -64,6 +93,7 @@ def main() -> None:
     from vr180matte.pipeline.chunk_parallel import run_chunk_parallel
     from vr180matte.runtime.chunks import plan_chunks
 
+    control_before = control_speedup()
     tmp = Path(tempfile.mkdtemp(prefix="cluster-scaling-"))
     clip = _clip(tmp / "parkour.mp4", args.frames, tuple(args.eye))
     n_chunks = len(plan_chunks(args.frames, args.chunk, args.overlap))
@@ -74,8 +104,19 @@ def main() -> None:
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
         # Warm-up: start both worker processes and import the pipeline in them, so neither timed run pays it.
-        ray.get([ray.remote(lambda: __import__("vr180matte.pipeline.chunk_parallel")).options(num_gpus=1).remote()
-                 for _ in range(2)])
+        # Ray runs workers at nice 15 (its raylet stays responsive); on a dedicated GPU node that costs nothing,
+        # but on a machine shared with other jobs nice-15 workers starve and 1 vs 2 workers measure the leftover
+        # CPU, not the code. The warm-up sets the two worker processes back to nice 0 where permitted (root).
+        def warm() -> int:
+            __import__("vr180matte.pipeline.chunk_parallel")
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, 0)
+            except OSError:
+                pass
+            time.sleep(1.0)  # hold the worker so the two warm-ups land on two different processes
+            return os.getpriority(os.PRIO_PROCESS, 0)
+
+        nice = ray.get([ray.remote(warm).options(num_gpus=1).remote() for _ in range(2)])
         seconds, outputs = {}, {}
         for workers, gpus in ((1, 2), (2, 1)):
             cfg = load_config(None, base + [f"cluster.gpus_per_task={gpus}"])
@@ -84,13 +125,20 @@ def main() -> None:
             seconds[workers] = time.perf_counter() - t0
             outputs[workers] = result.outputs[0]
             print(f"{workers} worker(s): {seconds[workers]:.1f} s", file=sys.stderr)
+            pieces = result.stats["chunks"] + result.stats["chunk_parallel"]["seams"]
+            t_first = min(p["worker"]["began"] for p in pieces)
+            for p in sorted(pieces, key=lambda p: p["worker"]["began"]):
+                w = p["worker"]
+                print(f"   {'seam' if 'seam' in p else 'chunk'} {p['start']:>3}-{p['end']:<3} pid {w['pid']} nice {w['nice']}"
+                      f" {w['began'] - t_first:6.1f} -> {w['ended'] - t_first:6.1f} s", file=sys.stderr)
     finally:
         ray.shutdown()
     a, b = _frames(outputs[1]), _frames(outputs[2])
     identical = len(a) == len(b) == args.frames and all(np.array_equal(x, y) for x, y in zip(a, b))
     print(json.dumps({
         "frames": args.frames, "chunks": n_chunks, "eye": list(args.eye), "scale": args.scale,
-        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "load_avg_1m": round(os.getloadavg()[0], 2), "worker_nice": nice,
+        "control_speedup": [control_before, control_speedup()],  # the machine's own 2-process speedup, before/after
         "workers_1_s": round(seconds[1], 2), "workers_2_s": round(seconds[2], 2),
         "speedup": round(seconds[1] / seconds[2], 3), "identical": identical,
     }))

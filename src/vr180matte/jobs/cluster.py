@@ -78,10 +78,17 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _setup_worker(cpus: float) -> None:
-    """Per-task process set-up: torch threads match the CPUs the task reserved (two tasks never fight)."""
+    """Per-task process set-up: torch's and OpenCV's thread pools match the CPUs the task reserved.
+
+    (Decoder/encoder threads of FFmpeg and MediaPipe's own pool are not limited here; a node gives its tasks
+    several CPUs each in practice.)
+    """
+    import cv2
     import torch
 
-    torch.set_num_threads(max(1, int(cpus)))
+    n = max(1, int(cpus))
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
     os.environ.setdefault("YOLO_OFFLINE", "1")
 
 

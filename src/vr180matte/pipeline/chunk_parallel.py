@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +153,12 @@ def _stream(job: _Job, start: int, end: int, handle: Callable, writers: dict) ->
     return written
 
 
+def _where(t0: float) -> dict:
+    """Which process ran a piece, and when (epoch seconds): the chunk log shows how pieces overlapped."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "nice": os.getpriority(os.PRIO_PROCESS, 0),
+            "began": round(time.time() - (time.perf_counter() - t0), 3), "ended": round(time.time(), 3)}
+
+
 def _track_masks(matter) -> dict:
     """Each person's small mask in both eyes on the frame just segmented (for id matching)."""
     from ..track.reconcile import small_track_mask
@@ -214,6 +221,7 @@ def run_chunk(input_path: str, flat: dict, out_dir: str, out_file: str | None, k
     entry = chunk_log_entry(chunk, time.perf_counter() - t0, frames=written, scale=plan.geometry.scale,
                             ids=sorted(ids), stages=job.timer.as_dict())
     entry["start"] = head_end  # what seg_k holds; the seam before it holds [process_start, head_end)
+    entry["worker"] = _where(t0)
     work.mark_done(k, entry)
     return entry
 
@@ -279,7 +287,7 @@ def run_seam(input_path: str, flat: dict, out_dir: str, out_file: str | None, k:
         raise InputError(f"{plan.input.name}: decoded {written} of {end - start} frames of the overlap before chunk "
                          f"{k}; the file is truncated or corrupt")
     entry = {"seam": k, "start": start, "end": end, "seconds": round(time.perf_counter() - t0, 3), "frames": written,
-             "stages": job.timer.as_dict()}
+             "stages": job.timer.as_dict(), "worker": _where(t0)}
     atomic_write_json(marker, entry)
     return entry
 
