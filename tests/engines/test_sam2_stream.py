@@ -210,3 +210,35 @@ def test_both_eyes_one_encoder_batch_equal_per_eye(model, monkeypatch):
     assert got[1] == {} and set(got[0]) == {1}
     with pytest.raises(ValueError, match="increasing order"):
         segment_batch([pair["l"], pair["r"]], 4, [left_f[0], right_f[0]])
+
+
+def test_prefetch_encodes_both_eyes_once_and_segment_uses_it(model, monkeypatch):
+    """parallel_eyes in the stereo stage: both eyes' frames go through the image encoder as one batch of 2 ahead
+    of the (sequential) per-eye steps; the masks equal those of encoding each eye on its own."""
+    from vr180matte.engines.sam2_stream import prefetch_batch
+
+    left_f, right_f = _frames(3, seed=5), _frames(3, seed=6)
+    box = np.array([6, 8, 40, 40], np.float32)
+
+    def run(prefetch: bool):
+        segs = [_seg(model), _seg(model)]
+        for s in segs:
+            s.add_prompt(1, box=box)
+        calls = []
+        real = model.forward_image
+        monkeypatch.setattr(model, "forward_image", lambda x: (calls.append(x.shape[0]), real(x))[1])
+        out = []
+        for i in range(3):
+            if prefetch:
+                StreamingSam2Segmenter.prefetch_batch(segs, i, [left_f[i], right_f[i]])
+            out.append([segs[0].segment(i, left_f[i])[1], segs[1].segment(i, right_f[i])[1]])
+        monkeypatch.setattr(model, "forward_image", real)
+        return out, calls
+
+    base, calls_base = run(False)
+    pre, calls_pre = run(True)
+    assert calls_base == [1] * 6 and calls_pre == [2] * 3, (calls_base, calls_pre)
+    for a, b in zip(base, pre):
+        for x, y in zip(a, b):
+            assert torch.allclose(x, y, atol=1e-4)
+    assert prefetch_batch is StreamingSam2Segmenter.prefetch_batch

@@ -116,6 +116,20 @@ class MobileSamSegmenter:
         self._boxes.clear()
         self._low.clear()
         self.predictor.reset_image()
+        self._prefetched: int | None = None
+
+    @staticmethod
+    def prefetch_batch(segmenters: list["MobileSamSegmenter"], frame_idx: int, images: list[torch.Tensor]) -> None:
+        """Both eyes' image embeddings from one encoder forward, ahead of their ``segment`` calls (parallel_eyes).
+
+        The stereo stage steps the eyes one after the other (the right eye is seeded from the left's mask), but
+        the embedding does not depend on prompts, so it is computed for both at once; ``segment`` then skips
+        ``set_image`` for that frame."""
+        from .mobilesam_predictor import set_image_batch
+
+        set_image_batch([s.predictor for s in segmenters], list(images))
+        for s in segmenters:
+            s._prefetched = int(frame_idx)
 
     def segment(self, frame_idx: int, image: torch.Tensor) -> dict[int, torch.Tensor]:
         """One ``set_image`` and one batched ``predict`` for all live tracks: ``{track_id: (H, W) float32}``."""
@@ -123,7 +137,9 @@ class MobileSamSegmenter:
             return {}
         ids = list(self._boxes)
         h, w = int(image.shape[0]), int(image.shape[1])
-        self.predictor.set_image(image)
+        if getattr(self, "_prefetched", None) != frame_idx:
+            self.predictor.set_image(image)
+        self._prefetched = None
         boxes = torch.stack([self._boxes[i] for i in ids])
         mask_input = None
         if self.use_mask_input and all(i in self._low for i in ids):

@@ -110,6 +110,7 @@ class StreamingSam2Segmenter:
         self._pending: dict[int, _Prompt] = {}
         self._origin: int | None = None
         self._last_frame: int | None = None
+        self._prefetched: tuple | None = None  # (frame_idx, batch backbone, row) from prefetch_batch
 
     def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
         """Prompt ``track_id`` on the next frame (new track, or a conditioning frame for an existing one).
@@ -351,6 +352,26 @@ def _run_views(views: list[_View], backbone: dict) -> list[dict[int, dict]]:
     return results
 
 
+def prefetch_batch(segmenters: list["StreamingSam2Segmenter"], frame_idx: int, images: list[torch.Tensor]) -> None:
+    """Encode several views' frames (both eyes) in one image-encoder forward, ahead of their ``segment`` calls.
+
+    Why: the stereo stage steps the eyes one after the other (master-slave seeds the right eye with the left
+    eye's mask of the same frame), so the views cannot share one :func:`segment_batch`; the image encoder, most of
+    SAM2's cost per frame, does not depend on prompts and can. Each segmenter keeps its row of the batch for
+    ``frame_idx`` only; ``segment`` uses it instead of encoding again. Views sharing a model are batched.
+    """
+    groups: dict[int, list[int]] = {}
+    for i, seg in enumerate(segmenters):
+        groups.setdefault(id(seg.model), []).append(i)
+    for members in groups.values():
+        lead = segmenters[members[0]]
+        with torch.inference_mode(), _autocast(lead.device, lead.fp16):
+            x = torch.cat([segmenters[i].preprocess(images[i]) for i in members], 0)
+            backbone = lead.model.forward_image(x)
+        for j, i in enumerate(members):
+            segmenters[i]._prefetched = (int(frame_idx), backbone, j)
+
+
 def segment_batch(
     segmenters: list[StreamingSam2Segmenter], frame_idx: int, images: list[torch.Tensor]
 ) -> list[dict[int, torch.Tensor]]:
@@ -377,11 +398,15 @@ def segment_batch(
     staged: list[tuple[int, int, list[int], dict]] = []
     for members in groups.values():
         lead = segmenters[members[0]]
+        pre = getattr(lead, "_prefetched", None)
         with torch.inference_mode(), _autocast(lead.device, lead.fp16):
-            x = torch.cat([segmenters[i].preprocess(images[i]) for i in members], 0)
-            backbone = lead.model.forward_image(x)
+            if len(members) == 1 and pre is not None and pre[0] == frame_idx:
+                backbone, rows = pre[1], [pre[2]]  # encoded with the other eye by prefetch_batch
+            else:
+                x = torch.cat([segmenters[i].preprocess(images[i]) for i in members], 0)
+                backbone, rows = lead.model.forward_image(x), list(range(len(members)))
             views = []
-            for j, i in enumerate(members):
+            for j, i in zip(rows, members):
                 seg = segmenters[i]
                 origin = frame_idx if seg._origin is None else seg._origin
                 views.append(_View(seg, frame_idx - origin, j, int(images[i].shape[0]), int(images[i].shape[1])))
@@ -396,6 +421,7 @@ def segment_batch(
     # Commit: only now does any state change (an exception above leaves every view untouched).
     for seg in segmenters:
         seg._last_frame = frame_idx
+        seg._prefetched = None
     for i, origin, tids, results in staged:
         seg = segmenters[i]
         seg._origin = origin
@@ -404,3 +430,6 @@ def segment_batch(
             seg._commit(tid, rel, results[tid])
         seg._pending.clear()
     return out
+
+
+StreamingSam2Segmenter.prefetch_batch = staticmethod(prefetch_batch)  # the stereo stage's hook (parallel_eyes)

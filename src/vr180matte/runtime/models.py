@@ -22,7 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vr180matte.engines.base import EngineError
+from vr180matte.errors import EngineError
 
 log = logging.getLogger(__name__)
 

@@ -176,6 +176,8 @@ class StereoStage:
         self.fuse_edges = bool(fuse_edges)
         self._n_fused = 0
         self.detect_interval = int(cfg.detection.detect_interval)
+        # processing.parallel_eyes (auto is resolved by for_engine from the engine's device; off here)
+        self.parallel_eyes = cfg.processing.parallel_eyes is True
         self.left, self.right = left, right
         self.detector = detector
         self.equirect: EquirectDetector | None = None
@@ -216,6 +218,8 @@ class StereoStage:
         views = [ViewMatter(eye, engine.make_segmenter(eye), None, **kw) for eye in ("left", "right")]
         stage = cls(cfg, views[0], views[1], engine.make_detector(), fuse_edges=cfg.stereo.fuse_edges)
         stage.ids = ids
+        if cfg.processing.parallel_eyes == "auto":  # a batch of two pays off on a GPU, not on the CPU
+            stage.parallel_eyes = torch.device(getattr(engine, "device", "cpu")).type == "cuda"
         return stage
 
     @property
@@ -264,11 +268,25 @@ class StereoStage:
         self.max_disp = max(1, int(round(self.max_disp_frac * eye_w)))
         detect_now = self.is_detection_frame(frame_idx)
         self._first = False
+        self._prefetch(frame_idx, left_img, right_img, detect_now)
         res = self.strategy.step(self, frame_idx, left_img, right_img, detect_now)
         res.detected = detect_now
         if account:
             self._account(res)
         return res
+
+    def _prefetch(self, frame_idx: int, left_img: torch.Tensor, right_img: torch.Tensor, detect_now: bool) -> None:
+        """processing.parallel_eyes: both eyes' image encoder in one batch before the views step (the views still
+        step one after the other, as the right eye may be seeded from the left's mask of this frame)."""
+        if not self.parallel_eyes:
+            return
+        ls, rs = getattr(self.left, "segmenter", None), getattr(self.right, "segmenter", None)
+        hook = getattr(ls, "prefetch_batch", None)
+        if hook is None or type(ls) is not type(rs):
+            return
+        if not (self.left.live_ids or self.right.live_ids or detect_now):
+            return  # nobody to segment: no encoder run, as without batching
+        hook([ls, rs], frame_idx, [left_img, right_img])
 
     def is_detection_frame(self, frame_idx: int) -> bool:
         """The one detection schedule: the first frame after a reset, then every ``detect_interval`` frames."""
