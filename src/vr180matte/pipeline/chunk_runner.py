@@ -139,7 +139,8 @@ class ChunkRunner:
         try:
             reader = FrameReader(self.plan.input, self.plan.info, start=chunk.process_start, end=chunk.process_end,
                                  read_ahead=cfg.processing.read_ahead, timer=tm,
-                                 high_bit_depth=True)  # >8-bit sources as 16-bit RGB: 10-bit colour end to end
+                                 high_bit_depth=True,  # >8-bit sources as 16-bit RGB: 10-bit colour end to end
+                                 decode_device=str(self.plan.device))  # NVDEC where io/hwaccel.py says it applies
             with reader:
                 run_stages(reader, [("segment", segment), ("finish", finish), ("encode", encode)], timer=tm,
                            threaded=bool(cfg.processing.memory_pipeline))

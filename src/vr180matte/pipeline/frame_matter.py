@@ -42,6 +42,7 @@ class Segmented:
     detected: bool = False
     guides: dict = field(default_factory=dict)  # eye -> 8-bit proxy of a >8-bit eye (refine/temporal/quality)
     frame: torch.Tensor | None = None  # the whole decoded frame on the device (the eyes are views of it)
+    proc: dict = field(default_factory=dict)  # eye -> processing-size 8-bit eye (temporal and quality decide on it)
 
 
 def resize_prob(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -203,18 +204,21 @@ class FrameMatter:
             self.confidence_dir.mkdir(exist_ok=True)
             for eye, prob in probs.items():
                 save_confidence_map(self.confidence_dir / f"{idx:06d}_{eye}.png", prob)
-        return Segmented(idx, rgb, write, eyes, probs, res.detected, guides, frame)
+        return Segmented(idx, rgb, write, eyes, probs, res.detected, guides, frame, proc)
 
     def _alphas(self, seg: Segmented) -> dict:
-        """Full-resolution alpha per eye: refine, temporal smoothing (both eyes as one batch with parallel_eyes)."""
+        """Full-resolution alpha per eye: refine (full-res guide), temporal smoothing and quality sampling (both
+        decide on the processing-size eye and touch full resolution only where alpha changes). With parallel_eyes
+        both eyes go through as one batch."""
         eyes = ("left", "right")
         guides = {eye: seg.guides.get(eye, seg.eyes[eye]) for eye in eyes}
+        small = {eye: seg.proc.get(eye, guides[eye]) for eye in eyes}
         if self.parallel_eyes:
-            g = torch.stack([guides[e] for e in eyes])
             with self.timer("refine"):
-                a = self.refiner.refine_batch(torch.stack([seg.probs[e] for e in eyes]), g)
+                a = self.refiner.refine_batch(torch.stack([seg.probs[e] for e in eyes]),
+                                              torch.stack([guides[e] for e in eyes]))
             with self.timer("temporal"):
-                a = self.pair_smoother.step_batch(a, g)
+                a = self.pair_smoother.step_batch(a, torch.stack([small[e] for e in eyes]))
             alphas = dict(zip(eyes, a.unbind(0)))
         else:
             alphas = {}
@@ -222,11 +226,11 @@ class FrameMatter:
                 with self.timer("refine"):
                     alpha = self.refiner(seg.probs[eye], guides[eye])
                 with self.timer("temporal"):
-                    alphas[eye] = self.smoothers[eye].step(alpha, guides[eye])
-        if self.cfg.performance.profile_enabled:
+                    alphas[eye] = self.smoothers[eye].step(alpha, small[eye])
+        if self.cfg.performance.profile_enabled and self.quality.wants(seg.index):
             for eye in eyes:
                 with self.timer("quality"):
-                    self.quality.update(eye, seg.index, alphas[eye], guides[eye])
+                    self.quality.update(eye, seg.index, alphas[eye], small[eye])
         return alphas
 
     def finish(self, seg: Segmented) -> dict:

@@ -145,7 +145,7 @@ def _run_locked(cfg: Config, plan: RunPlan, work: WorkDir, src: Path, out: Path,
     if report is not None:
         for entry in runner.chunk_log:
             report.add_chunk(entry)
-        report.write(out, plan.stem, stats["stages"], stats["frames_out"])
+        report.write(out, plan.stem, stats["stages"], stats["frames_out"], timing=stats["concurrency"])
     bad = [k for k, v in verification.items() if not (v["frames_ok"] and v["duration_ok"])]
     if bad and (cfg.debugging.frame_count_validation or cfg.audio.verify_sync):
         v = verification[bad[0]]
