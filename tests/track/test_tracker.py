@@ -122,19 +122,3 @@ def test_id_allocator():
     with pytest.raises(ValueError):
         IdAllocator(0)
 
-
-def test_track_matches_where_the_detector_last_saw_it():
-    """A mask that leaked over the whole view (box IoU with the person ~0.2) still matches the same person's next
-    detection through the track's last detection box, and is then drifted (re-prompted), not a second person."""
-    tr = Tracker(iou_threshold=0.3)
-    leaked = Track(id=1, box=np.array([0, 0, 480, 270], np.float32), score=0.9)
-    leaked.extra["det_box"] = np.array([100, 50, 200, 250], np.float32)
-    other = Track(id=2, box=np.array([300, 40, 380, 260], np.float32), score=0.9)
-    dets = [_det([300, 45, 382, 262]), _det([104, 52, 206, 255])]
-    matched, ut, ud = tr.match([leaked, other], dets)
-    assert sorted(matched) == [(0, 1), (1, 0)] and ut == [] and ud == []
-    assert tr.is_drifted(leaked, dets[1])
-    # without the detection box the leaked track would have lost its person
-    leaked.extra.clear()
-    matched, _, ud = tr.match([leaked, other], dets)
-    assert matched == [(1, 0)] and ud == [1]

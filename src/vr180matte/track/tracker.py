@@ -167,12 +167,6 @@ class Tracker:
         dboxes = np.stack([np.asarray(d.box, dtype=np.float32).reshape(4) for d in detections])
         iou = box_iou(tboxes, dboxes)
         iou[~has_box] = 0.0
-        # A track also matches where the detector last saw it: a mask that leaked far beyond the person (or a
-        # segmenter that lost them) must not turn the same person's next detection into a "new" person.
-        for i, t in enumerate(tracks):
-            db = t.extra.get("det_box")
-            if db is not None:
-                iou[i] = np.maximum(iou[i], box_iou(np.asarray(db, np.float32), dboxes)[0])
         valid = iou >= self.iou_threshold
         cost = np.where(valid, 1.0 - iou, _INVALID_COST)
         rows, cols = linear_sum_assignment(cost)
