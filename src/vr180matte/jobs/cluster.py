@@ -24,8 +24,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import Config, ConfigError
+from ..config import Config
+from ..errors import one_line
 from ..runtime.chunks import atomic_write_json
+from ..runtime.ray_cluster import connect, setup_worker, task_options
 from .batch import BatchItem, _finished, expand_inputs
 
 log = logging.getLogger(__name__)
@@ -33,68 +35,9 @@ log = logging.getLogger(__name__)
 _POLL_S = 1.0  # how often the driver wakes up to refresh the progress line when nothing finished
 
 
-def resolve_address(flag: str | None, cfg: Config) -> str | None:
-    """The Ray address to use: ``--ray`` wins over ``cluster.address``; None (or "") means no Ray."""
-    address = flag if flag is not None else cfg.cluster.address
-    return address or None
-
-
-def connect(address: str) -> bool:
-    """Connect this process to a Ray cluster; returns True when this call started Ray (caller shuts it down).
-
-    ``auto``: the cluster this machine belongs to (``ray start`` ran here, or ``RAY_ADDRESS``), else a new local
-    one with this machine's CPUs and GPUs. ``local``: always a new local cluster. Anything else is an address
-    (``HOST:6379`` or ``ray://HOST:10001``). An already connected process (a test, a notebook) is reused as is.
-    """
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from render nodes
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    try:
-        if address == "local":
-            ray.init(**kw)
-            return True
-        if address == "auto":
-            try:
-                ray.init(address="auto", **kw)
-            except ConnectionError:
-                log.info("no running Ray cluster found: starting a local one")
-                ray.init(**kw)
-            return True
-        ray.init(address=address, **kw)
-        return True
-    except Exception as exc:  # noqa: BLE001 - Ray raises several types for a bad or unreachable address
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(
-            f"cannot connect to the Ray cluster at '{address}': {first}; check cluster.address / --ray "
-            "(auto, local, HOST:6379 or ray://HOST:10001)"
-        ) from None
-
-
-def _one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _setup_worker(cpus: float) -> None:
-    """Per-task process set-up: torch's and OpenCV's thread pools match the CPUs the task reserved.
-
-    (Decoder/encoder threads of FFmpeg and MediaPipe's own pool are not limited here; a node gives its tasks
-    several CPUs each in practice.)
-    """
-    import cv2
-    import torch
-
-    n = max(1, int(cpus))
-    torch.set_num_threads(n)
-    cv2.setNumThreads(n)
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-
-
 def _run_video(input_path: str, flat: dict, out_dir: str, cpus: float) -> dict:
     """Body of one video task (runs on a worker). Returns a result dict; never raises for a bad video."""
-    _setup_worker(cpus)
+    setup_worker(cpus)
     from ..pipeline import run  # the worker imports the pipeline, the driver does not need to
 
     t0 = time.perf_counter()
@@ -102,7 +45,7 @@ def _run_video(input_path: str, flat: dict, out_dir: str, cpus: float) -> dict:
     try:
         result = run(Path(input_path), Config(flat), Path(out_dir), quiet=True)
     except Exception as exc:  # noqa: BLE001 - recorded in batch.json like the local loop does
-        return {"status": "failed", "error": _one_line(exc), "seconds": time.perf_counter() - t0, **where}
+        return {"status": "failed", "error": one_line(exc), "seconds": time.perf_counter() - t0, **where}
     return {
         "status": "done",
         "outputs": result.stats["outputs"],
@@ -110,82 +53,6 @@ def _run_video(input_path: str, flat: dict, out_dir: str, cpus: float) -> dict:
         "seconds": time.perf_counter() - t0,
         **where,
     }
-
-
-def task_options(cfg: Config) -> dict:
-    """Ray options every task of this run gets (resources, retries on worker loss only)."""
-    return {
-        "num_gpus": float(cfg.cluster.gpus_per_task),
-        "num_cpus": float(cfg.cluster.cpus_per_task),
-        "max_retries": int(cfg.cluster.max_retries),
-        "retry_exceptions": False,  # a Python error is the video's fault: re-running cannot fix it
-    }
-
-
-def _run_piece(kind: str, args: tuple, k: int, cpus: float, *deps: Any) -> dict:
-    """Body of one chunk-parallel task (runs on a worker): chunk ``k`` or the seam before chunk ``k``."""
-    _setup_worker(cpus)
-    from ..pipeline import chunk_parallel
-
-    if kind == "chunk":
-        return chunk_parallel.run_chunk(*args, k)
-    return chunk_parallel.run_seam(*args, k)
-
-
-class RayExecutor:
-    """Chunk-parallel pieces as Ray tasks: every chunk at once, each seam as soon as its two chunks are done.
-
-    A seam task gets its chunks' results as arguments, so Ray starts it only after both finished; a task whose
-    worker died is re-run (``cluster.max_retries``); a piece that finished is never run again (done markers).
-    """
-
-    name = "ray"
-
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-
-    def run(self, job_args: tuple, chunks: list[int], seams: list[int], on_done) -> None:
-        import ray
-
-        remote = ray.remote(_run_piece).options(**task_options(self.cfg))
-        cpus = float(self.cfg.cluster.cpus_per_task)
-        chunk_refs = {k: remote.remote("chunk", job_args, k, cpus) for k in chunks}
-        pending = list(chunk_refs.values())
-        for k in seams:
-            deps = [chunk_refs[j] for j in (k - 1, k) if j in chunk_refs]
-            pending.append(remote.remote("seam", job_args, k, cpus, *deps))
-        try:
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                for ref in ready:
-                    try:
-                        on_done(ray.get(ref))
-                    except ray.exceptions.RayTaskError as exc:  # the task's own error: re-raise it as it was
-                        raise exc.as_instanceof_cause() from None
-                    except ray.exceptions.RayError as exc:  # its worker died more than max_retries times
-                        from ..errors import ResourceError
-
-                        raise ResourceError(
-                            f"a chunk's Ray worker died {self.cfg.cluster.max_retries + 1} times ({type(exc).__name__}:"
-                            " out of memory, or the node was lost); finished chunks are kept: run again to resume"
-                        ) from None
-        except BaseException:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            raise
-
-
-def executor_for(cfg: Config):
-    """Ray when this process is connected to a cluster (or ``cluster.address`` names one), else in-process."""
-    from ..pipeline.chunk_parallel import LocalExecutor
-
-    try:
-        import ray
-    except ImportError:  # pragma: no cover - ray is a dependency; a trimmed install still runs locally
-        return LocalExecutor()
-    if not ray.is_initialized() and cfg.cluster.address:
-        connect(cfg.cluster.address)  # stays connected for the rest of this process (a `vr180matte run`)
-    return RayExecutor(cfg) if ray.is_initialized() else LocalExecutor()
 
 
 def run_cluster_batch(

@@ -1,7 +1,7 @@
 """Chunk-parallel mode (``processing.chunk_parallel``): one video's chunks run independently, on any worker.
 
 Why: the sequential chunk runner hands each chunk's tracks to the next, so one long video can use one GPU only.
-Here every chunk starts from nothing, so N GPUs (Ray workers, ``jobs/cluster.py``) take N chunks at once:
+Here every chunk starts from nothing, so N GPUs (Ray workers, ``pipeline/chunk_executor.py``) take N chunks at once:
 
 * chunk ``k`` processes ``[b_k - o, b_{k+1})`` with a freshly built engine: it detects afresh on its first frame and
   warms up (tracks, segmenter memory) on its ``o`` leading overlap frames, which it does **not** write; it writes
@@ -337,7 +337,7 @@ def run_chunk_parallel(src: Path, cfg: Config, out: Path, out_file: Path | None,
         chunks = [c.index for c in plan.chunks if not work.done_marker(c.index).exists()]
         seams = [c.index for c in plan.chunks if c.overlap_in and not seam_marker(work, c.index).exists()]
         if executor is None:
-            from ..jobs.cluster import executor_for
+            from .chunk_executor import executor_for
 
             executor = executor_for(cfg)
         total = len(chunks) + len(seams)

@@ -43,7 +43,7 @@ from ..engines.base import Detection, Detector, FrameMatte, TrackMask
 from .disparity import DisparitySmoother, measure_disparity, shift_mask
 from .equirect import EquirectDetector
 from .handoff import ChunkHandoff
-from .modes import MODES, make_mode
+from .modes import make_mode
 from ..track.boxes import mask_box, shift_box
 
 log = logging.getLogger(__name__)
