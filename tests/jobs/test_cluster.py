@@ -83,6 +83,21 @@ def test_cluster_batch_records_the_corrupt_video_and_finishes_the_others(cluster
     statuses = {Path(i["input"]).name: i["status"] for i in json.loads((out / "batch.json").read_text())["items"]}
     assert statuses == {"a.mp4": "skipped", "b.mp4": "skipped", "corrupt.mp4": "failed"}
 
+    # The same identity as the local loop: another input named a.mp4 gets its own output (not "skipped" onto the
+    # first one's), and a changed output setting re-runs a finished video.
+    other = tmp_path / "other"
+    other.mkdir()
+    write_video(other / "a.mp4", lambda i: gradient_sbs(i + 3, 128, 64), n=4)
+    p = _cli(["batch", src / "a.mp4", other / "a.mp4", "-o", out, f"--ray={cluster}"], FAST)
+    assert p.returncode == 0, p.stderr
+    items = json.loads((out / "batch.json").read_text())["items"]
+    assert [i["status"] for i in items] == ["skipped", "done"], items
+    assert items[1]["out_dir"] and len(read_frames(out / items[1]["outputs"][0])) == 4
+    p = _cli(["batch", src / "a.mp4", "-o", out, f"--ray={cluster}"], FAST + ["refine.erode_px=1"])
+    assert p.returncode == 0, p.stderr
+    (item,) = json.loads((out / "batch.json").read_text())["items"]
+    assert item["status"] == "done" and "config changed" in item["reason"], item
+
 
 def _task_workers(name: str) -> list[psutil.Process]:
     """Ray worker processes of THIS test's cluster (its raylet is our child) running a task of function ``name``.

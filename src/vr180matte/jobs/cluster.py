@@ -28,7 +28,7 @@ from ..config import Config
 from ..errors import one_line
 from ..runtime.chunks import atomic_write_json
 from ..runtime.ray_cluster import connect, setup_worker, task_options
-from .batch import BatchItem, _finished, expand_inputs
+from .batch import BatchItem, plan_batch, record_done
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,10 @@ def run_cluster_batch(
     from tqdm import tqdm
 
     out = Path(out_dir).resolve()  # workers resolve paths on their own node: give them absolute ones
+    # The same identity as the local loop: input path + fingerprint + config digest, same-name inputs in their
+    # own subfolders, a reason per item (jobs/batch.py); refuses an empty batch before anything is written.
+    items = plan_batch(inputs, cfg, out, force)
     out.mkdir(parents=True, exist_ok=True)
-    items = [BatchItem(str(p)) for p in expand_inputs(inputs)]
     summary = out / "batch.json"
 
     def save() -> None:
@@ -93,13 +95,12 @@ def run_cluster_batch(
         remote = ray.remote(_run_video).options(**task_options(cfg))
         for item in items:
             src = Path(item.input)
-            previous = None if force else _finished(out / f"{src.stem}.stats.json")
-            if previous is not None:
-                item.status, item.outputs, item.stats = "skipped", previous, f"{src.stem}.stats.json"
-                log.info("%s: already done, skipped", src.name)
+            if item.status == "skipped":
+                log.info("%s: %s", src.name, item.reason)
                 continue
             item.status = "queued"
-            ref = remote.remote(str(src.resolve()), dict(cfg._flat), str(out), float(cfg.cluster.cpus_per_task))
+            ref = remote.remote(str(src.resolve()), dict(cfg._flat), str(out / item.out_dir),
+                                float(cfg.cluster.cpus_per_task))
             pending[ref] = item
         save()
         with tqdm(total=len(pending), disable=quiet, unit="video", desc="batch (ray)", dynamic_ncols=True) as bar:
@@ -115,9 +116,12 @@ def run_cluster_batch(
                                         "retries; run the batch again to resume"}
                     item.status = res["status"]
                     item.seconds = round(res["seconds"], 3)
-                    item.outputs = res.get("outputs", [])
-                    item.stats = res.get("stats")
+                    prefix = Path(item.out_dir)
+                    item.outputs = [str(prefix / o) for o in res.get("outputs", [])]
+                    item.stats = str(prefix / res["stats"]) if res.get("stats") else None
                     item.error = res.get("error")
+                    if item.status == "done":
+                        record_done(out, item, res["outputs"], res["stats"])
                     if item.error:
                         log.error("%s: %s", Path(item.input).name, item.error)
                     else:
@@ -128,7 +132,7 @@ def run_cluster_batch(
     except KeyboardInterrupt:
         for ref, item in pending.items():
             ray.cancel(ref, force=True)
-            item.status, item.error = "failed", "interrupted: run the batch again to resume"
+            item.status, item.error = "interrupted", "interrupted: finished videos are kept; run the batch again to resume"
         save()
         raise
     finally:
