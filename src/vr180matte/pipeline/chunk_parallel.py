@@ -317,8 +317,12 @@ class LocalExecutor:
             on_done(run_seam(*job_args, k))
 
 
-def run_chunk_parallel(src: Path, cfg: Config, out: Path, out_file: Path | None, quiet: bool, executor=None):
-    """``run`` in chunk-parallel mode: plan, submit the missing chunks and seams, reconcile ids, join, stats."""
+def run_chunk_parallel(src: Path, cfg: Config, out: Path, out_file: Path | None, quiet: bool, executor=None, *,
+                       plan: RunPlan | None = None, work: WorkDir | None = None, timer: StageTimer | None = None,
+                       t_start: float | None = None):
+    """``run`` in chunk-parallel mode: plan, submit the missing chunks and seams, reconcile ids, join, stats.
+
+    ``run`` calls it with its plan (sizes checked), work folder (locked) and timer; alone it makes its own."""
     from tqdm import tqdm
 
     from ..runtime.chunks import fingerprint
@@ -326,13 +330,15 @@ def run_chunk_parallel(src: Path, cfg: Config, out: Path, out_file: Path | None,
     from .run import RunResult, _check_writable, _finalize
     from .stats import run_stats
 
-    t_start = time.perf_counter()
-    timer = StageTimer()
-    with timer("probe"):
-        plan = make_plan(src, cfg, out, out_file)
-    _check_writable(out)
-    work = WorkDir(out, plan.stem)
-    with work.lock() if hasattr(work, "lock") else _nullcontext():
+    t_start = time.perf_counter() if t_start is None else t_start
+    timer = StageTimer() if timer is None else timer
+    if plan is None:
+        with timer("probe"):
+            plan = make_plan(src, cfg, out, out_file)
+        _check_writable(out)
+    locked = work is not None  # the caller holds the work folder's lock
+    work = WorkDir(out, plan.stem) if work is None else work
+    with _nullcontext() if locked else work.lock():
         first = work.prepare(fingerprint(src), plan.digest, list(plan.chunks))
         chunks = [c.index for c in plan.chunks if not work.done_marker(c.index).exists()]
         seams = [c.index for c in plan.chunks if c.overlap_in and not seam_marker(work, c.index).exists()]

@@ -91,10 +91,6 @@ def run(
     if isinstance(config, Config) and overrides:
         cfg = load_config(None, overrides, base=config._flat)
     src, out, out_file = _resolve_paths(input_path, cfg, out_dir)
-    if cfg.processing.chunk_parallel:  # independent chunks, on Ray workers when connected (pipeline/chunk_parallel.py)
-        from .chunk_parallel import run_chunk_parallel
-
-        return run_chunk_parallel(src, cfg, out, out_file, quiet)
     t_start = time.perf_counter()
     timer = StageTimer()
     with timer("probe"):
@@ -105,6 +101,11 @@ def run(
     work = WorkDir(out, plan.stem)
     try:
         with work.lock():  # one run per output: a second one is refused, naming this one (runtime/lock.py)
+            if cfg.processing.chunk_parallel:  # independent chunks, on Ray workers when connected
+                from .chunk_parallel import run_chunk_parallel
+
+                return run_chunk_parallel(src, cfg, out, out_file, quiet, plan=plan, work=work, timer=timer,
+                                          t_start=t_start)
             return _run_locked(cfg, plan, work, src, out, quiet, engine, timer, t_start)
     except LockedError:
         raise  # the work folder is the other run's
