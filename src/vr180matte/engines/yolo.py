@@ -162,7 +162,7 @@ def merge_tiled_boxes(
         host = np.flatnonzero((frac > inside) & (area > area[i]))
         if host.size:
             keep[i] = False  # a fragment of a bigger box, which it vouches for: the host keeps the better score
-            k = host[np.argmax(area[host])]
+            k = host[np.argmax(scores[host])]  # the most confident host (not the largest: a loose 0.2 box)
             scores[k] = max(scores[k], scores[i])
     boxes, scores = boxes[keep], scores[keep]
     if len(boxes) == 0:
