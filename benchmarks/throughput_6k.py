@@ -72,13 +72,15 @@ def run_ffmpeg(ffmpeg: str, clip: Path, out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def run_ours(clip: Path, out: Path, scale: float) -> dict:
+def run_ours(clip: Path, out: Path, scale: float, extra: list[str] = ()) -> dict:
     cmd = [
         sys.executable, "-m", "vr180matte.cli", "run", str(clip), "-o", str(out), "--quiet",
         "--set", "matting.engine=embedded", "--set", "hardware.device=cpu", "--set", "output.format=alpha",
         "--set", "output.codec=prores4444", "--set", "input.layout=sbs",
         "--set", f"processing.scale_factor={scale}",
     ]
+    for kv in extra:
+        cmd += ["--set", kv]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     total = time.perf_counter() - t0
@@ -98,6 +100,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--small", action="store_true", help="smoke mode: 768 px eyes instead of 3072")
     ap.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5])
+    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="extra config override for our runs (e.g. detection.image_size=1536)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the clip and outputs in this folder")
     args = ap.parse_args()
     import imageio_ffmpeg
@@ -114,7 +118,7 @@ def main() -> None:
         print(f"ffmpeg decode + ProRes 4444 encode: {t_ff:.1f} s, {ffmpeg_fps:.3f} fps", flush=True)
         runs = {}
         for s in args.scales:
-            r = runs[s] = run_ours(clip, work / f"out_{s}", s)
+            r = runs[s] = run_ours(clip, work / f"out_{s}", s, args.extra)
             print(f"vr180matte scale {s}: {r['frames']} frames, processing wall {r['wall_s']:.1f} s "
                   f"({r['fps']:.3f} fps), whole command {r['total_s']:.1f} s; busiest {r['busiest_stage']} "
                   f"{r['busiest_stage_s']} s, efficiency {r['efficiency']}", flush=True)

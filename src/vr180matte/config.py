@@ -63,6 +63,7 @@ RULES: dict[str, dict[str, Any]] = {
     "detection.confidence_threshold": {"range": (0.0, 1.0)},
     "detection.model": {"choices": ["yolov8n", "yolov8s", "yolov8m"]},
     "detection.detect_interval": {"range": (1, 100_000)},
+    "detection.equirect_crops": {"choices": ["auto", True, False]},
     "detection.min_box_area": {"range": (0.0, 1.0)},
     "detection.max_persons": {"range": (1, 256)},
     "detection.image_size": {"range": (64, 16384)},

@@ -108,7 +108,7 @@ class FrameMatter:
         self.cfg, self.plan, self.engine, self.timer = cfg, plan, engine, timer
         self.device = plan.device
         self.geo = plan.geometry
-        self.stereo = StereoStage.for_engine(cfg, engine)
+        self.stereo = StereoStage.for_engine(cfg, engine, equirect=plan.equirect)
         r = cfg.refine
         self.refiner = Refiner(
             method=r.method if r.enabled else "bilinear", radius_px=r.radius_px, eps=r.eps, erode_px=r.erode_px,

@@ -117,6 +117,15 @@ class RunPlan:
     engine_reason: str
     digest: str  # config digest over the keys that change frames (resume identity)
 
+    @property
+    def equirect(self) -> bool:
+        """Whether the eyes are equirectangular: the metadata says so or, without metadata, the (de-squeezed) eye
+        is square as a VR180 eye is. Decides ``detection.equirect_crops: auto``."""
+        if self.info.projection:
+            return self.info.projection == "equirectangular"
+        g = self.geometry
+        return abs(g.proc_w / g.proc_h - 1.0) < 0.05
+
 
 def _choose_layout(cfg: Config, info: VideoInfo) -> tuple[Layout, str]:
     """(layout, where it came from); refuses mono and metadata/geometry that contradict stereo."""

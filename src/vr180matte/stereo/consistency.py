@@ -181,7 +181,9 @@ class StereoStage:
         self.left, self.right = left, right
         self.detector = detector
         self.equirect: EquirectDetector | None = None
-        if detector is not None and bool(cfg.detection.equirect_crops):
+        # auto: off here; for_engine turns it on for equirect input (a flat clip's edges are not stretched, and
+        # crops there only add false detections and detector time)
+        if detector is not None and (cfg.detection.equirect_crops is True or equirect_detector is not None):
             self.equirect = equirect_detector or EquirectDetector(detector)
         self.smoother = DisparitySmoother(float(st.disparity_smoothing))
         self._ref_area: dict[int, float] = {}  # person -> agreed mask area on the last validated frame
@@ -199,7 +201,7 @@ class StereoStage:
         self._disp_sum: dict[int, list[float]] = {}
 
     @classmethod
-    def for_engine(cls, cfg: Config, engine: Any, ids: Any = None) -> "StereoStage":
+    def for_engine(cls, cfg: Config, engine: Any, ids: Any = None, equirect: bool = True) -> "StereoStage":
         """The stage with its two views built from ``engine`` (one segmenter per eye, one shared id allocator).
 
         The stage owns the views and the one detection schedule: the engine's detector runs here (every
@@ -216,7 +218,13 @@ class StereoStage:
             confirm_end_runs=m.track_confirm_end_runs,
         )
         views = [ViewMatter(eye, engine.make_segmenter(eye), None, **kw) for eye in ("left", "right")]
-        stage = cls(cfg, views[0], views[1], engine.make_detector(), fuse_edges=cfg.stereo.fuse_edges)
+        detector = engine.make_detector()
+        crops = cfg.detection.equirect_crops
+        use_crops = detector is not None and (equirect if crops == "auto" else bool(crops))
+        stage = cls(cfg, views[0], views[1], detector, fuse_edges=cfg.stereo.fuse_edges,
+                    equirect_detector=EquirectDetector(detector) if use_crops else None)
+        if not use_crops:
+            stage.equirect = None
         stage.ids = ids
         if cfg.processing.parallel_eyes == "auto":  # a batch of two pays off on a GPU, not on the CPU
             stage.parallel_eyes = torch.device(getattr(engine, "device", "cpu")).type == "cuda"
