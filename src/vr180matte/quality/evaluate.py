@@ -10,10 +10,7 @@ warning). Metrics per eye: IoU, boundary F, MAD (x1e3), dtSSD (x1e2), see :mod:`
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -195,30 +192,3 @@ def format_table(result: dict) -> str:
         lines.append(f"{r:<6} {d['frames']:>6} {fmt(d['iou'], 8)} {fmt(d['boundary_f'], 8)} {fmt(d['mad'], 9)} "
                      f"{fmt(d['dtssd'], 10)}")
     return "\n".join(lines)
-
-
-def evaluate_command(args: list[str]) -> int:
-    """``vr180matte evaluate OUTPUT GT [--eye left|right|both] [--layout sbs|sbs_rl|tb|mono] [--json]``.
-
-    Prints the table (to stderr with ``--json``, so stdout is pure JSON). Exit 0, or 2 with a one-line error.
-    """
-    ap = argparse.ArgumentParser(prog="vr180matte evaluate", description="Compare an alpha output with ground truth.")
-    ap.add_argument("output", type=Path, help="alpha video (.mov ProRes 4444, ...) or folder of RGBA/grey PNGs")
-    ap.add_argument("gt", type=Path, help="folder of PNG masks, a DAVIS sequence (Annotations/), or left/ + right/")
-    ap.add_argument("--eye", choices=["left", "right", "both"], default="both")
-    ap.add_argument("--layout", choices=list(LAYOUTS), default="sbs",
-                    help="how the output holds the eyes (sbs, sbs_rl, tb); mono: one eye")
-    ap.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
-    ns = ap.parse_args(args)
-    try:
-        result = evaluate(ns.output, ns.gt, eye=ns.eye, layout=ns.layout)
-    except (EvaluateError, av.error.FFmpegError, OSError) as exc:
-        print(f"vr180matte evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    table = format_table(result)
-    if ns.json:
-        print(table, file=sys.stderr)
-        print(json.dumps(result))
-    else:
-        print(table)
-    return 0

