@@ -83,15 +83,16 @@ class DetSam2Engine:
         self.cfg = cfg
         self.device = torch.device(device)
         self.random_init = random_init
-        # Resolve both files before building anything: a missing file is a one-line error, at once.
-        # The detector: the official detection.model file when present, else the bundled YOLOv8s (logged).
-        self._detector = detector_for(cfg, self.device, random_init=random_init_detector)
-        self.yolo_weights = self._detector.weights
-        self._detector_base = {"weights": None if self.yolo_weights is None else str(self.yolo_weights),
-                              "source": self._detector.source}
+        # The SAM2 file is resolved before anything is built: a missing file is a one-line error, at once.
         sam2_ckpt = None if random_init else resolve_weights(cfg.matting.sam2_model, cfg.models.dir)
         self.sam2 = build_sam2_model(cfg.matting.sam2_model, str(sam2_ckpt) if sam2_ckpt else None, self.device,
                                      sam2_overrides)
+        # The detector: the official detection.model file when present, else the bundled YOLOv8s (logged). Built
+        # after SAM2, so a random-init SAM2 (tests, benchmarks) gets the same weights for a seed as it always did.
+        self._detector = detector_for(cfg, self.device, random_init=random_init_detector)
+        self.yolo_weights = self._detector.weights
+        self._detector_base = {"weights": None if self.yolo_weights is None else str(self.yolo_weights),
+                               "source": self._detector.source}
         self.detect_interval = int(cfg.detection.detect_interval)
         self._lock = threading.Lock()
         log.info(
