@@ -212,11 +212,10 @@ def test_checkpoint_roundtrip_through_engine(model, predictor, tmp_path):
     assert all(k.split(".")[0] in ("image_encoder", "prompt_encoder", "mask_decoder") for k in state)
     assert "image_encoder.patch_embed.seq.0.c.weight" in state and "mask_decoder.iou_token.weight" in state
     torch.save(state, tmp_path / "mobile_sam.pt")
-    # The engine resolves the detector's weights up front too; this test builds no detector, so any file that
-    # passes the weights check stands in for yolov8n.pt.
-    torch.save({}, tmp_path / "yolov8n.pt")
+    # No yolov8n.pt in the folder: the engine falls back to the bundled YOLOv8s detector and says so.
     cfg = load_config(None, [f"models.dir={tmp_path}", "hardware.device=cpu"])
     engine = MobileSamEngine(cfg, torch.device("cpu"))
+    assert engine.detector_info["source"] == "bundled"
     assert engine.model is not model
     loaded_state = engine.model.state_dict()
     assert loaded_state.keys() == state.keys()
