@@ -15,7 +15,7 @@ import torch
 from vr180matte.config import Config
 from vr180matte.engines.base import EngineError
 from vr180matte.engines.sam2_stream import StreamingSam2Segmenter
-from vr180matte.engines.yolo import YoloDetector, detector_for
+from vr180matte.engines.yolo import OwnsDetector, detector_for
 from vr180matte.runtime.models import bundled_detector_info, resolve_weights, weights_present
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def build_sam2_model(name: str, ckpt: str | None, device: torch.device, override
     return model
 
 
-class DetSam2Engine:
+class DetSam2Engine(OwnsDetector):
     """Engine protocol implementation; ``random_init`` and ``sam2_overrides`` are for tests and benchmarks."""
 
     name = "det-sam2"
@@ -103,17 +103,6 @@ class DetSam2Engine:
             cfg.matting.memory_offload,
         )
 
-    def make_detector(self) -> YoloDetector:
-        """The YOLOv8 person detector (built once in ``__init__``: the pipeline asks for one, the stereo stage owns it)."""
-        return self._detector
-
-    @property
-    def detector_info(self) -> dict:
-        """``detector`` entry of stats.json: weights, source (official | bundled | random) and tiling counters."""
-        return {**self._detector_base, **self._detector.info}
-
-    def detector_stats(self) -> dict:
-        return self.detector_info
 
     def make_segmenter(self, view: str) -> StreamingSam2Segmenter:
         """A fresh streaming state for ``view`` over the one shared SAM2 model (weights are loaded once)."""

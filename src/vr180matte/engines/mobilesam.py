@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from vr180matte.engines.mobilesam_predictor import MobileSamPredictor, SamKpi, load_mobile_sam
-from vr180matte.engines.yolo import YoloDetector, detector_for
+from vr180matte.engines.yolo import OwnsDetector, detector_for
 from vr180matte.runtime.models import resolve_weights
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class MobileSamSegmenter:
         return out
 
 
-class MobileSamEngine:
+class MobileSamEngine(OwnsDetector):
     """Factory for the ``mobilesam`` engine's detector and per-view segmenters (both eyes share one model)."""
 
     name = "mobilesam"
@@ -208,17 +208,6 @@ class MobileSamEngine:
             f", autocast {self.autocast_dtype}" if self.autocast_dtype else "",
         )
 
-    def make_detector(self) -> YoloDetector:
-        """The YOLOv8 person detector on the engine's device (official weights, else the bundled YOLOv8s)."""
-        return self._detector
-
-    @property
-    def detector_info(self) -> dict:
-        """``detector`` entry of stats.json: weights, source (official | bundled | random) and tiling counters."""
-        return {**self._detector_base, **self._detector.info}
-
-    def detector_stats(self) -> dict:
-        return self.detector_info
 
     def make_segmenter(self, view: str) -> MobileSamSegmenter:
         """A segmenter for ``view`` with its own predictor state over the shared model and KPI counter."""

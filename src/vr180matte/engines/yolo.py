@@ -439,3 +439,20 @@ def detector_for(cfg, device, *, random_init: bool = False) -> YoloDetector:
         d.confidence_threshold = min(d.confidence_threshold, BUNDLED_MAX_THRESHOLD)
         return d
     return yolo_for(cfg, weights, device, source=source)
+
+
+class OwnsDetector:
+    """Engines that build one YOLOv8 detector in ``__init__`` (``self._detector``, ``self._detector_base``): the
+    pipeline asks for it, the stereo stage owns it, stats.json reports it."""
+
+    def make_detector(self) -> "YoloDetector":
+        """The engine's YOLOv8 person detector (official weights when present, else the bundled YOLOv8s)."""
+        return self._detector
+
+    @property
+    def detector_info(self) -> dict:
+        """``detector`` entry of stats.json: weights, source (official | bundled | random) and tiling counters."""
+        return {**self._detector_base, **self._detector.info}
+
+    def detector_stats(self) -> dict:
+        return self.detector_info

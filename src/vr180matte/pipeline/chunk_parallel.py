@@ -327,7 +327,7 @@ def run_chunk_parallel(src: Path, cfg: Config, out: Path, out_file: Path | None,
 
     from ..runtime.chunks import fingerprint
     from ..runtime.profile import MemorySampler
-    from .run import RunResult, _check_writable, _finalize
+    from .run import RunResult, _check_writable, _finalize, raise_if_unverified
     from .stats import run_stats
 
     t_start = time.perf_counter() if t_start is None else t_start
@@ -375,22 +375,10 @@ def run_chunk_parallel(src: Path, cfg: Config, out: Path, out_file: Path | None,
                           time.perf_counter() - t_start, first, spherical, [])
         stats_path = out / f"{plan.stem}.stats.json"
         atomic_write_json(stats_path, stats)
-        _raise_if_unverified(cfg, plan, verification, stats_path)
+        raise_if_unverified(cfg, plan, verification, stats_path)
         if not cfg.performance.preserve_intermediates:
             work.remove()
     return RunResult(stats, stats_path, list(plan.output.paths.values()))
-
-
-def _raise_if_unverified(cfg: Config, plan: RunPlan, verification: dict, stats_path: Path) -> None:
-    from ..errors import VerificationError
-
-    bad = [k for k, v in verification.items() if not (v["frames_ok"] and v["duration_ok"])]
-    if bad and (cfg.debugging.frame_count_validation or cfg.audio.verify_sync):
-        v = verification[bad[0]]
-        raise VerificationError(
-            f"output {bad[0]} has {v['frames']} frames / {v['duration_s']:.3f}s but the input has "
-            f"{plan.info.frame_count} frames / {plan.info.duration_s:.3f}s; see {stats_path.name}"
-        )
 
 
 class _nullcontext:

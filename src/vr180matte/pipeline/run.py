@@ -147,6 +147,14 @@ def _run_locked(cfg: Config, plan: RunPlan, work: WorkDir, src: Path, out: Path,
         for entry in runner.chunk_log:
             report.add_chunk(entry)
         report.write(out, plan.stem, stats["stages"], stats["frames_out"], timing=stats["concurrency"])
+    raise_if_unverified(cfg, plan, verification, stats_path)
+    if not cfg.performance.preserve_intermediates:
+        work.remove()
+    return RunResult(stats, stats_path, list(plan.output.paths.values()))
+
+
+def raise_if_unverified(cfg: Config, plan: RunPlan, verification: dict, stats_path: Path) -> None:
+    """VerificationError (exit 5) when an output's frame count or duration does not match the input."""
     bad = [k for k, v in verification.items() if not (v["frames_ok"] and v["duration_ok"])]
     if bad and (cfg.debugging.frame_count_validation or cfg.audio.verify_sync):
         v = verification[bad[0]]
@@ -154,9 +162,6 @@ def _run_locked(cfg: Config, plan: RunPlan, work: WorkDir, src: Path, out: Path,
             f"output {bad[0]} has {v['frames']} frames / {v['duration_s']:.3f}s but the input has "
             f"{plan.info.frame_count} frames / {plan.info.duration_s:.3f}s; see {stats_path.name}"
         )
-    if not cfg.performance.preserve_intermediates:
-        work.remove()
-    return RunResult(stats, stats_path, list(plan.output.paths.values()))
 
 
 def _finalize(cfg: Config, plan: RunPlan, work: WorkDir, timer: StageTimer,

@@ -17,6 +17,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from ..engines.base import Detection
+from .boxes import box_iou  # noqa: F401 - re-exported: view_matter and tests import it from here
 from .ids import IdAllocator
 
 log = logging.getLogger(__name__)
@@ -26,25 +27,6 @@ __all__ = ["Track", "Tracker", "IdAllocator", "box_iou", "mask_box", "mask_stats
 # Cost given to pairs below the IoU threshold: larger than any sum of valid costs (each <= 1), so the
 # assignment first maximises the number of valid pairs and only then their total IoU.
 _INVALID_COST = 1e6
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` xyxy boxes -> ``(N, M)`` float32 (0 for empty boxes)."""
-    a = np.asarray(a, dtype=np.float32).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float32).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), dtype=np.float32)
-    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return iou.astype(np.float32)
 
 
 def _stats_on_device(prob: torch.Tensor, thresh: float) -> torch.Tensor:
