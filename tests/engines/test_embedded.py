@@ -14,7 +14,7 @@ from synth import davis_frames, media
 from vr180matte.config import default_config
 from vr180matte.engines.base import Detector, Segmenter
 from vr180matte.engines.embedded import EMBEDDED_MAX_THRESHOLD, EmbeddedDetector, EmbeddedEngine, EmbeddedSegmenter
-from vr180matte.engines.embedded_detector import box_iou, mask_box
+from vr180matte.boxes import iou as box_iou, mask_box
 from vr180matte.engines.yolo import YoloDetector
 from vr180matte.runtime.models import bundled_detector_path
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..boxes import iou, mask_box
 from .base import Detection, EngineError
 
 log = logging.getLogger(__name__)
@@ -103,25 +104,6 @@ class Roi:
         """Axis-aligned bounding box of the (rotated) square, xyxy pixels."""
         half = self.size / 2 * (abs(math.cos(self.rotation)) + abs(math.sin(self.rotation)))
         return np.array([self.cx - half, self.cy - half, self.cx + half, self.cy + half], dtype=np.float32)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two xyxy boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-def mask_box(mask: np.ndarray, threshold: float = 0.5) -> np.ndarray | None:
-    """Tight xyxy box of ``mask > threshold`` (None when empty)."""
-    on = mask > threshold
-    rows = np.flatnonzero(on.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(on.any(axis=0))
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)
 
 
 @dataclass
@@ -258,7 +240,7 @@ class EmbeddedDetector:
             for score, roi in sorted(cands, key=lambda c: -c[0]):
                 if score < self.confidence_threshold or len(found) >= self.max_persons:
                     continue
-                if any(box_iou(roi.box(), Roi.from_box(b).box()) > 0.7 for _, b, _ in found):
+                if any(iou(roi.box(), Roi.from_box(b).box()) > 0.7 for _, b, _ in found):
                     continue  # the same person seen again (full frame vs tile)
                 res = self.graphs.landmarks(src, roi)
                 calls += 1

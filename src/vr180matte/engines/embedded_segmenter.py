@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from .base import EngineError
-from .embedded_detector import PoseGraphs, Roi, box_iou, mask_box
+from ..boxes import iou as box_iou, mask_box
+from .embedded_detector import PoseGraphs, Roi
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,9 @@ def temp_path(output: Path) -> Path:
 
 
 def _container_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    return {".mov": "mov", ".mp4": "mp4", ".m4a": "mp4", ".mka": "matroska", ".mkv": "matroska"}.get(suffix, "mov")
+    from .codecs import muxer_for
+
+    return muxer_for(path.suffix)
 
 
 # -- joining --------------------------------------------------------------------------------------------------------

@@ -149,11 +149,9 @@ def read_stereo_metadata(path: str | Path) -> tuple[str | None, str | None, floa
 
 def eye_size(width: int, height: int, layout: str | None) -> tuple[int, int]:
     """Size of one eye's view. Without metadata the default layout (side-by-side) is assumed."""
-    if layout == "tb":
-        return width, height // 2
-    if layout == "mono":
-        return width, height
-    return width // 2, height
+    from .layouts import LAYOUTS
+
+    return LAYOUTS.get(layout or "sbs", LAYOUTS["sbs"]).eye_size(width, height)
 
 
 def _scan_video_packets(container: av.container.InputContainer, stream) -> tuple[np.ndarray, list[int]]:

@@ -230,23 +230,15 @@ class FrameReader:
 
 
 def split_eyes(rgb: np.ndarray, layout: str) -> tuple[np.ndarray, np.ndarray]:
-    """(left, right) eye views of a stereo frame, without copying.
+    """(left, right) eye views of a stereo frame, without copying (the geometry is ``io/layouts.py``'s)."""
+    from .layouts import LAYOUTS
 
-    ``sbs``: left half is the left eye; ``sbs_rl``: right eye stored first; ``tb``: top is the left eye.
-    """
+    lay = LAYOUTS.get(layout)
+    if lay is None or not lay.stereo:
+        raise InputError(f"unknown stereo layout {layout!r}; use sbs, sbs_rl or tb")
     h, w = rgb.shape[:2]
-    if layout in ("sbs", "sbs_rl"):
-        if w % 2:
-            raise InputError(
-                f"frame width {w} is odd, so it cannot be side-by-side stereo; give a video whose width is even "
-                "(each eye half the width) or set the layout to mono"
-            )
-        a, b = rgb[:, : w // 2], rgb[:, w // 2 :]
-        return (a, b) if layout == "sbs" else (b, a)
-    if layout == "tb":
-        if h % 2:
-            raise InputError(
-                f"frame height {h} is odd, so it cannot be top-bottom stereo; give a video whose height is even"
-            )
-        return rgb[: h // 2], rgb[h // 2 :]
-    raise InputError(f"unknown stereo layout {layout!r}; use sbs, sbs_rl or tb")
+    if not lay.fits(w, h):
+        side, n = ("width", w) if lay.axis == 1 else ("height", h)
+        raise InputError(f"frame {side} {n} is odd, so it cannot be {lay.words} stereo; give a video whose {side} "
+                         "is even (each eye half of it)")
+    return lay.split(rgb)

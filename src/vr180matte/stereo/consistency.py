@@ -44,7 +44,7 @@ from .disparity import DisparitySmoother, measure_disparity, shift_mask
 from .equirect import EquirectDetector
 from .handoff import ChunkHandoff
 from .modes import make_mode
-from ..track.boxes import mask_box, shift_box
+from ..boxes import mask_box, shift_box
 
 log = logging.getLogger(__name__)
 

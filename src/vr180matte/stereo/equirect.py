@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from vr180matte.engines.base import Detection, Detector
-from vr180matte.track.boxes import box_iou, mask_box
+from vr180matte.boxes import box_iou, mask_box
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..engines.base import Detection
-from ..track.boxes import iou, shift_box
+from ..boxes import iou, shift_box
 from .disparity import shift_mask
 
 if TYPE_CHECKING:  # the stage imports this module; only type hints go the other way

@@ -17,7 +17,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from ..engines.base import Detection
-from .boxes import box_iou  # noqa: F401 - re-exported: view_matter and tests import it from here
+from ..boxes import box_iou  # noqa: F401 - re-exported: view_matter and tests import it from here
 from .ids import IdAllocator
 
 log = logging.getLogger(__name__)
