@@ -112,9 +112,14 @@ def _write_10bit(path: Path, frames: list[np.ndarray], fps: int = 24) -> Path:
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx265", rate=fps)
         s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv444p10le"
-        s.options = {"preset": "ultrafast", "x265-params": "log-level=error:lossless=1"}
-        for rgb in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb48le")):
+        # one frame thread and explicit timestamps: under load x265's frame threads could hand the mp4 muxer
+        # packets it refused ("not yet implemented") when the frames carried no pts
+        s.options = {"preset": "ultrafast", "x265-params": "log-level=error:lossless=1:frame-threads=1"}
+        s.time_base = Fraction(1, fps)
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for p in s.encode(frame):
                 out.mux(p)
         for p in s.encode():
             out.mux(p)
