@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import faulthandler
 import os
 import sys
 import warnings
@@ -143,6 +144,8 @@ def _silence_native_stderr() -> None:
         os.dup2(devnull, 2)
         os.close(devnull)
         sys.stderr = os.fdopen(real, "w", buffering=1, encoding="utf-8", errors="replace")
+        if faulthandler.is_enabled():  # PYTHONFAULTHANDLER / -X faulthandler: its dumps must stay visible too
+            faulthandler.enable(file=sys.stderr, all_threads=True)
     except OSError:  # pragma: no cover - exotic platforms without fd 2
         pass
 

@@ -114,8 +114,12 @@ def run_stages(source: Iterable, stages: list[tuple[str, Callable]], *, timer: S
                 t.join(timeout=0.2)
     except BaseException:
         stop.set()  # the caller's own error or Ctrl-C/SIGTERM: stop the workers, then propagate
+        # Wait for every worker to leave its stage: each checks ``stop`` between items, so this takes one item's
+        # time. Returning earlier would let the caller close a writer a worker is still encoding into, and two
+        # threads inside one FFmpeg codec context deadlock (seen under load as a SIGTERM that never exits).
         for t in threads:
-            t.join(timeout=5)
+            while t.is_alive():
+                t.join(timeout=0.2)
         raise
     if errors:
         raise errors[0]
