@@ -103,6 +103,9 @@ RULES: dict[str, dict[str, Any]] = {
     "stereo.correction_method": {"choices": _Registry("vr180matte.stereo.consistency:METHODS")},
     "stereo.disparity_smoothing": {"range": (0.0, 1.0)},
     "stereo.max_disparity_frac": {"range": (0.0, 0.5)},
+    "stereo.vouch_ratio": {"range": (0.0, 1.0)},
+    "matting.roi_max_frac": {"range": (0.0, 1.0)},
+    "matting.roi_max_lanes": {"range": (1, 64)},
 }
 
 

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from vr180matte.engines.roi import RoiSegmenter
+
 from vr180matte.config import load_config
 from vr180matte.engines.base import EngineError
 from vr180matte.engines.det_sam2 import DetSam2Engine, det_sam2_weights_present
@@ -34,7 +36,9 @@ def test_random_init_end_to_end_shared_model(tmp_path):
                "matting.max_conditioning_frames=2")
     eng = DetSam2Engine(cfg, torch.device("cpu"), random_init=True, sam2_overrides=SMALL)
     det = eng.make_detector()
-    left, right = eng.make_segmenter("left"), eng.make_segmenter("right")
+    roi_l, roi_r = eng.make_segmenter("left"), eng.make_segmenter("right")
+    assert isinstance(roi_l, RoiSegmenter)  # small people get their own crops (engines/roi.py)
+    left, right = roi_l.full, roi_r.full
     assert isinstance(det, YoloDetector) and isinstance(left, StreamingSam2Segmenter)
     assert left.model is right.model is eng.sam2 and left is not right  # one model, two states
     assert (left.memory_window, left.max_conditioning_frames, left.fp16) == (3, 2, True)

@@ -317,7 +317,8 @@ def test_engine_end_to_end_on_sbs_clip(tmp_path):
     clip = write_video(tmp_path / "sbs.mp4", lambda i: gradient_sbs(i, w, h), n=n)
     frames = _decode(clip)
     assert len(frames) == n and frames[0].shape == (h, w, 3)
-    cfg = load_config(None, ["hardware.device=cpu", "detection.confidence_threshold=0.0"])
+    # roi off: this checks the bare per-eye predictor (engines/roi.py's crops are tested in test_roi.py)
+    cfg = load_config(None, ["hardware.device=cpu", "detection.confidence_threshold=0.0", "matting.roi_max_frac=0"])
     torch.manual_seed(0)
     engine = MobileSamEngine(cfg, torch.device("cpu"), random_init=True)
     assert engine.name == "mobilesam"

@@ -10,13 +10,7 @@ from vr180matte.track.ids import IdAllocator
 from vr180matte.track.view_matter import ViewMatter
 
 
-@pytest.mark.parametrize("mode", [
-    pytest.param("master_slave", marks=pytest.mark.xfail(strict=True, reason=(
-        "known regression of issue 9: the bundled YOLOv8s scores one synthetic billboard person 0.47 in the left "
-        "eye, under the embedded engine's 0.5 cap, so master_slave sees one person; lowering the cap makes joint "
-        "start a third track (docs/benchmarks.md, stereo section)"))),
-    "joint",
-])
+@pytest.mark.parametrize("mode", ["master_slave", "joint"])
 def test_embedded_engine_both_eyes_same_people_and_consistent(clip, mode):
     pytest.importorskip("mediapipe")
     from vr180matte.engines.embedded import EmbeddedEngine
@@ -45,3 +39,26 @@ def test_embedded_engine_both_eyes_same_people_and_consistent(clip, mode):
         assert min(res.agreement.values()) >= 0.8
     rep = stage.report()
     assert rep["id_mismatches"] == 0 and rep["persons_left"]["max"] == rep["persons_right"]["max"] == 2
+
+
+def test_master_slave_keeps_the_person_the_left_eye_is_unsure_of_only_through_vouching(clip):
+    """One billboard person scores just under the threshold in the left eye and above it in the right: the
+    right eye vouches for it. With vouching off (ratio 1) the left eye, which leads, loses that person."""
+    pytest.importorskip("mediapipe")
+    from vr180matte.engines.embedded import EmbeddedEngine
+
+    torch.set_num_threads(1)
+    persons = {}
+    for ratio in (1.0, 0.8):
+        cfg = load_config(None, ["stereo.consistency_mode=master_slave", "detection.detect_interval=5",
+                                 "detection.equirect_crops=false", "hardware.device=cpu",
+                                 f"stereo.vouch_ratio={ratio}"])
+        eng = EmbeddedEngine(cfg, torch.device("cpu"))
+        stage = StereoStage.for_engine(cfg, eng, equirect=False)
+        stage.reset()
+        li, ri = clip.tensors(0)
+        res = stage.step(0, li, ri)
+        persons[ratio] = (len(res.left.tracks), stage.report().get("vouching"))
+    assert persons[1.0][0] == 1 and persons[1.0][1] is None
+    n, vouching = persons[0.8]
+    assert n == 2 and vouching["vouched"] >= 1 and vouching["right_eye_runs"] == 1

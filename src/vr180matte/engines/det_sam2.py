@@ -104,13 +104,20 @@ class DetSam2Engine(OwnsDetector):
         )
 
 
-    def make_segmenter(self, view: str) -> StreamingSam2Segmenter:
-        """A fresh streaming state for ``view`` over the one shared SAM2 model (weights are loaded once)."""
-        return StreamingSam2Segmenter(
-            self.sam2,
-            self.device,
-            memory_window=int(self.cfg.matting.memory_window),
-            max_conditioning_frames=int(self.cfg.matting.max_conditioning_frames),
-            fp16=bool(self.cfg.matting.fp16),
-            offload_to_cpu=bool(self.cfg.matting.memory_offload),
-        )
+    def make_segmenter(self, view: str):
+        """A fresh streaming state for ``view`` over the one shared SAM2 model (weights are loaded once); small
+        people in their own crops, each with its own memory bank, per ``matting.roi_max_frac`` (engines/roi.py)."""
+        from .roi import with_roi
+        from .sam2_stream import segment_batch
+
+        def inner() -> StreamingSam2Segmenter:
+            return StreamingSam2Segmenter(
+                self.sam2,
+                self.device,
+                memory_window=int(self.cfg.matting.memory_window),
+                max_conditioning_frames=int(self.cfg.matting.max_conditioning_frames),
+                fp16=bool(self.cfg.matting.fp16),
+                offload_to_cpu=bool(self.cfg.matting.memory_offload),
+            )
+
+        return with_roi(self.cfg, inner, segment_batch)

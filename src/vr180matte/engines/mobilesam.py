@@ -167,6 +167,16 @@ class MobileSamSegmenter:
         return out
 
 
+def segment_batch(segmenters: list[MobileSamSegmenter], frame_idx: int, images: list[torch.Tensor]
+                  ) -> list[dict[int, torch.Tensor]]:
+    """``segment`` of several views (eyes, or one eye's person crops) with one encoder batch for those that have
+    tracks and no embedding of this frame yet; idle views run nothing."""
+    todo = [i for i, s in enumerate(segmenters) if s._boxes and getattr(s, "_prefetched", None) != frame_idx]
+    if todo:
+        MobileSamSegmenter.prefetch_batch([segmenters[i] for i in todo], frame_idx, [images[i] for i in todo])
+    return [s.segment(frame_idx, img) for s, img in zip(segmenters, images)]
+
+
 class MobileSamEngine(OwnsDetector):
     """Factory for the ``mobilesam`` engine's detector and per-view segmenters (both eyes share one model)."""
 
@@ -209,12 +219,18 @@ class MobileSamEngine(OwnsDetector):
         )
 
 
-    def make_segmenter(self, view: str) -> MobileSamSegmenter:
-        """A segmenter for ``view`` with its own predictor state over the shared model and KPI counter."""
-        predictor = MobileSamPredictor(self.model, kpi=self.kpi, autocast_dtype=self.autocast_dtype)
-        return MobileSamSegmenter(
-            predictor, view=view, box_margin=self.box_margin, use_mask_input=self.use_mask_input
-        )
+    def make_segmenter(self, view: str):
+        """A segmenter for ``view`` with its own predictor state over the shared model and KPI counter; small
+        people in their own crops per ``matting.roi_max_frac`` (engines/roi.py)."""
+        from .roi import with_roi
+
+        def inner() -> MobileSamSegmenter:
+            predictor = MobileSamPredictor(self.model, kpi=self.kpi, autocast_dtype=self.autocast_dtype)
+            return MobileSamSegmenter(
+                predictor, view=view, box_margin=self.box_margin, use_mask_input=self.use_mask_input
+            )
+
+        return with_roi(self.cfg, inner, segment_batch)
 
     def kpi_summary(self) -> dict:
         """``sam_predict_output`` totals for stats.json (``masks_left_gpu`` > 0 on a GPU run deserves a warning)."""

@@ -315,10 +315,12 @@ class YoloDetector:
         return min(float(self.image_size) / self._eye_side, self.upscale * self.source_scale)
 
     @torch.inference_mode()
-    def tiled_detections(self, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def tiled_detections(self, image: torch.Tensor, conf: float | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(boxes in image pixels, scores, cut sides) from tiles of the image at the detection resolution.
 
         Empty when the detection image fits the network input (the whole-image pass already sees it all).
+        ``conf``: the tiles' score floor (default the threshold).
         """
         empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 4), bool))
         H, W = image.shape[:2]
@@ -341,7 +343,7 @@ class YoloDetector:
             batch = x.new_full((len(group), 3, self.imgsz, self.imgsz), 114 / 255.0)
             for i, (x0, y0, x1, y1) in enumerate(group):
                 batch[i, :, : y1 - y0, : x1 - x0] = x[0, :, y0:y1, x0:x1]
-            for (x0, y0, x1, y1), out in zip(group, self._nms(self.net(batch), self.person_classes)):
+            for (x0, y0, x1, y1), out in zip(group, self._nms(self.net(batch), self.person_classes, conf)):
                 if out.shape[0] == 0:
                     continue
                 out = out.float().cpu().numpy()
@@ -373,15 +375,20 @@ class YoloDetector:
         self.stats["tile_boxes"] += len(boxes)
         return boxes, np.concatenate(rows_s).astype(np.float32), np.concatenate(rows_c)
 
-    def detect(self, image: torch.Tensor) -> list[Detection]:
-        """All persons with score >= confidence_threshold, best first: whole-image pass plus tiles, merged."""
+    #: ``detect`` takes ``threshold=``: the stereo stage asks for candidates below the threshold (stereo/vouch.py)
+    supports_threshold = True
+
+    def detect(self, image: torch.Tensor, threshold: float | None = None) -> list[Detection]:
+        """All persons with score >= ``threshold`` (default ``confidence_threshold``), best first: whole-image pass
+        plus tiles, merged."""
         self.stats["calls"] += 1
+        thr = self.confidence_threshold if threshold is None else float(threshold)
         # The whole-eye pass keeps candidates down to _PASS_CONF: a whole-body box just under the threshold must
         # survive until a confident tile fragment of the same person vouches for it (merge); the threshold applies
         # after that. Tiles keep the threshold, so only confident fragments are joined or vouch.
-        rows = self.raw_detections(image, conf=min(self.confidence_threshold, _PASS_CONF)).cpu().numpy()
+        rows = self.raw_detections(image, conf=min(thr, _PASS_CONF)).cpu().numpy()
         boxes, scores = rows[:, :4].astype(np.float32), rows[:, 4].astype(np.float32)
-        tb, ts, tc = self.tiled_detections(image)
+        tb, ts, tc = self.tiled_detections(image, conf=thr)
         if len(tb):
             n_in = len(boxes) + len(tb)
             boxes, scores = merge_tiled_boxes(
@@ -389,7 +396,7 @@ class YoloDetector:
                 np.concatenate([np.zeros((len(boxes), 4), bool), tc]), iou_threshold=0.5,
             )
             self.stats["joined_or_dropped"] += n_in - len(boxes)
-        order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= self.confidence_threshold]
+        order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= thr]
         min_area = self.min_box_area * image.shape[0] * image.shape[1]
         dets = []
         for i in order[: self.max_det]:

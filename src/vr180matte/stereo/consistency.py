@@ -44,6 +44,7 @@ from .disparity import DisparitySmoother, measure_disparity, shift_mask
 from .equirect import EquirectDetector
 from .handoff import ChunkHandoff
 from .modes import make_mode
+from .vouch import Vouching
 from ..boxes import mask_box, shift_box
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,8 @@ class StereoStage:
         self._n_reprompt = 0
         self._corr_log: list[dict] = []
         self._disp_sum: dict[int, list[float]] = {}
+        self.vouch_ratio = float(st.vouch_ratio)
+        self._vouching: Vouching | None = None  # built on first use: the detector's threshold is final by then
 
     @classmethod
     def for_engine(cls, cfg: Config, engine: Any, ids: Any = None, equirect: bool = True) -> "StereoStage":
@@ -327,24 +330,65 @@ class StereoStage:
         }
         if self.equirect is not None:
             out["equirect"] = dict(self.equirect.stats)
+        if self._vouching is not None:
+            out["vouching"] = {"threshold": round(self._vouching.threshold, 4),
+                               "floor": round(self._vouching.floor, 4), **self._vouching.stats.as_dict()}
         return out
 
     # ------------------------------------------------------------------ detection
-    def detect_eye(self, img: torch.Tensor) -> list[Detection]:
-        if self.equirect is not None:
-            return self.equirect.detect(img)
-        return list(self.detector.detect(img))
+    @property
+    def vouching(self) -> Vouching | None:
+        """Stereo vouching (stereo/vouch.py), or None when off (``vouch_ratio`` 1) or the detector has no
+        ``threshold=`` argument."""
+        if self._vouching is None and self.detector is not None and self.vouch_ratio < 1.0 and \
+                getattr(self.detector, "supports_threshold", False):
+            thr = float(self.detector.confidence_threshold)
+            self._vouching = Vouching(thr, self.vouch_ratio * thr)
+        return self._vouching
+
+    def detect_eye(self, img: torch.Tensor, threshold: float | None = None) -> list[Detection]:
+        """Detections of one eye at the detector's threshold, or down to ``threshold`` (vouching candidates)."""
+        det = self.equirect if self.equirect is not None else self.detector
+        if threshold is None:
+            return list(det.detect(img))
+        return list(det.detect(img, threshold=threshold))
+
+    def detect_eyes(self, left_img: torch.Tensor, right_img: torch.Tensor
+                    ) -> tuple[list[Detection], list[Detection]]:
+        """Both eyes detected on their own; a candidate one eye is unsure of survives when the other is sure."""
+        v = self.vouching
+        if v is None:
+            return self.detect_eye(left_img), self.detect_eye(right_img)
+        ld, rd = self.detect_eye(left_img, v.floor), self.detect_eye(right_img, v.floor)
+        return v.apply(ld, rd, self.max_disp, -self.max_disp / 4)
+
+    def detect_lead(self, left_img: torch.Tensor, right_img: torch.Tensor) -> list[Detection]:
+        """The leading (left) eye's detections; the right eye is detected only when the left has candidates under
+        the threshold, to vouch for them (so a frame where the left is sure of everyone costs one detector run)."""
+        v = self.vouching
+        if v is None:
+            return self.detect_eye(left_img)
+        ld = self.detect_eye(left_img, v.floor)
+        if not v.unsure(ld):
+            return ld
+        v.stats.right_eye_runs += 1
+        return v.apply(ld, self.detect_eye(right_img, v.floor), self.max_disp, -self.max_disp / 4)[0]
 
     def detect_joint(self, left_img: torch.Tensor, right_img: torch.Tensor
                       ) -> tuple[list[Detection], list[Detection], dict[int, int]]:
         """Detect once on the SBS frame, split, add equirect crops per eye, pair. Returns (left, right, pairs)."""
         eye_w = int(left_img.shape[1])
         sbs = torch.cat([left_img, right_img], dim=1)
-        ld, rd = split_sbs_detections(list(self.detector.detect(sbs)), eye_w)
+        v = self.vouching
+        floor = v.floor if v is not None else None
+        found = self.detector.detect(sbs) if floor is None else self.detector.detect(sbs, threshold=floor)
+        ld, rd = split_sbs_detections(list(found), eye_w)
         if self.equirect is not None:
             self.equirect.stats["calls"] += 1
-            ld = self.equirect.merge(ld, self.equirect.detect_crops(left_img))
-            rd = self.equirect.merge(rd, self.equirect.detect_crops(right_img))
+            ld = self.equirect.merge(ld, self.equirect.detect_crops(left_img, floor))
+            rd = self.equirect.merge(rd, self.equirect.detect_crops(right_img, floor))
+        if v is not None:
+            ld, rd = v.apply(ld, rd, self.max_disp, -self.max_disp / 4)
         pairs = dict(pair_boxes([d.box for d in ld], [d.box for d in rd], self.max_disp, -self.max_disp / 4))
         # A person found only in the right eye still gets a left detection (its box moved by the typical offset),
         # so the left eye starts the track and both eyes share its id.

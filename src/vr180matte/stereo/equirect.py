@@ -185,14 +185,27 @@ class EquirectDetector:
         # Match the eye's angular pixel density at the crop centre.
         return max(64, int(round(eye_h * self.fov_deg / self.eye_fov_deg)))
 
-    def detect_crops(self, eye: torch.Tensor) -> list[Detection]:
+    @property
+    def confidence_threshold(self) -> float:
+        return float(self.detector.confidence_threshold)
+
+    @property
+    def supports_threshold(self) -> bool:
+        return bool(getattr(self.detector, "supports_threshold", False))
+
+    def _detect(self, image: torch.Tensor, threshold: float | None) -> list[Detection]:
+        if threshold is None:
+            return list(self.detector.detect(image))
+        return list(self.detector.detect(image, threshold=threshold))
+
+    def detect_crops(self, eye: torch.Tensor, threshold: float | None = None) -> list[Detection]:
         """Detections found on the perspective crops only, boxes in equirect pixels of ``eye``."""
         H, W = eye.shape[:2]
         size = self._crop_size(H)
         out: list[Detection] = []
         for yaw, pitch in self.crops:
             crop = perspective_crop(eye, yaw, pitch, self.fov_deg, size, self.eye_fov_deg)
-            for d in self.detector.detect(crop):
+            for d in self._detect(crop, threshold):
                 cx, cy = 0.5 * (d.box[0] + d.box[2]), 0.5 * (d.box[1] + d.box[3])
                 u, v = _rays_to_equirect(_crop_rays(np.array([cx]), np.array([cy]), yaw, pitch, self.fov_deg, size),
                                          W, H, self.eye_fov_deg)
@@ -213,11 +226,13 @@ class EquirectDetector:
         self.stats["crop_boxes"] += len(out)
         return out
 
-    def detect(self, image: torch.Tensor) -> list[Detection]:
-        """All persons in the equirect eye ``image``: full-eye detections merged with crop detections."""
+    def detect(self, image: torch.Tensor, threshold: float | None = None) -> list[Detection]:
+        """All persons in the equirect eye ``image``: full-eye detections merged with crop detections.
+
+        ``threshold``: passed to the wrapped detector (only when it ``supports_threshold``)."""
         self.stats["calls"] += 1
-        full = list(self.detector.detect(image))
-        return self.merge(full, self.detect_crops(image))
+        full = self._detect(image, threshold)
+        return self.merge(full, self.detect_crops(image, threshold))
 
     def merge(self, full: list[Detection], crops: list[Detection]) -> list[Detection]:
         """Merge crop detections into full-eye ones.

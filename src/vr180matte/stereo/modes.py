@@ -55,10 +55,9 @@ class Independent(StereoMode):
     def step(self, stage, frame_idx, left_img, right_img, detect_now):
         from .consistency import mask_iou, pair_boxes
 
-        kw = stage.view_kwargs(detect_now, stage.detect_eye(left_img) if detect_now else None)
-        lm = stage.left.step(frame_idx, left_img, **kw)
-        kw = stage.view_kwargs(detect_now, stage.detect_eye(right_img) if detect_now else None)
-        rm = stage.right.step(frame_idx, right_img, **kw)
+        ld, rd = stage.detect_eyes(left_img, right_img) if detect_now else (None, None)
+        lm = stage.left.step(frame_idx, left_img, **stage.view_kwargs(detect_now, ld))
+        rm = stage.right.step(frame_idx, right_img, **stage.view_kwargs(detect_now, rd))
         agreement: dict[int, float] = {}
         disparity: dict[int, float] = {}
         lids = [i for i, t in lm.tracks.items() if t.box is not None]
@@ -94,7 +93,7 @@ class MasterSlave(StereoMode):
 
     def detect(self, stage, left_img, right_img) -> tuple[list[Detection], list[Detection] | None, dict[int, int]]:
         """(left detections, right detections or None, left index -> right index)."""
-        return stage.detect_eye(left_img), None, {}
+        return stage.detect_lead(left_img, right_img), None, {}
 
     def step(self, stage, frame_idx, left_img, right_img, detect_now):
         eye_w = int(left_img.shape[1])
