@@ -308,3 +308,62 @@ def test_chunk_parallel_interrupted_run_resumes_without_redoing_finished_pieces(
     assert len(a) == len(b) == 30
     for fa, fb in zip(a, b):
         np.testing.assert_array_equal(fa, fb)
+
+
+def test_chunk_parallel_stats_carry_the_merged_stereo_quality_and_track_blocks(one_worker):
+    """Each chunk reports on its own frames; the driver merges them into the blocks a sequential run writes."""
+    _, one = one_worker
+    s = one.stats
+    assert s["stereo"]["frames"] == 24, "every frame accounted once: leading overlaps by their chunk, tails by none"
+    assert s["stereo"]["mode"] == "master_slave" and s["stereo"]["persons_left"]["max"] == 1
+    assert s["stereo"]["id_mismatches"] == 0 and 0.5 < s["stereo"]["agreement_mean"] <= 1.0
+    assert set(s["stereo"]["disparity_px"]) <= {"1"}, "per-person figures under the run's global ids"
+    # (profiling is off in PARALLEL, so the monitor scores no edges; the stereo alignment it always keeps)
+    assert s["quality"]["sampling"]["every"] >= 1 and 0.5 < s["quality"]["stereo_alignment"] <= 1.0
+    assert s["tracks"]["left"]["tracks_started"] >= 4, "each of the four chunks starts its runner afresh"
+    assert s["oom_retries"] == 0 and all(c["oom_retries"] == 0 for c in s["chunks"])
+
+
+def test_chunk_parallel_out_of_memory_retries_the_chunk_at_a_lower_scale(tmp_path):
+    """A chunk that runs out of memory is redone at 0.75x the scale (as in sequential mode), and says so."""
+    import torch
+
+    from vr180matte.engines import build_engine
+    from vr180matte.pipeline import chunk_parallel as cp
+
+    clip = write_video(tmp_path / "g.mp4", lambda i: gradient_sbs(i, 256, 128), n=16)
+    sets = CPU + ["processing.chunk_parallel=true", "processing.chunk_size=8", "processing.overlap_frames=2",
+                  "performance.profile_enabled=false"]
+    raised = []
+
+    class FlakyExecutor(cp.LocalExecutor):
+        def run(self, job_args, chunks, seams, on_done):
+            from vr180matte.config import Config
+
+            for k in chunks:
+                engine = build_engine(Config(job_args[1]), torch.device("cpu"))
+                make = engine.make_segmenter
+
+                def make_flaky(view, make=make, k=k):
+                    seg = make(view)
+                    real = seg.segment
+
+                    def segment(idx, image):
+                        if k == 1 and not raised:
+                            raised.append(idx)
+                            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+                        return real(idx, image)
+
+                    seg.segment = segment
+                    return seg
+
+                engine.make_segmenter = make_flaky
+                on_done(cp.run_chunk(*job_args, k, engine=engine))
+            for k in seams:
+                on_done(cp.run_seam(*job_args, k))
+
+    r = _parallel_run(clip, tmp_path / "out", sets, executor=FlakyExecutor())
+    assert raised and r.stats["oom_retries"] == 1
+    scales = [c["scale"] for c in r.stats["chunks"]]
+    assert scales[0] == 0.5 and scales[1] == 0.375, scales
+    assert len(read_frames(r.outputs[0])) == 16

@@ -43,6 +43,7 @@ from ..runtime.chunks import WorkDir, atomic_write_json, chunk_log_entry
 from ..runtime.profile import StageTimer
 from .frame_matter import FrameMatter, OpaqueMatter, Segmented, make_frame_matter, proxy8, resize_prob, small_prob
 from .plan import RunPlan, make_plan
+from .report_merge import merge_reports
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +181,52 @@ def run_chunk(input_path: str, flat: dict, out_dir: str, out_file: str | None, k
     if work.done_marker(k).exists():
         return work.read_done(k)
     t0 = time.perf_counter()
-    chunk = plan.chunks[k]
     with job.timer("load_models"):
         if engine is None:
             from ..engines import build_engine
 
             engine = build_engine(cfg, plan.device)
     matter = make_frame_matter(cfg, plan, engine, job.timer)
+    geo, retries = plan.geometry, 0
+    while True:  # out of memory: the chunk again at a lower processing scale, as in sequential mode
+        try:
+            entry = _run_chunk_once(job, k, matter)
+            break
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
+            geo = _lower_scale_or_raise(exc, plan, geo, k)
+            matter = make_frame_matter(cfg, plan, engine, job.timer)  # fresh views/smoothers for the retry
+            matter.set_geometry(geo)
+            retries += 1
+    entry["oom_retries"] = retries
+    entry["scale"] = round(geo.scale, 4)
+    entry["worker"] = _where(t0)
+    entry["seconds"] = round(time.perf_counter() - t0, 3)
+    work.mark_done(k, entry)
+    return entry
+
+
+def _lower_scale_or_raise(exc: BaseException, plan: RunPlan, geo, k: int):
+    """The next geometry after an out-of-memory error (``exc`` re-raised when it is not one)."""
+    from ..errors import ResourceError
+    from ..runtime.device import free_device_memory, is_oom
+    from .chunk_runner import MIN_SCALE
+
+    if not is_oom(exc):
+        raise exc
+    free_device_memory(plan.device)
+    new_scale = geo.scale * 0.75
+    if new_scale < MIN_SCALE:
+        raise ResourceError(f"out of memory in chunk {k} even at scale {geo.scale:.3f}: lower "
+                            "processing.scale_factor or use a smaller matting.sam2_model / detection.model") from None
+    log.warning("out of memory in chunk %d at scale %.3f: retrying the chunk at scale %.3f", k, geo.scale, new_scale)
+    return geo.at_scale(new_scale)
+
+
+def _run_chunk_once(job: _Job, k: int, matter) -> dict:
+    """One attempt at chunk ``k``: its segment, head/tail files and log entry (the caller marks it done)."""
+    work, plan = job.work, job.plan
+    t0 = time.perf_counter()
+    chunk = plan.chunks[k]
     matter.reset(chunk, None)  # no hand-off: this chunk depends on no other
     head_end = chunk.process_start + chunk.overlap_in
     keep: dict[str, dict] = {"head": {"left": [], "right": [], "tracks": []},
@@ -218,11 +258,10 @@ def run_chunk(input_path: str, flat: dict, out_dir: str, out_file: str | None, k
             _save(_overlap_file(work, part, k), {
                 "left": [t for t in data["left"]], "right": [t for t in data["right"]], "tracks": data["tracks"],
             })
-    entry = chunk_log_entry(chunk, time.perf_counter() - t0, frames=written, scale=plan.geometry.scale,
+    entry = chunk_log_entry(chunk, time.perf_counter() - t0, frames=written, scale=matter.geo.scale,
                             ids=sorted(ids), stages=job.timer.as_dict())
     entry["start"] = head_end  # what seg_k holds; the seam before it holds [process_start, head_end)
-    entry["worker"] = _where(t0)
-    work.mark_done(k, entry)
+    entry["report"] = matter.report()  # stereo/quality/tracks of this chunk's frames, merged by the driver
     return entry
 
 
@@ -361,14 +400,16 @@ def run_chunk_parallel(src: Path, cfg: Config, out: Path, out_file: Path | None,
         for e in entries + seam_entries:  # the workers' stage seconds, summed (CPU/GPU-seconds, not wall)
             for name, s in e.get("stages", {}).items():
                 timer.seconds[name] = timer.seconds.get(name, 0.0) + float(s)
-        chunk_log = [{k: v for k, v in e.items() if k not in ("stages",)} for e in entries]
-        runner = SimpleNamespace(geo=plan.geometry, chunk_log=chunk_log, oom_retries=0)
-        report = {"chunk_parallel": {
+        chunk_log = [{k: v for k, v in e.items() if k not in ("stages", "report")} for e in entries]
+        runner = SimpleNamespace(geo=plan.geometry, chunk_log=chunk_log,
+                                 oom_retries=sum(int(e.get("oom_retries", 0)) for e in entries))
+        report = merge_reports([e.get("report") or {} for e in entries], id_maps)
+        report["chunk_parallel"] = {
             "executor": executor.name,
             "seams": [{k: v for k, v in e.items() if k != "stages"} for e in seam_entries],
             "id_maps": [{str(a): b for a, b in m.items()} for m in id_maps],
             "tracks_total": max((max(m.values()) for m in id_maps if m), default=0),
-        }}
+        }
         matter = SimpleNamespace(report=lambda: report)
         engine = SimpleNamespace(name=plan.engine_name)
         stats = run_stats(cfg, plan, runner, matter, engine, timer, verification, mem,
