@@ -122,3 +122,18 @@ def davis_sbs_clip(path: Path, sequence: str = "davis2016_parkour", count: int |
         return np.concatenate([rgb, rgb], axis=1)
 
     return write_video(path, sbs, n=len(frames), fps=fps, options={"crf": "12"})
+
+
+def sbs_iou_to_davis(alphas: Iterable[np.ndarray], masks: list[Path]) -> dict[str, list[float]]:
+    """Per-frame IoU of each eye's alpha (>= 0.5; SBS, both eyes showing the DAVIS frame) to its ground truth."""
+    import cv2
+
+    ious: dict[str, list[float]] = {"left": [], "right": []}
+    for alpha, mask_path in zip(alphas, masks):
+        gt = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
+        w = gt.shape[1]
+        for eye, a in (("left", alpha[:, :w]), ("right", alpha[:, w:])):
+            pred = a >= 0.5
+            union = (pred | gt).sum()
+            ious[eye].append(float((pred & gt).sum() / union) if union else 1.0)
+    return ious

@@ -1,6 +1,5 @@
 """End to end: real media through the whole pipeline (decode -> engine -> refine -> encode -> join -> verify)."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from synth import davis_frames, davis_sbs_clip, gradient_sbs, media, tone, write_video
+from synth import davis_frames, davis_sbs_clip, gradient_sbs, media, sbs_iou_to_davis, tone, write_video
 from vr180matte.io.finalize import audio_packets_digest
 from vr180matte.io.probe import probe
 from vr180matte.io.spherical import read_spherical
@@ -48,14 +47,7 @@ def test_embedded_engine_quality_on_davis_parkour_both_eyes(parkour_sbs, tmp_pat
     alphas = read_alpha(result.outputs[0])
     _, masks = davis_frames("davis2016_parkour")
     assert len(alphas) == len(masks) == 100
-    ious = {"left": [], "right": []}
-    for alpha, mask_path in zip(alphas, masks):
-        gt = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
-        w = gt.shape[1]
-        for eye, a in (("left", alpha[:, :w]), ("right", alpha[:, w:])):
-            pred = a >= 0.5
-            union = (pred | gt).sum()
-            ious[eye].append((pred & gt).sum() / union if union else 1.0)
+    ious = sbs_iou_to_davis(alphas, masks)
     mean = {eye: float(np.mean(v)) for eye, v in ious.items()}
     print("parkour mean IoU", mean)
     assert mean["left"] >= 0.85 and mean["right"] >= 0.85, mean

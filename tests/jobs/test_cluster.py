@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 
-from synth import davis_frames, davis_sbs_clip, gradient_sbs, tone, write_video
+from synth import davis_frames, davis_sbs_clip, gradient_sbs, sbs_iou_to_davis, tone, write_video
 
 ray = pytest.importorskip("ray")
 
@@ -241,8 +241,6 @@ def test_chunk_parallel_worker_killed_mid_chunk_is_redone_and_output_identical(c
 def test_davis_parkour_iou_gate_holds_in_chunk_parallel_mode(cluster, tmp_path):
     """The product's quality gate (mean IoU >= 0.85 in both eyes, as tests/test_pipeline.py measures it) with four
     independently run chunks on two Ray workers: seams and fresh starts do not cost quality."""
-    import cv2
-
     clip = davis_sbs_clip(tmp_path / "parkour_sbs.mp4", "davis2016_parkour")
     sets = CPU + ["processing.chunk_parallel=true", "processing.chunk_size=30", "processing.overlap_frames=8",
                   "processing.scale_factor=1.0", "cluster.gpus_per_task=1"]
@@ -252,14 +250,7 @@ def test_davis_parkour_iou_gate_holds_in_chunk_parallel_mode(cluster, tmp_path):
         alphas = [f.to_ndarray(format="rgba")[..., 3].astype(np.float32) / 255.0 for f in c.decode(video=0)]
     _, masks = davis_frames("davis2016_parkour")
     assert len(alphas) == len(masks) == 100
-    ious = {"left": [], "right": []}
-    for alpha, mask_path in zip(alphas, masks):
-        gt = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
-        w = gt.shape[1]
-        for eye, a in (("left", alpha[:, :w]), ("right", alpha[:, w:])):
-            pred = a >= 0.5
-            union = (pred | gt).sum()
-            ious[eye].append((pred & gt).sum() / union if union else 1.0)
+    ious = sbs_iou_to_davis(alphas, masks)
     mean = {eye: float(np.mean(v)) for eye, v in ious.items()}
     seams = [i for s in result.stats["chunk_parallel"]["seams"] for i in range(s["start"], s["end"])]
     seam_mean = float(np.mean([ious["left"][i] for i in seams]))
