@@ -45,7 +45,7 @@ from .equirect import EquirectDetector
 from .handoff import ChunkHandoff
 from .modes import make_mode
 from .vouch import Vouching
-from ..boxes import mask_box, shift_box
+from ..boxes import iou, mask_box, shift_box
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,7 @@ class StereoStage:
         self._corr_log: list[dict] = []
         self._disp_sum: dict[int, list[float]] = {}
         self.vouch_ratio = float(st.vouch_ratio)
+        self.track_iou = float(cfg.matting.track_iou_threshold)  # a candidate this close to a track is that person
         self._vouching: Vouching | None = None  # built on first use: the detector's threshold is final by then
 
     @classmethod
@@ -363,14 +364,18 @@ class StereoStage:
         return v.apply(ld, rd, self.max_disp, -self.max_disp / 4)
 
     def detect_lead(self, left_img: torch.Tensor, right_img: torch.Tensor) -> list[Detection]:
-        """The leading (left) eye's detections; the right eye is detected only when the left has candidates under
-        the threshold, to vouch for them (so a frame where the left is sure of everyone costs one detector run)."""
+        """The leading (left) eye's detections. The right eye is detected only when the left has a candidate under
+        the threshold that is nobody it already tracks (one that would start a track if vouched for): a person
+        already tracked needs no vouching, so in a steady scene a detection frame costs one detector run."""
         v = self.vouching
         if v is None:
             return self.detect_eye(left_img)
         ld = self.detect_eye(left_img, v.floor)
-        if not v.unsure(ld):
-            return ld
+        tracked = [t.box for t in self.left.tracks.values() if t.box is not None]
+        new = [d for d in ld if d.score < v.threshold
+               and not any(iou(d.box, b) >= self.track_iou for b in tracked)]
+        if not new:
+            return [d for d in ld if d.score >= v.threshold]  # as without vouching
         v.stats.right_eye_runs += 1
         return v.apply(ld, self.detect_eye(right_img, v.floor), self.max_disp, -self.max_disp / 4)[0]
 

@@ -36,9 +36,6 @@ class Vouching:
     floor: float
     stats: VouchStats = field(default_factory=VouchStats)
 
-    def unsure(self, dets: list[Detection]) -> bool:
-        return any(d.score < self.threshold for d in dets)
-
     def apply(self, left: list[Detection], right: list[Detection], max_disp: float, min_disp: float
               ) -> tuple[list[Detection], list[Detection]]:
         """(left, right) with every candidate under the threshold that lacks a sure partner removed."""
