@@ -35,6 +35,15 @@ def iou(a, b) -> float:
     return float(box_iou(a, b)[0, 0])
 
 
+def overlap_small(a, b) -> float:
+    """Intersection over the smaller box's area: a box mostly inside another (a fragment of the same person)."""
+    ix = max(0.0, min(float(a[2]), float(b[2])) - max(float(a[0]), float(b[0])))
+    iy = max(0.0, min(float(a[3]), float(b[3])) - max(float(a[1]), float(b[1])))
+    amin = min((float(a[2]) - float(a[0])) * (float(a[3]) - float(a[1])),
+               (float(b[2]) - float(b[0])) * (float(b[3]) - float(b[1])))
+    return ix * iy / max(amin, 1e-9)
+
+
 def mask_box(mask, threshold: float = MASK_THRESHOLD) -> np.ndarray | None:
     """Tight xyxy box of ``mask > threshold`` (float32, end-exclusive), or None when the mask is empty.
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import stereo_synth
 from stereo_synth import GTDetector, GTSegmenter
 from vr180matte.config import load_config
 from vr180matte.engines.base import Detection
@@ -195,3 +196,40 @@ def test_joint_mode_person_seen_only_in_right_eye_gets_one_id_in_both(clip):
     for t, r in enumerate(results):
         assert sorted(r.left.tracks) == sorted(r.right.tracks) == [1, 2]
         assert gt_iou(r, clip, t, "left") > 0.95
+
+
+class _Scored:
+    """Wraps GTDetector with a threshold (as YoloDetector): ``left_scores`` replaces the scores of the left eye's
+    people in order; ``poster`` adds a fixed unsure box in the left eye only (a false positive)."""
+
+    supports_threshold = True
+    confidence_threshold = 0.5
+    name = "scored"
+
+    def __init__(self, inner, clip, left_scores=(0.9, 0.9), poster=None):
+        self.inner, self.clip, self.left_scores, self.poster = inner, clip, left_scores, poster
+        self.left_keys = {stereo_synth._key(clip.tensors(t)[0]) for t in range(clip.frames)}
+
+    def detect(self, image, threshold=None):
+        thr = self.confidence_threshold if threshold is None else threshold
+        dets = self.inner.detect(image)
+        if stereo_synth._key(image) in self.left_keys:
+            dets = [Detection(box=d.box, score=s) for d, s in zip(dets, self.left_scores)]
+            if self.poster is not None:
+                dets.append(Detection(box=np.float32(self.poster), score=0.45))
+        return [d for d in dets if d.score >= thr]
+
+
+def test_master_slave_vouching_keeps_an_unsure_person_and_checks_a_poster_once(clip):
+    """Person 2 scores 0.45 in the left eye (threshold 0.5) but 0.9 in the right: vouched, two tracks. A poster
+    at 0.45 in the left eye only is refused on the first detection frame and not checked again while it stays."""
+    stage = build(clip, "master_slave", corrupt={}, extra=["stereo.vouch_ratio=0.8"])
+    stage.detector = _Scored(stage.detector, clip, left_scores=(0.9, 0.45), poster=(200, 10, 230, 60))
+    results = run(stage, clip, 11)  # detection frames 0, 5, 10
+    assert all(sorted(r.left.tracks) == sorted(r.right.tracks) == [1, 2] for r in results)
+    v = stage.report()["vouching"]
+    assert v["vouched"] >= 1 and v["right_eye_runs"] == 1, v
+
+    off = build(clip, "master_slave", corrupt={}, extra=["stereo.vouch_ratio=1"])
+    off.detector = _Scored(off.detector, clip, left_scores=(0.9, 0.45))
+    assert sorted(run(off, clip, 1)[0].left.tracks) == [1], "without vouching the unsure person is lost"

@@ -45,7 +45,7 @@ from .equirect import EquirectDetector
 from .handoff import ChunkHandoff
 from .modes import make_mode
 from .vouch import Vouching
-from ..boxes import iou, mask_box, shift_box
+from ..boxes import iou, mask_box, overlap_small, shift_box
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,7 @@ class StereoStage:
         self._disp_sum: dict[int, list[float]] = {}
         self.vouch_ratio = float(st.vouch_ratio)
         self.track_iou = float(cfg.matting.track_iou_threshold)  # a candidate this close to a track is that person
+        self._refused: list = []  # master_slave: unsure left boxes the right eye did not vouch for (detect_lead)
         self._vouching: Vouching | None = None  # built on first use: the detector's threshold is final by then
 
     @classmethod
@@ -256,6 +257,7 @@ class StereoStage:
         self.smoother.load((state or {}).get("disparity"))
         self._ref_area = {int(k): float(v) for k, v in (state or {}).get("ref_area", {}).items()}
         self._first = True
+        self._refused = []  # per chunk, so a resumed run decides exactly as an uninterrupted one
 
     def state(self) -> dict:
         """Picklable hand-off: ``{"disparity": {id: (value, velocity)}, "ref_area": {id: area}}``."""
@@ -372,12 +374,19 @@ class StereoStage:
             return self.detect_eye(left_img)
         ld = self.detect_eye(left_img, v.floor)
         tracked = [t.box for t in self.left.tracks.values() if t.box is not None]
-        new = [d for d in ld if d.score < v.threshold
-               and not any(iou(d.box, b) >= self.track_iou for b in tracked)]
+        unsure = [d for d in ld if d.score < v.threshold
+                  and not any(iou(d.box, b) >= self.track_iou or overlap_small(d.box, b) >= 0.7 for b in tracked)]
+        # A candidate the right eye already refused at the previous detection frame (a poster, a mannequin: the
+        # same box again) is not checked again, so a persistent false positive costs one extra run, not one a frame.
+        seen = [d for d in unsure if any(iou(d.box, b) >= 0.5 for b in self._refused)]
+        new = [d for d in unsure if not any(d is x for x in seen)]
+        self._refused = [d.box for d in seen]
         if not new:
             return [d for d in ld if d.score >= v.threshold]  # as without vouching
         v.stats.right_eye_runs += 1
-        return v.apply(ld, self.detect_eye(right_img, v.floor), self.max_disp, -self.max_disp / 4)[0]
+        kept = v.apply(ld, self.detect_eye(right_img, v.floor), self.max_disp, -self.max_disp / 4)[0]
+        self._refused += [d.box for d in unsure if not any(d is k for k in kept)]
+        return kept
 
     def detect_joint(self, left_img: torch.Tensor, right_img: torch.Tensor
                       ) -> tuple[list[Detection], list[Detection], dict[int, int]]:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from vr180matte.engines.base import Detection, Detector
-from vr180matte.boxes import box_iou, mask_box
+from vr180matte.boxes import box_iou, mask_box, overlap_small
 
 log = logging.getLogger(__name__)
 
@@ -140,20 +140,12 @@ def crop_mask_to_equirect(mask: torch.Tensor, region: np.ndarray, yaw_deg: float
     return out
 
 
-def _overlap_small(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over the smaller box: catches a crop box that covers only part of a full-eye box."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    amin = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return float(ix * iy / max(amin, 1e-9))
-
-
 def merge_detections(dets: Sequence[Detection], iou: float = 0.5, contain: float = 0.8) -> list[Detection]:
     """Greedy NMS, best score first; also drops a box mostly contained in a kept one (same person seen in
     the full eye and in a crop whose box mapped back slightly differently)."""
     kept: list[Detection] = []
     for d in sorted(dets, key=lambda d: -d.score):
-        if any(box_iou(d.box, k.box)[0, 0] > iou or _overlap_small(d.box, k.box) > contain for k in kept):
+        if any(box_iou(d.box, k.box)[0, 0] > iou or overlap_small(d.box, k.box) > contain for k in kept):
             continue
         kept.append(d)
     return kept
@@ -246,7 +238,7 @@ class EquirectDetector:
         area = lambda b: float((b[2] - b[0]) * (b[3] - b[1]))  # noqa: E731
         for c in merge_detections(crops, self.nms_iou):
             dup = [i for i, f in enumerate(merged)
-                   if box_iou(c.box, f.box)[0, 0] > self.nms_iou or _overlap_small(c.box, f.box) > 0.8]
+                   if box_iou(c.box, f.box)[0, 0] > self.nms_iou or overlap_small(c.box, f.box) > 0.8]
             if not dup:
                 merged.append(c)
                 from_full.append(False)
