@@ -90,6 +90,9 @@ def run_ours(clip: Path, out: Path, scale: float, extra: list[str] = ()) -> dict
     conc = stats.get("concurrency") or {}
     frames = int(stats["frames_out"])
     wall = float(conc.get("wall_s") or stats.get("seconds") or total)
+    st = stats.get("stereo") or {}
+    print(f"  detector runs: {sum(v.get('detections_run', 0) + v.get('detections_supplied', 0) for v in (stats.get('tracks') or {}).values())}"
+          f" (per eye, supplied by the stereo stage), vouching: {st.get('vouching')}", file=sys.stderr)
     return {"frames": frames, "wall_s": wall, "total_s": total, "fps": frames / wall, "stages": stats["stages"],
             "busiest_stage": conc.get("busiest_stage"), "busiest_stage_s": conc.get("busiest_stage_s"),
             "efficiency": conc.get("efficiency"), "wait_s": conc.get("wait_s")}

@@ -356,6 +356,25 @@ class StereoStage:
             return list(det.detect(img))
         return list(det.detect(img, threshold=threshold))
 
+    def _detect_band(self, img: torch.Tensor, around: list[Detection], threshold: float) -> list[Detection]:
+        """Detections in the full-width band of rows holding ``around`` (grown by a quarter of the tallest box):
+        equirect stereo has no vertical disparity, so a partner lies in those rows. A band as wide as the eye is
+        seen at the eye's own detection density (whole-eye pass and tiles alike), so scores compare with the
+        eye's, at the cost of the band's tiles only."""
+        H = int(img.shape[0])
+        margin = 0.25 * max(float(d.box[3] - d.box[1]) for d in around)
+        y0 = int(max(0.0, min(float(d.box[1]) for d in around) - margin))
+        y1 = int(min(float(H), max(float(d.box[3]) for d in around) + margin + 1))
+        y0, y1 = min(y0, max(0, y1 - 32)), max(y1, min(H, y0 + 32))  # at least 32 rows
+        self._vouching.stats.band_rows += y1 - y0
+        self._vouching.stats.eye_rows += H
+        out = []
+        for d in self.detector.detect(img[y0:y1], threshold=threshold):
+            box = np.asarray(d.box, np.float32).copy()
+            box[[1, 3]] += y0
+            out.append(Detection(box=box, score=float(d.score), mask=d.mask))
+        return out
+
     def detect_eyes(self, left_img: torch.Tensor, right_img: torch.Tensor
                     ) -> tuple[list[Detection], list[Detection]]:
         """Both eyes detected on their own; a candidate one eye is unsure of survives when the other is sure."""
@@ -384,7 +403,7 @@ class StereoStage:
         if not new:
             return [d for d in ld if d.score >= v.threshold]  # as without vouching
         v.stats.right_eye_runs += 1
-        kept = v.apply(ld, self.detect_eye(right_img, v.floor), self.max_disp, -self.max_disp / 4)[0]
+        kept = v.apply(ld, self._detect_band(right_img, new, v.floor), self.max_disp, -self.max_disp / 4)[0]
         self._refused += [d.box for d in unsure if not any(d is k for k in kept)]
         return kept
 

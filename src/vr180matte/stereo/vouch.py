@@ -23,6 +23,8 @@ class VouchStats:
     dropped: int = 0  # unsure candidates without a sure partner (dropped, as a single view would)
     calls: int = 0
     right_eye_runs: int = 0  # master_slave: extra right-eye detector runs to check unsure left candidates
+    band_rows: int = 0  # ... on bands of these many rows in all
+    eye_rows: int = 0  # ... of eyes this many rows high in all (band_rows / eye_rows: the share of a full run)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
