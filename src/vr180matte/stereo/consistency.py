@@ -359,8 +359,8 @@ class StereoStage:
     def _detect_band(self, img: torch.Tensor, around: list[Detection], threshold: float) -> list[Detection]:
         """Detections in the full-width band of rows holding ``around`` (grown by a quarter of the tallest box):
         equirect stereo has no vertical disparity, so a partner lies in those rows. A band as wide as the eye is
-        seen at the eye's own detection density (whole-eye pass and tiles alike), so scores compare with the
-        eye's, at the cost of the band's tiles only."""
+        seen at the eye's own detection density (whole-eye pass and tiles alike), so its scores are close to a
+        full-eye run's (the context differs), at the cost of the band's tiles only."""
         H = int(img.shape[0])
         margin = 0.25 * max(float(d.box[3] - d.box[1]) for d in around)
         y0 = int(max(0.0, min(float(d.box[1]) for d in around) - margin))
