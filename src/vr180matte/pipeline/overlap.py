@@ -42,6 +42,10 @@ def run_stages(source: Iterable, stages: list[tuple[str, Callable]], *, timer: S
         return
 
     stop = threading.Event()
+    # Each worker sets its own event as its very last act. The caller waits on these, not on Thread.join():
+    # when a signal handler raises (SIGTERM, Ctrl-C) inside join(), CPython 3.11 can mark a still-running
+    # thread as stopped (its bpo-45274 clean-up releases the lock the running thread holds), so is_alive() lies.
+    finished = [threading.Event() for _ in stages[1:]]
     errors: list[BaseException] = []
     queues = [TimedQueue(depth, timer, f"{name}.in") for name, _ in stages[1:]]
 
@@ -88,13 +92,14 @@ def run_stages(source: Iterable, stages: list[tuple[str, Callable]], *, timer: S
                         q_in.get_nowait()
                     except queue.Empty:
                         break
+            finished[k - 1].set()
 
     threads = [threading.Thread(target=worker, args=(k,), name=f"vr180matte-{stages[k][0]}", daemon=True)
                for k in range(1, len(stages))]
-    for t in threads:
-        t.start()
     first = stages[0][1]
     try:
+        for t in threads:  # inside the try: a signal while starting them still stops the ones that started
+            t.start()
         try:
             for item in source:
                 if stop.is_set():
@@ -109,17 +114,18 @@ def run_stages(source: Iterable, stages: list[tuple[str, Callable]], *, timer: S
                 put(queues[0], _DONE)
             except _Stop:
                 pass
-        for t in threads:
-            while t.is_alive():
-                t.join(timeout=0.2)
+        for ev in finished:
+            while not ev.wait(timeout=0.2):
+                pass
     except BaseException:
         stop.set()  # the caller's own error or Ctrl-C/SIGTERM: stop the workers, then propagate
         # Wait for every worker to leave its stage: each checks ``stop`` between items, so this takes one item's
         # time. Returning earlier would let the caller close a writer a worker is still encoding into, and two
         # threads inside one FFmpeg codec context deadlock (seen under load as a SIGTERM that never exits).
-        for t in threads:
-            while t.is_alive():
-                t.join(timeout=0.2)
+        for t, ev in zip(threads, finished):
+            # A thread without an ident never ran; one that runs after stop was set takes no item.
+            while t.ident is not None and not ev.wait(timeout=0.2):
+                pass
         raise
     if errors:
         raise errors[0]
