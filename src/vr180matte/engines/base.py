@@ -44,6 +44,14 @@ class Detector(Protocol):
         ...
 
 
+def detect_at(detector: Detector, image: torch.Tensor, threshold: float | None = None) -> list[Detection]:
+    """``detector.detect(image)``, or down to ``threshold`` when one is given (detectors that declare
+    ``supports_threshold`` take ``threshold=``; the stereo stage asks them for candidates under their own)."""
+    if threshold is None:
+        return list(detector.detect(image))
+    return list(detector.detect(image, threshold=threshold))
+
+
 @runtime_checkable
 class Segmenter(Protocol):
     """Streaming, box/mask-prompted multi-object segmenter for one view."""

@@ -141,17 +141,19 @@ class RoiSegmenter:
         return out
 
     # ------------------------------------------------------------------ internals
+    def _side(self, box: np.ndarray) -> float:
+        """The crop window side for ``box``: its longer side grown by ``context`` on each side."""
+        return max(float(box[2] - box[0]), float(box[3] - box[1])) * (1.0 + 2.0 * self.context)
+
     def _window(self, box: np.ndarray, H: int, W: int) -> tuple[int, int, int, int]:
-        side = max(float(box[2] - box[0]), float(box[3] - box[1])) * (1.0 + 2.0 * self.context)
-        side = int(round(min(max(side, self.min_side), H, W)))
+        side = int(round(min(max(self._side(box), self.min_side), H, W)))
         cx, cy = 0.5 * float(box[0] + box[2]), 0.5 * float(box[1] + box[3])
         x0 = int(round(min(max(cx - side / 2, 0), W - side)))
         y0 = int(round(min(max(cy - side / 2, 0), H - side)))
         return x0, y0, x0 + side, y0 + side
 
     def _small(self, box: np.ndarray, H: int, W: int) -> bool:
-        side = max(float(box[2] - box[0]), float(box[3] - box[1])) * (1.0 + 2.0 * self.context)
-        return self.max_frac > 0 and side <= self.max_frac * min(H, W)
+        return self.max_frac > 0 and self._side(box) <= self.max_frac * min(H, W)
 
     def _route(self, H: int, W: int) -> None:
         """Hand each pending prompt to a lane (new window) or to the full-frame segmenter."""
@@ -215,19 +217,28 @@ class RoiSegmenter:
         return near_edge or size > _GROW * side or (size < _SHRINK * side and side > self.min_side)
 
     def _resolve_overlaps(self, out: dict[int, torch.Tensor]) -> None:
-        """Each pixel claimed (> 0.5) by several tracks belongs to the most confident one."""
+        """Each pixel claimed (> 0.5) by several tracks belongs to the most confident one (ties: the lower id).
+
+        Runs every frame on eye-sized maps, so it keeps three eye-sized buffers whatever the number of people
+        (no stack of every track's map) and stops after one pass when nobody overlaps."""
         ids = sorted(out)
-        stack = torch.stack([out[t] for t in ids])
-        claimed = stack > 0.5
-        contested = claimed.sum(0) > 1
+        count = torch.zeros_like(out[ids[0]], dtype=torch.uint8)
+        for t in ids:
+            count += out[t] > 0.5
+        contested = count > 1
         if not bool(contested.any()):
             return
         self.stats["contested_pixels"] += int(contested.sum())
-        top, owner = stack.max(0)  # ties go to the first track (lowest id: the older one)
+        top = out[ids[0]].clone()
+        owner = torch.zeros_like(count)
+        for k, t in enumerate(ids[1:], start=1):
+            better = out[t] > top  # strictly: a tie stays with the earlier (lower) id
+            top = torch.where(better, out[t], top)
+            owner[better] = k
         for k, tid in enumerate(ids):
-            lose = contested & claimed[k] & (owner != k)
+            lose = contested & (out[tid] > 0.5) & (owner != k)
             if bool(lose.any()):
-                out[tid] = torch.where(lose, torch.clamp(1.0 - top, max=0.49), stack[k])
+                out[tid] = torch.where(lose, torch.clamp(1.0 - top, max=0.49), out[tid])
 
     @staticmethod
     def prefetch_batch(segmenters: list["RoiSegmenter"], frame_idx: int, images: list[torch.Tensor]) -> None:
@@ -236,23 +247,25 @@ class RoiSegmenter:
         hook = getattr(segmenters[0].full, "prefetch_batch", None)
         if hook is None:
             return
-        inner, crops = [], []
+        inner, crops, owners = [], [], []
         for s, image in zip(segmenters, images):
             H, W = int(image.shape[0]), int(image.shape[1])
             s._route(H, W)
             if s._full_ids:
                 inner.append(s.full)
                 crops.append(image)
+                owners.append(s)
             for lane in s.lanes.values():
                 x0, y0, x1, y1 = lane.window
                 inner.append(lane.seg)
                 crops.append(image[y0:y1, x0:x1])
+                owners.append(s)
             s._prefetched, s._prefetched_frame = set(), int(frame_idx)
         if not inner:
             return
         hook(inner, frame_idx, crops)
-        for s in segmenters:
-            s._prefetched = {id(x) for x in [s.full, *[lane.seg for lane in s.lanes.values()]] if any(x is y for y in inner)}
+        for s, seg in zip(owners, inner):
+            s._prefetched.add(id(seg))
 
 
 def with_roi(cfg, make_inner: Callable[[], Any], batch: BatchFn) -> Any:

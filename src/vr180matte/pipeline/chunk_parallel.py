@@ -42,6 +42,7 @@ from ..errors import InputError
 from ..runtime.chunks import WorkDir, atomic_write_json, chunk_log_entry
 from ..runtime.profile import StageTimer
 from .frame_matter import FrameMatter, OpaqueMatter, Segmented, make_frame_matter, proxy8, resize_prob, small_prob
+from .chunk_runner import geometry_after_oom
 from .plan import RunPlan, make_plan
 from .report_merge import merge_reports
 
@@ -193,7 +194,7 @@ def run_chunk(input_path: str, flat: dict, out_dir: str, out_file: str | None, k
             entry = _run_chunk_once(job, k, matter)
             break
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
-            geo = _lower_scale_or_raise(exc, plan, geo, k)
+            geo = geometry_after_oom(exc, plan.device, geo, k)
             matter = make_frame_matter(cfg, plan, engine, job.timer)  # fresh views/smoothers for the retry
             matter.set_geometry(geo)
             retries += 1
@@ -203,23 +204,6 @@ def run_chunk(input_path: str, flat: dict, out_dir: str, out_file: str | None, k
     entry["seconds"] = round(time.perf_counter() - t0, 3)
     work.mark_done(k, entry)
     return entry
-
-
-def _lower_scale_or_raise(exc: BaseException, plan: RunPlan, geo, k: int):
-    """The next geometry after an out-of-memory error (``exc`` re-raised when it is not one)."""
-    from ..errors import ResourceError
-    from ..runtime.device import free_device_memory, is_oom
-    from .chunk_runner import MIN_SCALE
-
-    if not is_oom(exc):
-        raise exc
-    free_device_memory(plan.device)
-    new_scale = geo.scale * 0.75
-    if new_scale < MIN_SCALE:
-        raise ResourceError(f"out of memory in chunk {k} even at scale {geo.scale:.3f}: lower "
-                            "processing.scale_factor or use a smaller matting.sam2_model / detection.model") from None
-    log.warning("out of memory in chunk %d at scale %.3f: retrying the chunk at scale %.3f", k, geo.scale, new_scale)
-    return geo.at_scale(new_scale)
 
 
 def _run_chunk_once(job: _Job, k: int, matter) -> dict:

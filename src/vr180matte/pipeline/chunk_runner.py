@@ -29,6 +29,23 @@ log = logging.getLogger(__name__)
 MIN_SCALE = 0.125
 
 
+def geometry_after_oom(exc: BaseException, device, geo, chunk_index: int):
+    """The geometry to retry a chunk with after ``exc``: 0.75x the scale when ``exc`` is out of memory (device
+    memory freed first); ``exc`` itself is re-raised otherwise, a :class:`ResourceError` below ``MIN_SCALE``."""
+    if not is_oom(exc):
+        raise exc
+    free_device_memory(device)
+    new_scale = geo.scale * 0.75
+    if new_scale < MIN_SCALE:
+        raise ResourceError(
+            f"out of memory in chunk {chunk_index} even at scale {geo.scale:.3f}: lower "
+            "processing.scale_factor or use a smaller matting.sam2_model / detection.model"
+        ) from None
+    log.warning("out of memory in chunk %d at scale %.3f: retrying the chunk at scale %.3f",
+                chunk_index, geo.scale, new_scale)
+    return geo.at_scale(new_scale)
+
+
 class ChunkRunner:
     """Runs the plan's chunks from ``first`` on; state: the current geometry (lowered on OOM) and the chunk log."""
 
@@ -60,18 +77,7 @@ class ChunkRunner:
             try:
                 return self.run_chunk(chunk, bar)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
-                if not is_oom(exc):
-                    raise
-                free_device_memory(self.plan.device)
-                new_scale = self.geo.scale * 0.75
-                if new_scale < MIN_SCALE:
-                    raise ResourceError(
-                        f"out of memory in chunk {chunk.index} even at scale {self.geo.scale:.3f}: lower "
-                        "processing.scale_factor or use a smaller matting.sam2_model / detection.model"
-                    ) from None
-                log.warning("out of memory in chunk %d at scale %.3f: retrying the chunk at scale %.3f",
-                            chunk.index, self.geo.scale, new_scale)
-                self.geo = self.geo.at_scale(new_scale)
+                self.geo = geometry_after_oom(exc, self.plan.device, self.geo, chunk.index)
                 self.matter.set_geometry(self.geo)
                 self.oom_retries += 1
                 bar.reset(total=bar.total)

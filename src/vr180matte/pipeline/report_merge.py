@@ -64,27 +64,23 @@ def _merge(key: str | None, values: list, weights: list[float]) -> Any:
 
 def merge_reports(reports: list[dict], id_maps: list[dict[int, int]] | None = None) -> dict:
     """One report from the chunks' ``FrameMatter.report()`` dicts (in chunk order); see the module docstring."""
-    reports = [dict(r) for r in reports if r]
-    if not reports:
+    if not any(reports):
         return {}
-    for k, r in enumerate(reports):
-        st = r.get("stereo")
-        if isinstance(st, dict) and id_maps is not None and k < len(id_maps):
-            m = id_maps[k]
-            st = dict(st)
-            st["disparity_px"] = {str(m.get(int(tid), tid)): v for tid, v in (st.get("disparity_px") or {}).items()}
-            r["stereo"] = st
-    merged = _merge(None, reports, [1.0] * len(reports))
+    chunks = list(enumerate(reports))
+    merged = _merge(None, [r for _, r in chunks if r], [1.0] * sum(1 for r in reports if r))
     st = merged.get("stereo")
     if isinstance(st, dict):
-        # A person in several chunks: the mean of its chunks' mean disparities (each chunk's own key above).
-        by_id: dict[str, list[float]] = {}
-        for r in reports:
-            for tid, v in (r.get("stereo", {}).get("disparity_px") or {}).items():
-                by_id.setdefault(tid, []).append(float(v))
-        st["disparity_px"] = {t: round(sum(v) / len(v), 3) for t, v in sorted(by_id.items(), key=lambda kv: int(kv[0]))}
+        # Per-person disparities under the run's global ids; a person in several chunks gets the mean of its
+        # chunks' means (the generic merge above would have summed them under clashing local ids).
+        by_id: dict[int, list[float]] = {}
+        for k, r in chunks:
+            m = id_maps[k] if id_maps is not None and k < len(id_maps) else {}
+            for tid, v in ((r or {}).get("stereo", {}).get("disparity_px") or {}).items():
+                by_id.setdefault(int(m.get(int(tid), int(tid))), []).append(float(v))
+        st["disparity_px"] = {str(t): round(sum(v) / len(v), 3) for t, v in sorted(by_id.items())}
         if "correction_log_truncated" in st:
-            st["correction_log_truncated"] = any(r.get("stereo", {}).get("correction_log_truncated") for r in reports) \
+            st["correction_log_truncated"] = any((r or {}).get("stereo", {}).get("correction_log_truncated")
+                                                 for r in reports) \
                 or int(st.get("corrections") or 0) > len(st.get("correction_log") or [])
     return merged
 

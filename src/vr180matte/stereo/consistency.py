@@ -39,7 +39,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from ..config import Config
-from ..engines.base import Detection, Detector, FrameMatte, TrackMask
+from ..engines.base import Detection, Detector, FrameMatte, TrackMask, detect_at
 from .disparity import DisparitySmoother, measure_disparity, shift_mask
 from .equirect import EquirectDetector
 from .handoff import ChunkHandoff
@@ -351,10 +351,7 @@ class StereoStage:
 
     def detect_eye(self, img: torch.Tensor, threshold: float | None = None) -> list[Detection]:
         """Detections of one eye at the detector's threshold, or down to ``threshold`` (vouching candidates)."""
-        det = self.equirect if self.equirect is not None else self.detector
-        if threshold is None:
-            return list(det.detect(img))
-        return list(det.detect(img, threshold=threshold))
+        return detect_at(self.equirect if self.equirect is not None else self.detector, img, threshold)
 
     def _detect_band(self, img: torch.Tensor, around: list[Detection], threshold: float) -> list[Detection]:
         """Detections in the full-width band of rows holding ``around`` (grown by a quarter of the tallest box):
@@ -369,7 +366,7 @@ class StereoStage:
         self._vouching.stats.band_rows += y1 - y0
         self._vouching.stats.eye_rows += H
         out = []
-        for d in self.detector.detect(img[y0:y1], threshold=threshold):
+        for d in detect_at(self.detector, img[y0:y1], threshold):
             box = np.asarray(d.box, np.float32).copy()
             box[[1, 3]] += y0
             out.append(Detection(box=box, score=float(d.score), mask=d.mask))
@@ -397,14 +394,15 @@ class StereoStage:
                   and not any(iou(d.box, b) >= self.track_iou or overlap_small(d.box, b) >= 0.7 for b in tracked)]
         # A candidate the right eye already refused at the previous detection frame (a poster, a mannequin: the
         # same box again) is not checked again, so a persistent false positive costs one extra run, not one a frame.
-        seen = [d for d in unsure if any(iou(d.box, b) >= 0.5 for b in self._refused)]
-        new = [d for d in unsure if not any(d is x for x in seen)]
-        self._refused = [d.box for d in seen]
+        refused_before = [any(iou(d.box, b) >= 0.5 for b in self._refused) for d in unsure]
+        new = [d for d, r in zip(unsure, refused_before) if not r]
+        self._refused = [d.box for d, r in zip(unsure, refused_before) if r]
         if not new:
             return [d for d in ld if d.score >= v.threshold]  # as without vouching
         v.stats.right_eye_runs += 1
         kept = v.apply(ld, self._detect_band(right_img, new, v.floor), self.max_disp, -self.max_disp / 4)[0]
-        self._refused += [d.box for d in unsure if not any(d is k for k in kept)]
+        kept_ids = {id(d) for d in kept}
+        self._refused += [d.box for d in unsure if id(d) not in kept_ids]
         return kept
 
     def detect_joint(self, left_img: torch.Tensor, right_img: torch.Tensor
@@ -414,8 +412,7 @@ class StereoStage:
         sbs = torch.cat([left_img, right_img], dim=1)
         v = self.vouching
         floor = v.floor if v is not None else None
-        found = self.detector.detect(sbs) if floor is None else self.detector.detect(sbs, threshold=floor)
-        ld, rd = split_sbs_detections(list(found), eye_w)
+        ld, rd = split_sbs_detections(detect_at(self.detector, sbs, floor), eye_w)
         if self.equirect is not None:
             self.equirect.stats["calls"] += 1
             ld = self.equirect.merge(ld, self.equirect.detect_crops(left_img, floor))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vr180matte.engines.base import Detection, Detector
+from vr180matte.engines.base import Detection, Detector, detect_at
 from vr180matte.boxes import box_iou, mask_box, overlap_small
 
 log = logging.getLogger(__name__)
@@ -185,11 +185,6 @@ class EquirectDetector:
     def supports_threshold(self) -> bool:
         return bool(getattr(self.detector, "supports_threshold", False))
 
-    def _detect(self, image: torch.Tensor, threshold: float | None) -> list[Detection]:
-        if threshold is None:
-            return list(self.detector.detect(image))
-        return list(self.detector.detect(image, threshold=threshold))
-
     def detect_crops(self, eye: torch.Tensor, threshold: float | None = None) -> list[Detection]:
         """Detections found on the perspective crops only, boxes in equirect pixels of ``eye``."""
         H, W = eye.shape[:2]
@@ -197,7 +192,7 @@ class EquirectDetector:
         out: list[Detection] = []
         for yaw, pitch in self.crops:
             crop = perspective_crop(eye, yaw, pitch, self.fov_deg, size, self.eye_fov_deg)
-            for d in self._detect(crop, threshold):
+            for d in detect_at(self.detector, crop, threshold):
                 cx, cy = 0.5 * (d.box[0] + d.box[2]), 0.5 * (d.box[1] + d.box[3])
                 u, v = _rays_to_equirect(_crop_rays(np.array([cx]), np.array([cy]), yaw, pitch, self.fov_deg, size),
                                          W, H, self.eye_fov_deg)
@@ -223,7 +218,7 @@ class EquirectDetector:
 
         ``threshold``: passed to the wrapped detector (only when it ``supports_threshold``)."""
         self.stats["calls"] += 1
-        full = self._detect(image, threshold)
+        full = detect_at(self.detector, image, threshold)
         return self.merge(full, self.detect_crops(image, threshold))
 
     def merge(self, full: list[Detection], crops: list[Detection]) -> list[Detection]:
