@@ -51,6 +51,7 @@ RULES: dict[str, dict[str, Any]] = {
     "processing.overlap_frames": {"range": (0, 10_000)},
     "processing.max_memory_gb": {"range": (0.5, 4096)},
     "processing.read_ahead": {"range": (1, 256)},
+    "processing.stage_queue": {"range": (1, 64)},
     "processing.vfr_policy": {"choices": ["keep_timestamps", "cfr"]},
     "processing.parallel_eyes": {"choices": ["auto", True, False]},
     # Accepted for the specification's sake, with only the value the product implements; any other is refused

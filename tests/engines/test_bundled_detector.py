@@ -159,3 +159,20 @@ def test_detection_zoom_set_by_the_eye_not_by_scale_or_crops():
     web = YoloDetector(path, "yolov8s", person_classes=(0, 1), image_size=3072, upscale=2.0, source_scale=2.0)
     zoom = web.detection_zoom(270, 240)  # processing eye 240x270 of a 480x540 source eye, at scale 0.5
     assert (240 * zoom, 270 * zoom) == (pytest.approx(960), pytest.approx(1080))  # twice the source eye
+
+
+def test_batchnorm_is_folded_into_the_convolutions_without_changing_the_boxes(det):
+    """The detector runs the fused network (as ultralytics' predictor does: ~10% faster on the CPU); the boxes and
+    scores are those of the checkpoint's unfused network up to float rounding."""
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in det.net.modules())
+    plain = YoloDetector(bundled_detector_path(), "yolov8s", confidence_threshold=0.5, person_classes=(0, 1),
+                         image_size=640, upscale=1.0, source_scale=1.0, source="bundled")
+    unfused = load_checkpoint_model(bundled_detector_path()).float().eval()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in unfused.modules())
+    img = torch.from_numpy(_bedroom(0))
+    fused_dets = plain.detect(img, threshold=0.3)
+    plain.net = unfused
+    ref = plain.detect(img, threshold=0.3)
+    assert len(ref) >= 2 and len(fused_dets) == len(ref)
+    for a, b in zip(fused_dets, ref):
+        assert np.abs(a.box - b.box).max() < 0.05 and abs(a.score - b.score) < 1e-4

@@ -243,3 +243,19 @@ def test_both_eyes_in_one_batch_equal_per_eye():
     assert float((both[0] - both[1]).abs().max()) > 0.5  # really two different eyes
     with pytest.raises(ValueError, match="matching 2 masks"):
         ref.refine_batch(probs, guides[:1])
+
+
+def test_sampling_reads_only_the_cells_a_tile_needs():
+    """``_sample`` cuts the map to the rows/columns its samples read before gathering; values equal a gather
+    over the whole map, including at the clamped borders."""
+    from vr180matte.matte.refine import _axis, _sample
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 96, 80, generator=g)
+    for (y0, y1, x0, x1) in ((0, 64, 0, 64), (100, 230, 37, 250), (300, 384, 256, 320)):
+        ay, ax = _axis(y0, y1, 0.25, 0.0, 96, "cpu"), _axis(x0, x1, 0.25, 0.0, 80, "cpu")
+        i0, i1, w = ay
+        j0, j1, v = ax
+        t = x[:, i0, :] * (1 - w)[None, :, None] + x[:, i1, :] * w[None, :, None]
+        ref = t[:, :, j0] * (1 - v) + t[:, :, j1] * v
+        assert torch.equal(_sample(x, ay, ax), ref)

@@ -39,11 +39,18 @@ def test_overlapped_stages_give_the_same_bytes_as_serial(tmp_path):
     clip = davis_sbs_clip(tmp_path / "p.mp4", "davis2016_parkour", count=6)
     sets = ["hardware.device=cpu", "processing.scale_factor=0.25", "processing.chunk_size=4",
             "processing.overlap_frames=1"]
-    a = run(clip, out_dir=tmp_path / "a", overrides=sets + ["processing.memory_pipeline=true"], quiet=True)
+    # the shortest queues between the threads (processing.stage_queue=1), so they block on each other most
+    a = run(clip, out_dir=tmp_path / "a", overrides=sets + ["processing.memory_pipeline=true",
+                                                             "processing.stage_queue=1"], quiet=True)
     b = run(clip, out_dir=tmp_path / "b", overrides=sets + ["processing.memory_pipeline=false"], quiet=True)
     assert _alpha_hashes(a.outputs[0]) == _alpha_hashes(b.outputs[0])
-    assert a.stats["concurrency"]["overlap"] and not b.stats["concurrency"]["overlap"]
-    assert a.stats["concurrency"]["busiest_stage"] is not None
+    conc = a.stats["concurrency"]
+    assert conc["overlap"] and not b.stats["concurrency"]["overlap"]
+    assert conc["busiest_stage"] is not None
+    # each thread's own busy time, the decode thread included; the busiest of them bounds the wall
+    assert set(conc["pipeline_busy_s"]) == {"decode", "segment", "finish", "encode"}
+    assert conc["pipeline_busiest_s"] <= conc["wall_s"] * 1.01 and conc["pipeline_efficiency"] >= 0.99
+    assert 0 < conc["core_utilization"] <= 1.05 and conc["cpu_s"] > 0
 
 
 def test_parallel_eyes_batch_equals_eye_by_eye(tmp_path):

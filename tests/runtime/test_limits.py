@@ -49,3 +49,14 @@ def test_memory_budget_refusal_says_what_to_lower():
         check_memory(16384, 8192, 8, max_memory_gb=4.0)
     assert "16384x8192" in str(e.value) and "\n" not in str(e.value)
     check_memory(6144, 3072, 8, max_memory_gb=40.0)  # the 6K case the product is for fits
+
+
+def test_frames_between_the_overlapping_stages_count_against_the_budget():
+    """processing.stage_queue holds decoded frames (segment -> finish) and RGBA outputs (finish -> encode)."""
+    frame = 6144 * 3072 * 3
+    more = frame_memory_bytes(6144, 3072, 8, stage_queue=6) - frame_memory_bytes(6144, 3072, 8, stage_queue=2)
+    assert more == 4 * frame + 4 * (6144 * 3072 * 4)
+    # a budget the reader's queue alone cannot free up names the stage queue
+    with pytest.raises(ResourceError, match=r"lower processing\.stage_queue"):
+        check_memory(6144, 3072, 1, max_memory_gb=1.0, stage_queue=8)
+    check_memory(6144, 3072, 8, max_memory_gb=4.0, stage_queue=4)  # the default fits a modest budget

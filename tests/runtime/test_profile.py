@@ -71,3 +71,47 @@ def test_one_off_stages_are_not_the_busiest():
     s = timer.summary()
     assert s["busiest_stage"] == "encode" and s["busiest_stage_s"] == 1.0
     assert StageTimer(enabled=False).summary()["efficiency"] is None
+
+
+def test_overlapping_stages_are_timed_per_thread_and_cores_counted():
+    """run_stages books each stage's whole per-item time (all its steps) under ``pipeline_busy_s``; the busiest
+    thread bounds the wall; process CPU over the wall gives the cores' utilisation."""
+    from vr180matte.pipeline.overlap import run_stages
+
+    timer = StageTimer()
+    timer.start()
+
+    def burn(seconds: float) -> None:  # real CPU work, so cpu_s sees it
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    def finish(x):
+        with timer("refine"):
+            burn(0.02)
+        with timer("composite"):
+            burn(0.02)
+        return x
+
+    run_stages(range(8), [("segment", lambda x: (burn(0.005), x)[1]), ("finish", finish),
+                          ("encode", lambda x: None)], timer=timer, depth=2)
+    timer.stop()
+    s = timer.summary()
+    pipe = s["pipeline_busy_s"]
+    assert set(pipe) == {"segment", "finish", "encode"}
+    # finish ran refine + composite one after another: its thread time is their sum (0.32 s), not either one
+    assert pipe["finish"] >= s["busy_s"]["refine"] + s["busy_s"]["composite"] - 0.01
+    assert s["pipeline_busiest"] == "finish" and s["pipeline_busiest_s"] == pipe["finish"]
+    assert s["pipeline_efficiency"] == pytest.approx(s["wall_s"] / pipe["finish"], rel=1e-3)
+    assert 1.0 <= s["pipeline_efficiency"] < s["efficiency"]  # per step the busiest is only half of finish
+    assert s["cpu_s"] >= 0.25 and s["cores"] >= 1
+    assert 0 < s["core_utilization"] <= 1.05
+
+
+def test_pipeline_stage_times_include_the_decode_thread():
+    timer = StageTimer()
+    timer.add("decode", 2.0)
+    timer.add_pipeline("segment", 1.0)
+    s = timer.summary()
+    assert s["pipeline_busy_s"] == {"decode": 2.0, "segment": 1.0} and s["pipeline_busiest"] == "decode"
+    assert s["cpu_s"] is None and s["core_utilization"] is None  # start() never called

@@ -249,3 +249,38 @@ def test_master_slave_vouching_keeps_an_unsure_person_and_checks_a_poster_once(c
     off = build(clip, "master_slave", corrupt={}, extra=["stereo.vouch_ratio=1"])
     off.detector = _Scored(off.detector, clip, left_scores=(0.9, 0.45))
     assert sorted(run(off, clip, 1)[0].left.tracks) == [1], "without vouching the unsure person is lost"
+
+
+@pytest.mark.parametrize("mode,method", [("master_slave", "transfer"), ("master_slave", "reprocess"),
+                                         ("joint", "ensemble"), ("joint", "transfer")])
+def test_validation_on_the_persons_rows_equals_the_whole_eye(clip, mode, method, monkeypatch):
+    """Validation works on the rows where a person's masks are non-zero (disparity is horizontal); forcing it onto
+    the whole eye must give bit-identical masks, boxes, agreements, disparities and corrections."""
+    from vr180matte.stereo import consistency
+
+    def snapshot(results):
+        return [({t: (m.prob.clone(), None if m.box is None else m.box.tolist()) for t, m in r.left.tracks.items()},
+                 {t: (m.prob.clone(), None if m.box is None else m.box.tolist()) for t, m in r.right.tracks.items()},
+                 dict(r.agreement), dict(r.disparity), list(r.corrections)) for r in results]
+
+    banded = snapshot(run(build(clip, mode, method), clip))
+    used = []
+    real_of = consistency._Rows.of.__func__
+
+    def spy(cls, *masks):
+        rows = real_of(cls, *masks)
+        used.append(rows.r1 - rows.r0 < rows.height)
+        return rows
+
+    monkeypatch.setattr(consistency._Rows, "of", classmethod(spy))
+    run(build(clip, mode, method), clip, 3)
+    assert any(used)  # the synthetic people do not fill the eye's height: the banded path really ran
+    monkeypatch.setattr(consistency._Rows, "of", classmethod(lambda cls, *m: cls(0, m[0].shape[0], m[0].shape[0])))
+    whole = snapshot(run(build(clip, mode, method), clip))
+    assert len(banded) == len(whole)
+    for (bl, br, ba, bd, bc), (wl, wr, wa, wd, wc) in zip(banded, whole):
+        assert ba == wa and bd == wd and bc == wc
+        for b, w in ((bl, wl), (br, wr)):
+            assert b.keys() == w.keys()
+            for tid in b:
+                assert torch.equal(b[tid][0], w[tid][0]) and b[tid][1] == w[tid][1]

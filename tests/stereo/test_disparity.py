@@ -88,3 +88,21 @@ def test_smoother_state_round_trip_and_low_confidence():
     assert s2.predict(4) == pytest.approx(s.predict(4))
     s2.load({7: 3.5})
     assert s2.get(7) == 3.5
+
+
+def test_measure_disparity_reads_only_the_persons_rows():
+    """Only the rows of the person (widened to whole coarse blocks) are converted and correlated: what lies in
+    the other rows of either eye cannot change the measurement."""
+    g = torch.Generator().manual_seed(3)
+    H, W, d = 300, 260, 9
+    left = torch.randint(0, 256, (H, W, 3), generator=g, dtype=torch.uint8)
+    right = torch.roll(left, -d, dims=1)
+    mask = torch.zeros(H, W)
+    mask[120:180, 60:170] = 1.0  # 60 x 110: matched coarse-to-fine at scale 2
+    ref = measure_disparity(left, right, mask, max_disp=30)
+    assert ref[0] == pytest.approx(d, abs=0.25) and ref[1] > 0.9
+    l2, r2 = left.clone(), right.clone()
+    for img in (l2, r2):
+        img[:118] = torch.randint(0, 256, (118, W, 3), generator=g, dtype=torch.uint8)
+        img[182:] = 0
+    assert measure_disparity(l2, r2, mask, max_disp=30) == ref

@@ -230,6 +230,9 @@ class YoloDetector:
         if not isinstance(net, torch.nn.Module):
             raise EngineError(f"{weights} is not a PyTorch YOLO model")
         net = net.float().to(self.device).eval()
+        fuse = getattr(net, "fuse", None)
+        if callable(fuse):  # BatchNorm folded into the convolutions, as ultralytics' own predictor does: ~10% less time
+            net = fuse(verbose=False)
         # Half precision only where it is fast and safe (CUDA).
         self.half = bool(fp16 and self.device.type == "cuda")
         if self.half:

@@ -38,6 +38,7 @@ OUTPUT_NEUTRAL_KEYS = (
     "input.video_path",
     "output.path",
     "processing.read_ahead",
+    "processing.stage_queue",
     "processing.max_memory_gb",
     "hardware.max_vram_gb",
     "performance.profile_enabled",

@@ -66,8 +66,12 @@ def _axis(start: int, stop: int, scale: float, offset: float, n_in: int, device)
 def _sample(x: torch.Tensor, ay: tuple, ax: tuple) -> torch.Tensor:
     """Bilinear resampling of ``x`` (C, h, w) at the separable sample positions ``ay``, ``ax``."""
     i0, i1, w = ay
-    t = x[:, i0, :] * (1 - w)[None, :, None] + x[:, i1, :] * w[None, :, None]
     j0, j1, v = ax
+    # Only the cells the samples read: a tile's rows of a wide map would otherwise be gathered whole.
+    r0, r1, c0, c1 = int(i0[0]), int(i1[-1]) + 1, int(j0[0]), int(j1[-1]) + 1  # indices ascend (see _axis)
+    x = x[:, r0:r1, c0:c1]
+    i0, i1, j0, j1 = i0 - r0, i1 - r0, j0 - c0, j1 - c0
+    t = x[:, i0, :] * (1 - w)[None, :, None] + x[:, i1, :] * w[None, :, None]
     return t[:, :, j0] * (1 - v) + t[:, :, j1] * v
 
 

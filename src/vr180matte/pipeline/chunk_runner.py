@@ -149,7 +149,7 @@ class ChunkRunner:
                                  decode_device=str(self.plan.device))  # NVDEC where io/hwaccel.py says it applies
             with reader:
                 run_stages(reader, [("segment", segment), ("finish", finish), ("encode", encode)], timer=tm,
-                           threaded=bool(cfg.processing.memory_pipeline))
+                           depth=int(cfg.processing.stage_queue), threaded=bool(cfg.processing.memory_pipeline))
         except BaseException:
             for writer, partial, _final in writers.values():
                 try:

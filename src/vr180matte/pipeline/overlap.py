@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Callable, Iterable
 
 from ..runtime.profile import StageTimer, TimedQueue
@@ -33,6 +34,16 @@ def run_stages(source: Iterable, stages: list[tuple[str, Callable]], *, timer: S
     ``depth``: items each queue holds (memory: at most ``depth`` frames in flight between two stages).
     ``threaded=False`` runs everything in the calling thread, one item at a time (same results, no overlap).
     """
+    def timed(name: str, fn: Callable) -> Callable:
+        def call(item):
+            t0 = time.perf_counter()
+            try:
+                return fn(item)
+            finally:
+                timer.add_pipeline(name, time.perf_counter() - t0)
+        return call
+
+    stages = [(name, timed(name, fn)) for name, fn in stages]
     if not threaded or len(stages) == 1:
         for item in source:
             for _name, fn in stages:

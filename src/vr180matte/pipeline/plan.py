@@ -29,6 +29,7 @@ RESUME_NEUTRAL = (
     "input.video_path",
     "output.path",
     "processing.read_ahead",
+    "processing.stage_queue",
     "processing.memory_pipeline",
     "processing.streaming_output",
     "processing.max_memory_gb",

@@ -66,6 +66,10 @@ class ProcessingReport:
                 "busiest_stage": timing.get("busiest_stage"),
                 "busiest_stage_s": timing.get("busiest_stage_s"),
                 "efficiency": timing.get("efficiency"),
+                "pipeline_busy_s": dict(timing.get("pipeline_busy_s") or {}),
+                "pipeline_efficiency": timing.get("pipeline_efficiency"),
+                "cpu_s": timing.get("cpu_s"),
+                "core_utilization": timing.get("core_utilization"),
                 "wait_s": dict(timing.get("wait_s") or {}),
                 "threads": dict(timing.get("threads") or {}),
                 "fps_wall": round(frames / timing["wall_s"], 3) if timing.get("wall_s") and frames else None,
@@ -99,7 +103,10 @@ class ProcessingReport:
         ax.set_xlabel("busy seconds")
         title = f"{stem}: {frames} frames, time per stage"
         if timing and timing.get("efficiency"):
-            title += f" (wall / busiest = {timing['efficiency']:.2f})"
+            title += f" (wall / busiest = {timing['efficiency']:.2f}"
+            if timing.get("core_utilization"):
+                title += f", cores {100 * timing['core_utilization']:.0f}% busy"
+            title += ")"
         ax.set_title(title)
         ax.set_xlim(0, max(secs + [(timing or {}).get("wall_s") or 0], default=1) * 1.35 or 1)
 

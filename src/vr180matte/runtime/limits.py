@@ -55,21 +55,26 @@ def check_encoder(encoder: str, width: int, height: int, pix_fmt: str, options: 
         log.debug("encoder %s not available for the size check", encoder)
 
 
-def frame_memory_bytes(width: int, height: int, read_ahead: int, bytes_per_sample: int = 1) -> int:
-    """Estimated bytes the pipeline holds for frames of ``width`` x ``height`` (queue + one frame in flight)."""
+def frame_memory_bytes(width: int, height: int, read_ahead: int, bytes_per_sample: int = 1, stage_queue: int = 2) -> int:
+    """Estimated bytes the pipeline holds for frames of ``width`` x ``height``: the reader's queue, the decoded
+    frames between segment and finish, the output images (RGBA) between finish and encode, one in each stage."""
     decoded = width * height * 3 * bytes_per_sample
-    return decoded * (read_ahead + 2) + width * height * _WORKING_BYTES_PER_PIXEL
+    output = width * height * 4 * bytes_per_sample
+    return (decoded * (read_ahead + stage_queue + 2) + output * (stage_queue + 1)
+            + width * height * _WORKING_BYTES_PER_PIXEL)
 
 
-def check_memory(width: int, height: int, read_ahead: int, max_memory_gb: float, bytes_per_sample: int = 1) -> None:
+def check_memory(width: int, height: int, read_ahead: int, max_memory_gb: float, bytes_per_sample: int = 1,
+                 stage_queue: int = 2) -> None:
     """Raise :class:`ResourceError` when frames this large cannot be held within the memory budget."""
-    need = frame_memory_bytes(width, height, read_ahead, bytes_per_sample)
+    need = frame_memory_bytes(width, height, read_ahead, bytes_per_sample, stage_queue)
     budget = min(max_memory_gb * 2**30, psutil.virtual_memory().total)
     if need > budget:
         per = width * height * 3 * bytes_per_sample
-        fewer = max(1, int((budget - width * height * _WORKING_BYTES_PER_PIXEL) // per) - 2)
-        hint = (f"lower processing.read_ahead (to {fewer})" if fewer < read_ahead and fewer >= 1
-                else "downscale the input first")
+        rest = need - per * read_ahead  # everything but the reader's queue
+        fewer = int((budget - rest) // per)
+        hint = (f"lower processing.read_ahead (to {fewer})" if 1 <= fewer < read_ahead
+                else "lower processing.stage_queue or downscale the input first")
         raise ResourceError(
             f"{width}x{height} frames need about {_fmt_gb(need)} at processing.read_ahead={read_ahead}, more than "
             f"the {_fmt_gb(budget)} available (processing.max_memory_gb / RAM); {hint}"
@@ -84,4 +89,4 @@ def check_sizes(plan, cfg) -> None:
     pix_fmt = (codec.pix_fmt_10bit or codec.pix_fmt) if high else codec.pix_fmt
     check_encoder(codec.encoder, out.width, out.height, pix_fmt, codec.options)
     check_memory(plan.info.width, plan.info.height, int(cfg.processing.read_ahead), float(cfg.processing.max_memory_gb),
-                 2 if high else 1)
+                 2 if high else 1, int(cfg.processing.stage_queue))

@@ -7,15 +7,23 @@ the wall time, so :class:`StageTimer` keeps three honest figures:
   two threads refining at once count twice (it is work done, not elapsed time);
 * **wait seconds** per queue side: time a thread was blocked on a bounded queue (``put`` blocked = the
   consumer is the bottleneck; ``get`` blocked = the producer is). :class:`TimedQueue` records them;
-* **wall seconds** from :meth:`StageTimer.start` to :meth:`StageTimer.stop` (or now).
+* **wall seconds** from :meth:`StageTimer.start` to :meth:`StageTimer.stop` (or now), and the process's CPU
+  seconds over the same span: ``core_utilization = cpu_s / (wall_s * cores)`` says whether the overlap leaves
+  cores idle (near 1.0: every core busy, so only less work, not more overlap, can make the run faster).
 
 ``busiest_stage_s`` is the largest busy figure: with perfect overlap the wall time approaches it, so
 ``efficiency = wall / busiest`` (1.0 = the pipeline runs at the speed of its slowest stage) is what the
-throughput benchmark and the processing report print. All updates take a lock: stages run in several
+throughput benchmark and the processing report print.
+
+* **busy seconds per overlapping stage** (``pipeline_busy_s``): the threads of :mod:`vr180matte.pipeline.overlap`
+  (``segment`` = upload + scale + segment, ``finish`` = refine + temporal + quality + composite, ``encode``) each
+  run several of the steps above one after another, so a thread's busy time is the sum of its steps; the pipeline
+  cannot go faster than its busiest thread, and ``pipeline_efficiency = wall / that`` says how close it gets. All updates take a lock: stages run in several
 threads and ``dict[k] += x`` is a read-modify-write.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -39,9 +47,12 @@ class StageTimer:
         self.waits: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._threads: dict[str, set[int]] = defaultdict(set)
+        self.pipeline: dict[str, float] = defaultdict(float)  # busy seconds per overlapping stage (thread)
         self._lock = threading.Lock()
         self._t_start: float | None = None
         self._t_stop: float | None = None
+        self._cpu_start: float | None = None  # process CPU seconds at start() (all threads, native ones too)
+        self._cpu_stop: float | None = None
 
     # ----------------------------------------------------------------- wall clock
     def start(self) -> None:
@@ -49,11 +60,21 @@ class StageTimer:
         with self._lock:
             self._t_start = time.perf_counter()
             self._t_stop = None
+            self._cpu_start, self._cpu_stop = time.process_time(), None
 
     def stop(self) -> None:
         with self._lock:
             if self._t_start is not None:
                 self._t_stop = time.perf_counter()
+                self._cpu_stop = time.process_time()
+
+    @property
+    def cpu_s(self) -> float | None:
+        """Process CPU seconds between :meth:`start` and :meth:`stop` (or now); None if start() was not called."""
+        with self._lock:
+            if self._cpu_start is None:
+                return None
+            return (self._cpu_stop if self._cpu_stop is not None else time.process_time()) - self._cpu_start
 
     @property
     def wall_s(self) -> float:
@@ -96,6 +117,13 @@ class StageTimer:
         with self._lock:
             self.seconds[stage] += seconds
 
+    def add_pipeline(self, stage: str, seconds: float) -> None:
+        """Busy seconds of one item in an overlapping stage (:func:`vr180matte.pipeline.overlap.run_stages`)."""
+        if not self.enabled:
+            return
+        with self._lock:
+            self.pipeline[stage] += seconds
+
     def add_wait(self, name: str, seconds: float) -> None:
         if not self.enabled:
             return
@@ -109,16 +137,25 @@ class StageTimer:
             return {k: round(v, 4) for k, v in self.seconds.items()}
 
     def summary(self, exclude: tuple[str, ...] = ("probe", "load_models", "finalize")) -> dict[str, Any]:
-        """``{"wall_s", "busy_s", "wait_s", "threads", "busiest_stage", "busiest_stage_s", "efficiency"}``.
+        """``{"wall_s", "busy_s", "wait_s", "threads", "busiest_stage", "busiest_stage_s", "efficiency",
+        "pipeline_busy_s", "pipeline_busiest", "pipeline_busiest_s", "pipeline_efficiency", "cpu_s", "cores",
+        "core_utilization"}``.
 
         ``exclude``: one-off stages that do not run per frame and so cannot overlap with anything; they are
         still listed in ``busy_s`` but are not candidates for the busiest stage.
         """
         wall = self.wall_s
+        cpu = self.cpu_s
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         with self._lock:
             busy = {k: round(v, 4) for k, v in self.seconds.items()}
             waits = {k: round(v, 4) for k, v in self.waits.items()}
             threads = {k: len(v) for k, v in self._threads.items()}
+            pipe = {k: round(v, 4) for k, v in self.pipeline.items()}
+        if pipe and "decode" in busy:
+            pipe = {"decode": busy["decode"], **pipe}  # the reader's own thread is the first stage
+        p_name = max(pipe, key=pipe.get) if pipe else None
+        p_top = pipe[p_name] if p_name else 0.0
         per_frame = {k: v for k, v in busy.items() if k not in exclude}
         name = max(per_frame, key=per_frame.get) if per_frame else None
         top = per_frame[name] if name else 0.0
@@ -130,6 +167,13 @@ class StageTimer:
             "busiest_stage": name,
             "busiest_stage_s": round(top, 4),
             "efficiency": round(wall / top, 4) if top > 0 else None,
+            "pipeline_busy_s": pipe,
+            "pipeline_busiest": p_name,
+            "pipeline_busiest_s": round(p_top, 4),
+            "pipeline_efficiency": round(wall / p_top, 4) if p_top > 0 else None,
+            "cpu_s": None if cpu is None else round(cpu, 3),
+            "cores": cores,
+            "core_utilization": round(cpu / (wall * cores), 4) if cpu is not None and wall > 0 else None,
         }
 
 

@@ -76,6 +76,39 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor, thresh: float = _MASK_T) -> float
     return float((ma & mb).sum().float() / union.float())
 
 
+class _Rows:
+    """The rows ``[r0, r1)`` of an (H, W) eye outside which a person's masks are exactly zero. ``eye[rows.band]``
+    cuts them; :meth:`full` zero-pads such a cut back to the eye, :meth:`box` is its mask box in the eye."""
+
+    def __init__(self, r0: int, r1: int, height: int) -> None:
+        self.r0, self.r1, self.height = r0, r1, height
+        self.band = slice(r0, r1)
+
+    @classmethod
+    def of(cls, *masks: torch.Tensor) -> "_Rows":
+        nz = None
+        for m in masks:
+            r = (m != 0).any(dim=-1)
+            nz = r if nz is None else nz | r
+        idx = torch.nonzero(nz)
+        if idx.numel() == 0:
+            return cls(0, 0, int(nz.shape[0]))
+        return cls(int(idx[0]), int(idx[-1]) + 1, int(nz.shape[0]))
+
+    def full(self, band: torch.Tensor) -> torch.Tensor:
+        if self.r0 == 0 and self.r1 == self.height:
+            return band
+        out = band.new_zeros((self.height, *band.shape[1:]))
+        out[self.band] = band
+        return out
+
+    def box(self, band: torch.Tensor) -> np.ndarray | None:
+        b = mask_box(band) if band.shape[0] else None
+        if b is not None:
+            b[[1, 3]] += self.r0
+        return b
+
+
 def split_sbs_detections(dets: list[Detection], eye_w: int) -> tuple[list[Detection], list[Detection]]:
     """Split detections on a left|right SBS frame (width ``2 * eye_w``) into per-eye detections.
 
@@ -479,19 +512,24 @@ class StereoStage:
             dm = d if self.use_mapping else 0.0
             pl = lt.prob if l_ok else torch.zeros_like(rt.prob)
             pr = rt.prob if r_ok else torch.zeros_like(lt.prob)
+            # Disparity is horizontal, so every step below is row by row: it runs on the rows where either mask
+            # is non-zero (a person's height, not the eye's) and the results are zero-padded back, bit for bit
+            # what the whole eye gives.
+            rows = _Rows.of(pl, pr)
+            pl, pr = pl[rows.band], pr[rows.band]
             a = mask_iou(pl, shift_mask(pr, -dm))
             before[tid] = a
             if a < self.threshold:
-                pl, pr, a2, rec = self._correct(frame_idx, tid, lt, rt, pl, pr, dm, a)
+                pl, pr, a2, rec = self._correct(frame_idx, tid, lt, rt, pl, pr, dm, a, rows)
                 corrections.append(rec)
-                lm.tracks[tid] = self._track_mask(tid, pl, lt, rt)
-                rm.tracks[tid] = self._track_mask(tid, pr, rt, lt)
+                lm.tracks[tid] = self._track_mask(tid, pl, lt, rt, rows)
+                rm.tracks[tid] = self._track_mask(tid, pr, rt, lt, rows)
                 a = a2
             elif self.fuse_edges and l_ok and r_ok:
                 fused = 0.5 * (pl + shift_mask(pr, -dm))
                 pl, pr = fused, shift_mask(fused, dm)
-                lm.tracks[tid] = TrackMask(track_id=tid, prob=pl, box=mask_box(pl), score=float(lt.score))
-                rm.tracks[tid] = TrackMask(track_id=tid, prob=pr, box=mask_box(pr), score=float(rt.score))
+                lm.tracks[tid] = self._track_mask(tid, pl, lt, None, rows)
+                rm.tracks[tid] = self._track_mask(tid, pr, rt, None, rows)
                 a = mask_iou(pl, shift_mask(pr, -dm))
                 self._n_fused += 1
             agreement[tid] = a
@@ -509,8 +547,9 @@ class StereoStage:
         consistency = 1.0 if not ref else min(area, ref) / max(area, ref, 1e-6)
         return consistency * (0.5 + 0.5 * float(tm.score))
 
-    def _correct(self, frame_idx, tid, lt, rt, pl, pr, dm, before):
-        """Apply the configured correction; returns (left prob, right prob, agreement after, log record)."""
+    def _correct(self, frame_idx, tid, lt, rt, pl, pr, dm, before, rows: "_Rows"):
+        """Apply the configured correction to the person's rows ``pl``/``pr`` (``rows`` of the eye); returns
+        (left rows, right rows, agreement after, log record)."""
         sl, sr = self._strength(tid, lt, pl), self._strength(tid, rt, pr)
         # Ties go to the left eye (the master in master_slave; the detected eye in joint).
         weak = "right" if sl >= sr else "left"
@@ -530,9 +569,9 @@ class StereoStage:
         if self.method == "reprocess" or (lost and self.method != "ensemble"):
             # Re-prompt the weaker eye's segmenter so the following frames recover (a lost track must be).
             view, prob = (self.right, pr) if weak == "right" else (self.left, pl)
-            box = mask_box(prob)
+            box = rows.box(prob)
             if box is not None:
-                view.reprompt(tid, box=box, mask=prob)
+                view.reprompt(tid, box=box, mask=rows.full(prob))
                 self._n_reprompt += 1
         after = mask_iou(pl, shift_mask(pr, -dm))
         rec = {"frame": int(frame_idx), "track": int(tid), "eye": eye, "method": self.method,
@@ -541,9 +580,11 @@ class StereoStage:
         return pl, pr, after, rec
 
     @staticmethod
-    def _track_mask(tid: int, prob: torch.Tensor, own: TrackMask | None, other: TrackMask | None) -> TrackMask:
+    def _track_mask(tid: int, prob: torch.Tensor, own: TrackMask | None, other: TrackMask | None,
+                    rows: "_Rows") -> TrackMask:
+        """The eye-sized track mask of the person's rows ``prob``."""
         score = own.score if own is not None and own.box is not None else (other.score if other else 0.0)
-        return TrackMask(track_id=tid, prob=prob, box=mask_box(prob), score=float(score))
+        return TrackMask(track_id=tid, prob=rows.full(prob), box=rows.box(prob), score=float(score))
 
     def forget(self, tid: int) -> None:
         self.smoother.drop(tid)

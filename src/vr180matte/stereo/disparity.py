@@ -113,17 +113,22 @@ def measure_disparity(
     fallback = (float(prior) if prior is not None else 0.0, 0.0)
     max_disp = int(max(1, max_disp))
     min_disp = -(max_disp // 4) if min_disp is None else int(min_disp)
-    L, R = _gray(left_img), _gray(right_img.to(left_img.device))
-    m = left_mask.to(L.device).float()
-    m = (m > 0.5).float()
+    m = (left_mask.to(left_img.device) > 0.5).float()
     if m.sum() < _MIN_PIXELS:
         return fallback
-    ys, xs = torch.nonzero(m > 0, as_tuple=True)
-    y0, y1 = int(ys.min()), int(ys.max()) + 1
-    x0, x1 = int(xs.min()), int(xs.max()) + 1
+    rows, cols = torch.nonzero(m.any(dim=1)), torch.nonzero(m.any(dim=0))
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
     # Coarse-to-fine: at a scale where the region is about _COARSE_WIDTH wide, search the full range,
     # then search +-2 coarse pixels around the coarse peak at full resolution.
     scale = max(1, int(math.ceil(max(x1 - x0, y1 - y0) / _COARSE_WIDTH)))
+    # Disparity is horizontal, so only the person's rows are read. They are cut before the grey conversion (not
+    # the whole eye once per person), widened to whole coarse blocks so the pooled rows equal the whole eye's.
+    H = int(m.shape[0])
+    ra, rb = (y0 // scale) * scale, min(H, -(-y1 // scale) * scale)
+    L, R = _gray(left_img[ra:rb]), _gray(right_img[ra:rb].to(left_img.device))
+    m = m[ra:rb]
+    y0, y1 = y0 - ra, y1 - ra
     lo, hi = min_disp, max_disp
     if scale > 1:
         Lc = F.avg_pool2d(L[None, None], scale, ceil_mode=True)[0, 0]
