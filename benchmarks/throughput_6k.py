@@ -11,7 +11,13 @@ model loading and the final stream-copy join are printed separately). ``busiest_
 (wall / busiest stage: 1.0 = the run goes at the speed of its slowest stage) come from the 0.25 run.
 The last line is one JSON object:
 
-    {"fps_025", "fps_05", "ffmpeg_fps", "ratio_025", "busiest_stage_s", "wall_s", "efficiency"}
+    {"fps_025", "fps_05", "ffmpeg_fps", "ratio_025", "busiest_stage_s", "wall_s", "efficiency",
+     "pipeline_efficiency", "core_utilization", "passthrough_fps"}
+
+The first seven are the issue's. ``pipeline_efficiency`` is wall / the busiest overlapping stage (a thread:
+segment, finish = refine + temporal + quality + composite, encode), ``core_utilization`` the process's CPU
+seconds / (wall x cores) of the 0.25 run, and ``passthrough_fps`` our own pipeline with the passthrough engine
+(decode, alpha 1, the same encode: no matting at all) on the same clip: the I/O floor inside vr180matte.
 
 Targets on the project's 2 cores: ratio_025 >= 0.5, efficiency <= 1.15. Heavy (tens of minutes on 2 cores):
 run it alone. ``--frames 4 --small`` is a smoke mode (1536x768) for testing the script itself.
@@ -95,7 +101,9 @@ def run_ours(clip: Path, out: Path, scale: float, extra: list[str] = ()) -> dict
           f" (per eye, supplied by the stereo stage), vouching: {st.get('vouching')}", file=sys.stderr)
     return {"frames": frames, "wall_s": wall, "total_s": total, "fps": frames / wall, "stages": stats["stages"],
             "busiest_stage": conc.get("busiest_stage"), "busiest_stage_s": conc.get("busiest_stage_s"),
-            "efficiency": conc.get("efficiency"), "wait_s": conc.get("wait_s")}
+            "efficiency": conc.get("efficiency"), "wait_s": conc.get("wait_s"),
+            "pipeline_busy_s": conc.get("pipeline_busy_s"), "pipeline_efficiency": conc.get("pipeline_efficiency"),
+            "cpu_s": conc.get("cpu_s"), "core_utilization": conc.get("core_utilization")}
 
 
 def main() -> None:
@@ -127,6 +135,12 @@ def main() -> None:
                   f"{r['busiest_stage_s']} s, efficiency {r['efficiency']}", flush=True)
             print(f"  busy seconds per stage: {json.dumps(r['stages'])}", flush=True)
             print(f"  queue waits: {json.dumps(r['wait_s'])}", flush=True)
+            print(f"  busy seconds per overlapping stage (thread): {json.dumps(r['pipeline_busy_s'])}, pipeline "
+                  f"efficiency {r['pipeline_efficiency']}; process CPU {r['cpu_s']} s, cores "
+                  f"{r['core_utilization']} busy", flush=True)
+        p = run_ours(clip, work / "out_passthrough", min(args.scales), ["matting.engine=passthrough"])
+        print(f"vr180matte passthrough engine (the same decode and encode, no matting): {p['wall_s']:.1f} s "
+              f"({p['fps']:.3f} fps), process CPU {p['cpu_s']} s", flush=True)
     q = runs.get(0.25) or next(iter(runs.values()))
     h = runs.get(0.5)
     busiest = q["busiest_stage_s"]
@@ -138,6 +152,9 @@ def main() -> None:
         "busiest_stage_s": busiest,
         "wall_s": round(q["wall_s"], 3),
         "efficiency": round(q["wall_s"] / busiest, 4) if busiest else None,
+        "pipeline_efficiency": q["pipeline_efficiency"],
+        "core_utilization": q["core_utilization"],
+        "passthrough_fps": round(p["fps"], 4),
     }))
 
 

@@ -18,7 +18,10 @@ def test_throughput_benchmark_smoke(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     last = json.loads(res.stdout.strip().splitlines()[-1])
-    assert set(last) == {"fps_025", "fps_05", "ffmpeg_fps", "ratio_025", "busiest_stage_s", "wall_s", "efficiency"}
+    assert set(last) == {"fps_025", "fps_05", "ffmpeg_fps", "ratio_025", "busiest_stage_s", "wall_s", "efficiency",
+                         "pipeline_efficiency", "core_utilization", "passthrough_fps"}
+    assert 0.99 <= last["pipeline_efficiency"] <= last["efficiency"] and 0 < last["core_utilization"] <= 1.05
+    assert last["passthrough_fps"] > last["fps_025"]  # matting costs time: the I/O-only run is faster
     assert last["fps_025"] > 0 and last["ffmpeg_fps"] > 0 and last["fps_05"] is None
     assert last["ratio_025"] == pytest.approx(last["fps_025"] / last["ffmpeg_fps"], rel=1e-2)
     # the busiest stage can never take longer than the run it is part of (busy time is measured inside the wall)
