@@ -18,8 +18,9 @@ throughput benchmark and the processing report print.
 * **busy seconds per overlapping stage** (``pipeline_busy_s``): the threads of :mod:`vr180matte.pipeline.overlap`
   (``segment`` = upload + scale + segment, ``finish`` = refine + temporal + quality + composite, ``encode``) each
   run several of the steps above one after another, so a thread's busy time is the sum of its steps; the pipeline
-  cannot go faster than its busiest thread, and ``pipeline_efficiency = wall / that`` says how close it gets. All updates take a lock: stages run in several
-threads and ``dict[k] += x`` is a read-modify-write.
+  cannot go faster than its busiest thread, and ``pipeline_efficiency = wall / that`` says how close it gets.
+
+All updates take a lock: stages run in several threads and ``dict[k] += x`` is a read-modify-write.
 """
 from __future__ import annotations
 
