@@ -73,3 +73,28 @@ def test_both_eyes_in_one_batch_equal_per_eye(device, kw):
         assert torch.equal(both[i], compose(rgb[i], alpha[i], **kw))
     with pytest.raises(ValueError, match="compose_batch expects"):
         compose_batch(rgb[0], alpha[0], **kw)
+
+
+@pytest.mark.parametrize("mode,premultiplied,dtype", [("alpha", False, torch.uint8), ("alpha", True, torch.uint8),
+                                                       ("greenscreen", False, torch.uint8),
+                                                       ("alpha", False, torch.uint16), ("greenscreen", False, torch.uint16)])
+def test_eyes_composed_into_their_views_of_the_frame_equal_the_joined_frame(mode, premultiplied, dtype):
+    """The pipeline composes each eye straight into its half of the output frame (``out=``): the same values as
+    composing the whole frame with the eyes' alphas joined, and the caller's alpha is left untouched."""
+    from vr180matte.io.layouts import get_layout
+
+    g = torch.Generator().manual_seed(1)
+    top = 255 if dtype == torch.uint8 else 65535
+    frame = torch.randint(0, top + 1, (40, 96, 3), generator=g, dtype=torch.int32).to(dtype)
+    alphas = [torch.rand(40, 48, generator=g) * 1.2 - 0.1 for _ in range(2)]  # beyond [0, 1]: clamped
+    kept = [a.clone() for a in alphas]
+    lay = get_layout("sbs")
+    kw = dict(mode=mode, premultiplied=premultiplied, background=(0, 255, 0))
+    ref = compose(frame, lay.join(*alphas), **kw)
+    out = torch.empty_like(ref)
+    for eye, a, view in zip(lay.split(frame), alphas, lay.split(out)):
+        assert compose(eye, a, out=view, **kw) is view
+    assert torch.equal(out, ref)
+    assert all(torch.equal(a, k) for a, k in zip(alphas, kept))
+    with pytest.raises(ValueError, match="does not fit"):
+        compose(frame, lay.join(*alphas), out=torch.empty(40, 96, 3 if mode == "alpha" else 4, dtype=dtype), **kw)

@@ -28,6 +28,7 @@ def compose(
     mode: str,
     background=(0, 255, 0),
     premultiplied: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``rgb`` (H, W, 3) uint8 or uint16 + ``alpha`` (H, W) float in [0, 1] -> frame of the same dtype and device.
 
@@ -36,6 +37,10 @@ def compose(
     so an alpha of exactly 1 (or 0) reproduces the source (or the background) bit for bit. A uint16 frame
     (a >8-bit source decoded as 16-bit RGB) keeps 16 bits: alpha is written at 0..65535 and ``background``
     (always given in 0..255) is scaled by 257, so 10-bit colour reaches the encoder intact.
+
+    ``out``: an (H, W, 4 or 3) tensor of the frame's dtype (e.g. one eye's view of the whole output frame) to write
+    the result into and return; the eyes of an SBS frame are then composed straight into it, with no joined
+    full-frame alpha and no concatenation (the same values).
     """
     if mode not in MODES:
         raise ValueError(f"output.format must be one of {', '.join(MODES)}, got {mode!r}")
@@ -45,17 +50,26 @@ def compose(
         raise ValueError(f"alpha {tuple(alpha.shape)} does not match the frame {tuple(rgb.shape[:2])}")
     top = 255.0 if rgb.dtype == torch.uint8 else 65535.0
     a = alpha.to(rgb.device, torch.float32).clamp(0, 1)
+    if out is not None and (tuple(out.shape) != (*rgb.shape[:2], 4 if mode == "alpha" else 3) or out.dtype != rgb.dtype):
+        raise ValueError(f"out {tuple(out.shape)} {out.dtype} does not fit a {mode} frame of {tuple(rgb.shape)} {rgb.dtype}")
     if mode == "alpha":
-        aq = (a * top).round_().to(rgb.dtype)
+        aq = a.mul_(top).round_()  # in place on clamp's own copy; integers in 0..top, so the casts below are exact
         if premultiplied:
             # with the quantised alpha, so colour <= alpha holds exactly in the written values
-            c = (rgb.float() * (aq.float() / top)[..., None]).round_().to(rgb.dtype)
+            c = (rgb.float() * (aq / top)[..., None]).round_().to(rgb.dtype)
         else:
             c = rgb
-        return torch.cat([c, aq[..., None]], dim=2)
+        if out is None:
+            return torch.cat([c, aq.to(rgb.dtype)[..., None]], dim=2)
+        out[..., :3] = c
+        out[..., 3] = aq
+        return out
     bg = _bg(background, rgb.device) * (top / 255.0)
-    out = bg + (rgb.float() - bg) * a[..., None]
-    return out.round_().clamp_(0, top).to(rgb.dtype)
+    res = (bg + (rgb.float() - bg) * a[..., None]).round_().clamp_(0, top)
+    if out is None:
+        return res.to(rgb.dtype)
+    out.copy_(res)
+    return out
 
 
 @torch.no_grad()

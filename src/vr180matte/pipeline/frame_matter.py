@@ -255,10 +255,13 @@ class FrameMatter:
         kw = dict(mode=c.output.format, background=tuple(c.output.background_color), premultiplied=c.refine.premultiplied)
         with self.timer("composite"):
             if out.maintain_sbs:
-                # Compositing is per pixel: the whole decoded frame with the eyes' alphas joined is one pass over
-                # both eyes, and no composited eye is copied again to join them.
-                alpha = self.geo.layout.join(alphas["left"], alphas["right"])
-                return {None: compose(seg.frame, alpha, **kw).cpu().numpy()}
+                # Each eye is composed straight into its view of the output frame: no joined full-frame alpha,
+                # no composited eye copied again to join them.
+                frame = torch.empty((*seg.frame.shape[:2], 4 if c.output.format == "alpha" else 3),
+                                    dtype=seg.frame.dtype, device=seg.frame.device)
+                for eye, view in zip(("left", "right"), self.geo.layout.split(frame)):
+                    compose(seg.eyes[eye], alphas[eye], out=view, **kw)
+                return {None: frame.cpu().numpy()}
             return {eye: compose(seg.eyes[eye], alphas[eye], **kw).contiguous().cpu().numpy()
                     for eye in ("left", "right")}
 
