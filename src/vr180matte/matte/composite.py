@@ -13,6 +13,11 @@ import torch
 MODES = ("alpha", "greenscreen")
 
 
+def channels(mode: str) -> int:
+    """Channels of a composed frame: RGBA for ``alpha``, RGB for ``greenscreen``."""
+    return 4 if mode == "alpha" else 3
+
+
 def _bg(background, device) -> torch.Tensor:
     bg = torch.as_tensor(list(background), dtype=torch.float32, device=device)
     if bg.numel() != 3 or bool(((bg < 0) | (bg > 255)).any()):
@@ -50,8 +55,10 @@ def compose(
         raise ValueError(f"alpha {tuple(alpha.shape)} does not match the frame {tuple(rgb.shape[:2])}")
     top = 255.0 if rgb.dtype == torch.uint8 else 65535.0
     a = alpha.to(rgb.device, torch.float32).clamp(0, 1)
-    if out is not None and (tuple(out.shape) != (*rgb.shape[:2], 4 if mode == "alpha" else 3) or out.dtype != rgb.dtype):
-        raise ValueError(f"out {tuple(out.shape)} {out.dtype} does not fit a {mode} frame of {tuple(rgb.shape)} {rgb.dtype}")
+    if out is not None and (tuple(out.shape) != (*rgb.shape[:2], channels(mode)) or out.dtype != rgb.dtype):
+        raise ValueError(
+            f"out {tuple(out.shape)} {out.dtype} does not fit a {mode} frame of {tuple(rgb.shape)} {rgb.dtype}"
+        )
     if mode == "alpha":
         aq = a.mul_(top).round_()  # in place on clamp's own copy; integers in 0..top, so the casts below are exact
         if premultiplied:

@@ -235,7 +235,7 @@ class FrameMatter:
 
     def finish(self, seg: Segmented) -> dict:
         """Full-resolution alpha and the output images: ``{eye or None: (H, W, C) numpy}``."""
-        from ..matte.composite import compose
+        from ..matte.composite import channels, compose
 
         alphas = self._alphas(seg)
         out = self.plan.output
@@ -257,7 +257,7 @@ class FrameMatter:
             if out.maintain_sbs:
                 # Each eye is composed straight into its view of the output frame: no joined full-frame alpha,
                 # no composited eye copied again to join them.
-                frame = torch.empty((*seg.frame.shape[:2], 4 if c.output.format == "alpha" else 3),
+                frame = torch.empty((*seg.frame.shape[:2], channels(c.output.format)),
                                     dtype=seg.frame.dtype, device=seg.frame.device)
                 for eye, view in zip(("left", "right"), self.geo.layout.split(frame)):
                     compose(seg.eyes[eye], alphas[eye], out=view, **kw)

@@ -18,8 +18,9 @@ WEIGHT_KEYS = ("frames", "predicts")  # a block's own count that weighs its mean
 MIN_KEYS = {"agreement_min", "min"}
 MAX_KEYS = {"max"}
 #: the same value in every chunk (configuration echoes): taken from the first chunk that has it
-SAME_KEYS = {"mode", "correction_method", "event", "device", "latency_synced", "validation_threshold", "use_disparity_mapping", "fuse_edges", "enabled",
-             "threshold", "floor", "every", "max_side", "analysis_size"}
+SAME_KEYS = {"mode", "correction_method", "event", "device", "latency_synced", "validation_threshold",
+             "use_disparity_mapping", "fuse_edges", "enabled", "threshold", "floor", "every", "max_side",
+             "analysis_size"}
 LOG_CAP = 1000
 
 

@@ -55,7 +55,8 @@ def check_encoder(encoder: str, width: int, height: int, pix_fmt: str, options: 
         log.debug("encoder %s not available for the size check", encoder)
 
 
-def frame_memory_bytes(width: int, height: int, read_ahead: int, bytes_per_sample: int = 1, stage_queue: int = 2) -> int:
+def frame_memory_bytes(width: int, height: int, read_ahead: int, bytes_per_sample: int = 1,
+                       stage_queue: int = 2) -> int:
     """Estimated bytes the pipeline holds for frames of ``width`` x ``height``: the reader's queue, the decoded
     frames between segment and finish, the output images (RGBA) between finish and encode, one in each stage."""
     decoded = width * height * 3 * bytes_per_sample
