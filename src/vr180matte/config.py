@@ -97,6 +97,7 @@ RULES: dict[str, dict[str, Any]] = {
     "output.background_color": {"rgb": True},
     "output.write_vr180_metadata": {"choices": ["auto", "always", "never"]},
     "hardware.max_vram_gb": {"range": (0.5, 1024)},
+    "hardware.policy": {"choices": _Registry("vr180matte.runtime.policy:POLICIES")},
     "hardware.device": {"pattern": r"cpu|cuda(:\d+)?", "hint": "cpu, cuda or cuda:N (N = GPU index)"},
     "audio.audio_codec": {"choices": ["copy"]},
     "stereo.consistency_mode": {"choices": _Registry("vr180matte.stereo.modes:MODES")},

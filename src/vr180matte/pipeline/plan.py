@@ -21,6 +21,7 @@ from ..io.layouts import Layout, get_layout
 from ..io.probe import VideoInfo, probe, resolve_layout
 from ..runtime.chunks import Chunk, plan_chunks
 from ..runtime.device import auto_chunk_size, resolve_device
+from ..runtime.policy import DevicePolicy, choose_policy
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class RunPlan:
     chunks: tuple[Chunk, ...]
     chunk_size: int
     device: torch.device
+    policy: DevicePolicy  # every device-dependent choice, made once (runtime/policy.py)
     engine_name: str
     engine_reason: str
     digest: str  # config digest over the keys that change frames (resume identity)
@@ -195,6 +197,8 @@ def make_plan(input_path: Path, cfg: Config, out_dir: Path, out_file: Path | Non
     stem = input_path.stem
     output = _output_spec(cfg, info, geo, stem, input_path, out_dir, out_file)
     device = resolve_device(cfg.hardware.device)
+    policy = choose_policy(device, force=cfg.hardware.policy)
+    log.info("%s", policy.reason)
     engine_name, engine_reason = choose_engine(cfg)
     chunk_size = cfg.processing.chunk_size
     if chunk_size == "auto":
@@ -204,6 +208,6 @@ def make_plan(input_path: Path, cfg: Config, out_dir: Path, out_file: Path | Non
     chunks = plan_chunks(info.frame_count, int(chunk_size), cfg.processing.overlap_frames)
     return RunPlan(
         input=input_path, out_dir=out_dir, stem=stem, info=info, layout_source=source, geometry=geo, output=output,
-        chunks=tuple(chunks), chunk_size=int(chunk_size), device=device, engine_name=engine_name,
+        chunks=tuple(chunks), chunk_size=int(chunk_size), device=device, policy=policy, engine_name=engine_name,
         engine_reason=engine_reason, digest=cfg.digest(exclude=RESUME_NEUTRAL),
     )

@@ -22,6 +22,7 @@ def run_stats(cfg: Config, plan: RunPlan, runner, matter, engine, timer: StageTi
         "engine": engine.name,
         "engine_reason": plan.engine_reason,
         "device": str(plan.device),
+        "policy": plan.policy.as_dict(),
         "frames_in": info.frame_count,
         "frames_out": first["frames"],
         "fps": f"{info.fps.numerator}/{info.fps.denominator}",

@@ -1,0 +1,93 @@
+"""The device policy: every device-dependent choice of a run, made once, in one place.
+
+Why one object: the per-frame code is the same torch ops on either device; what differs between a GPU and a
+CPU is *how much* work goes into one op (whole eyes or tiles), where long-lived state lives (SAM2's memory on
+the device or on the host), how many frames the detector batches, which decoder runs and how many encoder
+contexts work side by side. Deciding these with ``if device.type == "cuda"`` branches spread through the stages
+made the CPU era's choices stick on the GPU. A stage reads its choice from the policy instead; a test or a
+benchmark can force the GPU policy on a CPU (``hardware.policy: gpu``) to exercise and count the GPU path
+without a GPU.
+
+The policy is chosen by :func:`choose_policy` from the resolved device, the machine's cores and the config; it
+is frozen and travels in the run plan.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+
+POLICIES = ("auto", "gpu", "cpu")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count: containers and taskset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    """How the frame path runs on this machine (see the module docstring for why this is one object).
+
+    ``kind``: ``"gpu"`` or ``"cpu"``, the shape of the work, not necessarily the device it runs on (a forced
+    GPU policy on a CPU runs the GPU shapes on the CPU).
+    ``device``: where tensors live.
+    ``whole_frame``: refinement, temporal smoothing and compositing run as whole-eye, both-eye batched ops
+    (GPU) instead of tile/block loops that skip untouched regions (CPU, where skipping work is what pays).
+    ``refine_tile``: full-resolution tile side of the tile path.
+    ``sam2_state_on_device``: default for ``matting.memory_offload: auto`` (state kept on the device).
+    ``detector_batch``: images per detector forward (tiles and crops of a detection frame together).
+    ``cores``: CPU cores available to the process.
+    ``encoders``: encoder contexts working on consecutive intra-only frames (ProRes, PNG).
+    ``codec_threads``: FFmpeg threads per decoder/encoder context (bounds FFmpeg's frame pools).
+    ``torch_threads``: intra-op threads for torch on the CPU.
+    ``reason``: one line saying why this policy was chosen (log and stats.json).
+    """
+
+    kind: str
+    device: torch.device
+    whole_frame: bool
+    refine_tile: int
+    sam2_state_on_device: bool
+    detector_batch: int
+    cores: int
+    encoders: int
+    codec_threads: int
+    torch_threads: int
+    reason: str
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["device"] = str(self.device)
+        return d
+
+
+def choose_policy(device: torch.device, *, force: str = "auto", cores: int | None = None) -> DevicePolicy:
+    """The policy for ``device`` on a machine with ``cores`` cores; ``force`` (``hardware.policy``) overrides
+    the kind. The numbers come from measurements recorded in docs/benchmarks.md; the reasons say so."""
+    if force not in POLICIES:
+        raise ValueError(f"hardware.policy must be one of {', '.join(POLICIES)}, got {force!r}")
+    n = max(1, int(cores if cores is not None else available_cores()))
+    gpu = device.type == "cuda"
+    kind = ("gpu" if gpu else "cpu") if force == "auto" else force
+    reason = f"{kind} policy: " + ("device is " + device.type if force == "auto" else f"forced (hardware.policy={force})")
+    if kind == "gpu":
+        # The models and the frame math run on the GPU: the cores are left to FFmpeg. Roughly a quarter go to
+        # the decoder, one to the Python stage threads, the rest to parallel encoder contexts.
+        encoders = max(1, min(8, (n - max(1, n // 4) - 1)))
+        return DevicePolicy(
+            kind="gpu", device=device, whole_frame=True, refine_tile=4096, sam2_state_on_device=True,
+            detector_batch=32, cores=n, encoders=encoders, codec_threads=max(1, min(4, n // 4)),
+            torch_threads=max(1, min(4, n // 4)), reason=reason,
+        )
+    # CPU: the matting itself needs the cores; one encoder context with FFmpeg's own threads keeps the I/O
+    # from oversubscribing them (on 2 cores, two contexts measured no faster than one).
+    return DevicePolicy(
+        kind="cpu", device=device, whole_frame=False, refine_tile=256, sam2_state_on_device=False,
+        detector_batch=8, cores=n, encoders=1 if n <= 4 else max(1, n // 4), codec_threads=min(n, 16),
+        torch_threads=n, reason=reason,
+    )
