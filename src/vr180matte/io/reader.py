@@ -67,9 +67,13 @@ class FrameReader:
         timer=None,
         high_bit_depth: bool = False,
         decode_device: str = "cpu",
+        cores: int | None = None,
     ) -> None:
         self.path = str(path)
-        self.decode_device = decode_device  # "cuda[:N]": NVDEC where io/hwaccel.py says it applies
+        self.decode_device = decode_device  # "cuda[:N]": NVDEC where io/hwaccel.py's rule says it pays
+        self.cores = cores  # cores the rule weighs (None: this process's)
+        #: the decoder that actually ran (set when the file is opened): ``{"name", "hardware", "threads", "reason"}``
+        self.decoder: dict | None = None
         #: decode >8-bit sources (10-bit HEVC from VR180 cameras) as 16-bit RGB, so their colour reaches a 10-bit
         #: output intact; 8-bit sources stay uint8 (no doubled memory for nothing)
         self.rgb_format = "rgb48le" if high_bit_depth and info.bit_depth > 8 else "rgb24"
@@ -169,7 +173,7 @@ class FrameReader:
         frame_pts = info.frame_pts
         use_pts = frame_pts is not None and len(frame_pts) == info.frame_count
         try:
-            container = open_for(self.info, self.decode_device, self.path)
+            container, choice = open_for(self.info, self.decode_device, self.path, cores=self.cores)
         except av.error.FFmpegError as exc:
             raise self._corrupt(self.start, str(exc)) from None
         with container:
@@ -177,6 +181,8 @@ class FrameReader:
             cc = vs.codec_context
             cc.thread_type = "AUTO"
             cc.thread_count = self.threads
+            self.decoder = {"name": f"{cc.name} ({'NVDEC' if choice.hardware else 'CPU'})",
+                            "hardware": choice.hardware, "threads": self.threads, "reason": choice.reason}
             next_index = 0
             if self.start > 0:
                 if use_pts:
