@@ -22,6 +22,7 @@ class Codec:
     hardware_encoder: str | None = None  # NVENC encoder to prefer on CUDA machines where PyAV has it
     options: dict = field(default_factory=dict)  # fixed encoder options (CRF/preset are added by the writer)
     codec_tag: str | None = None  # container tag (hvc1 so Apple players open HEVC)
+    intra: bool = False  # every frame coded on its own: consecutive frames may go to parallel encoder contexts
 
     @property
     def is_sequence(self) -> bool:
@@ -32,8 +33,8 @@ CODECS: dict[str, Codec] = {
     c.name: c
     for c in (
         Codec("prores4444", ".mov", "mov", "prores_ks", "yuva444p10le", True, ("alpha",), "yuva444p10le",
-              options={"profile": "4444", "vendor": "apl0", "alpha_bits": "16"}),
-        Codec("png", "", None, "png", "rgba", True, ("alpha",), "rgba64be"),
+              options={"profile": "4444", "vendor": "apl0", "alpha_bits": "16"}, intra=True),
+        Codec("png", "", None, "png", "rgba", True, ("alpha",), "rgba64be", intra=True),
         # B-frames off: see writer.py (stream-copy joins of VFR segments need DTS == PTS)
         Codec("h264", ".mp4", "mp4", "libx264", "yuv420p", False, ("greenscreen",), "yuv420p10le",
               hardware_encoder="h264_nvenc", options={"bf": "0"}),

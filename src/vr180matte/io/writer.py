@@ -21,7 +21,11 @@ converted to the encoder's pixel format by swscale in one step, so a 10-bit sour
 (``yuva444p10le``) or HEVC Main10 with its 10 bits. ``bit_depth`` > 8 picks the codec's 10-bit pixel format.
 
 Hardware: ``hardware=True`` prefers the codec's NVENC encoder (``hevc_nvenc``/``h264_nvenc``) when PyAV has it;
-when the GPU has no NVENC (A100/H100 class) or the driver refuses, it falls back to the CPU encoder with a warning.
+when the GPU has no NVENC (A100/H100 class) or the driver refuses, it falls back to the CPU encoder with a warning
+(once per process and encoder). ``encoder`` / ``encoder_reason`` say what ran and why (stats.json's ``io`` block).
+
+Parallel: ``encoders`` > 1 for an intra-only codec (ProRes, PNG: ``Codec.intra``) encodes consecutive frames on
+that many contexts (:mod:`vr180matte.io.parallel_encode`); the packets are the ones a single context makes.
 """
 from __future__ import annotations
 
@@ -36,8 +40,17 @@ import numpy as np
 from vr180matte.io.codecs import CODECS as _TABLE
 from vr180matte.io.codecs import get_codec
 from vr180matte.io.errors import OutputError
+from vr180matte.io.parallel_encode import EncodePool, FilePool
 
 log = logging.getLogger(__name__)
+_warned: set[str] = set()  # fallback warnings already given (every chunk opens writers; say it once)
+
+
+def _warn_once(msg: str, *args) -> None:
+    text = msg % args
+    if text not in _warned:
+        _warned.add(text)
+        log.warning(text)
 
 CODECS = tuple(_TABLE)
 
@@ -84,6 +97,7 @@ class SegmentWriter:
         color: dict | None = None,
         bit_depth: int = 8,
         hardware: bool = False,
+        encoders: int = 1,
     ) -> None:
         self.spec = get_codec(codec)
         self.pix_fmt = self.spec.pix_fmt_10bit if bit_depth > 8 and self.spec.pix_fmt_10bit else self.spec.pix_fmt
@@ -103,6 +117,10 @@ class SegmentWriter:
         self._durations: dict[int, int] = {}  # pts -> source frame duration, until its packet is muxed
         self._container = None
         self._stream = None
+        #: intra-only codecs: N contexts on consecutive frames (None: the stream's own context, inline)
+        self._pool: EncodePool | FilePool | None = None
+        self.encoders = max(1, int(encoders)) if self.spec.intra else 1
+        self.encoder_reason = "CPU run"
         # The reader converted YUV->RGB with the input's tagged matrix; encode back with the same matrix and the
         # same tags, or players (which assume BT.709 for HD and larger when untagged) shift the colours.
         # Untagged input stays untagged and uses swscale's default, exactly as it was read.
@@ -114,6 +132,11 @@ class SegmentWriter:
         else:
             self._open_av(crf, preset, threads, hardware)
 
+    @property
+    def busy_s(self) -> float:
+        """Seconds the parallel encoder contexts worked (0 when encoding inline: the caller times that)."""
+        return self._pool.busy_s if self._pool is not None else 0.0
+
     # -- setup ---------------------------------------------------------------------------------------------------
     def _open_png(self) -> None:
         import cv2  # noqa: F401  (fail here, not at the first frame)
@@ -122,6 +145,8 @@ class SegmentWriter:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create output folder {self.path}: {exc.strerror}; choose a writable path") from None
+        if self.encoders > 1:
+            self._pool = FilePool(self.encoders, lambda item: self._write_png(*item))
 
     def _open_av(self, crf: int, preset: str, threads: int, hardware: bool) -> None:
         options = mov_options(self.time_base)
@@ -131,25 +156,47 @@ class SegmentWriter:
         except (OSError, av.error.FFmpegError) as exc:
             raise OutputError(f"cannot write {self.path}: {exc}; choose a writable output folder") from None
         hw = self.spec.hardware_encoder if hardware else None
-        if hw and hw in av.codecs_available:
+        if hardware and not hw:
+            self.encoder_reason = f"{self.codec} has no hardware encoder"
+        elif hw and hw not in av.codecs_available:
+            self.encoder_reason = f"this PyAV build has no {hw}"
+            _warn_once("%s is not in this PyAV build; encoding with %s on the CPU", hw, self.spec.encoder)
+        elif hw:
             try:
                 self._stream = self._add_stream(hw, crf, preset, threads)
                 self._stream.codec_context.open()  # NVENC refuses here when the GPU has no encoder
                 self.encoder = hw
+                self.encoder_reason = "NVENC on the GPU"
                 return
             except (av.error.FFmpegError, ValueError) as exc:
-                log.warning("%s unavailable (%s); encoding with %s on the CPU", hw, " ".join(str(exc).split())[:120],
-                            self.spec.encoder)
+                why = " ".join(str(exc).split())[:120]
+                self.encoder_reason = f"{hw} refused ({why})"
+                _warn_once("%s unavailable (%s); encoding with %s on the CPU", hw, why, self.spec.encoder)
                 self._container.close()
                 self._container = av.open(str(self.path), "w", format=self.spec.container, options=options)
         self._stream = self._add_stream(self.spec.encoder, crf, preset, threads)
+        if self.encoders > 1:
+            # the stream's context is context 0; the others are configured the same way
+            extra = [self._configure(av.CodecContext.create(self.spec.encoder, "w"), self.spec.encoder, crf, preset,
+                                     threads) for _ in range(self.encoders - 1)]
+            self._pool = EncodePool([self._stream.codec_context, *extra], self._encode_job, self._mux)
+            self.encoder_reason += f"; {self.encoders} {self.spec.encoder} contexts on consecutive frames"
 
     def _add_stream(self, encoder: str, crf: int, preset: str, threads: int):
         c = self._container
         rate = self.fps if self.fps > 0 else Fraction(30)
         s = c.add_stream(encoder, rate=rate)
+        if self.spec.codec_tag:
+            s.codec_tag = self.spec.codec_tag
+        s.time_base = self.time_base
+        self._configure(s.codec_context, encoder, crf, preset, threads)
+        return s
+
+    def _configure(self, cc, encoder: str, crf: int, preset: str, threads: int):
+        """Set everything the encoder's output depends on (the stream's context and the parallel ones alike)."""
+        cc.framerate = self.fps if self.fps > 0 else Fraction(30)
         # NVENC takes 10-bit 4:2:0 as P010 (semi-planar), not yuv420p10le; same samples, so same Main10 stream
-        s.pix_fmt = "p010le" if encoder.endswith("_nvenc") and self.pix_fmt == "yuv420p10le" else self.pix_fmt
+        cc.pix_fmt = "p010le" if encoder.endswith("_nvenc") and self.pix_fmt == "yuv420p10le" else self.pix_fmt
         opts = dict(self.spec.options)
         if encoder.endswith("_nvenc"):
             # constant-quality VBR is NVENC's CRF; B-frames off for the same DTS == PTS reason as the CPU encoders
@@ -157,20 +204,17 @@ class SegmentWriter:
             opts.pop("x265-params", None)
         elif encoder in ("libx264", "libx265"):
             opts.update({"crf": str(crf), "preset": preset})
-        s.options = opts
+        cc.options = opts
         if self.spec.name in ("h264", "hevc"):
-            s.codec_context.max_b_frames = 0
-        if self.spec.codec_tag:
-            s.codec_tag = self.spec.codec_tag
-        s.width, s.height = self.width, self.height
+            cc.max_b_frames = 0
+        cc.width, cc.height = self.width, self.height
         for key in ("colorspace", "color_primaries", "color_trc"):
             if self._color.get(key) not in (None, 0, _UNSPECIFIED):
-                setattr(s.codec_context, key, self._color[key])
-        s.time_base = self.time_base
-        s.codec_context.time_base = self.time_base
-        s.codec_context.thread_type = "AUTO"
-        s.codec_context.thread_count = threads
-        return s
+                setattr(cc, key, self._color[key])
+        cc.time_base = self.time_base
+        cc.thread_type = "AUTO"
+        cc.thread_count = threads
+        return cc
 
     # -- writing -------------------------------------------------------------------------------------------------
     def write(self, image: np.ndarray, pts: int | None, index: int, duration: int | None = None) -> None:
@@ -188,7 +232,10 @@ class SegmentWriter:
             raise ValueError(f"pts must increase: {pts} after {self._last_pts} (frame {index})")
         self._last_pts = pts
         if self.spec.is_sequence:
-            self._write_png(image, index)
+            if self._pool is not None:
+                self._pool.submit((image, index))
+            else:
+                self._write_png(image, index)
         else:
             self._encode(image, pts, duration)
         self.frames_written += 1
@@ -203,6 +250,25 @@ class SegmentWriter:
             raise OutputError(f"cannot write {target}; check free space and permissions")
 
     def _encode(self, image: np.ndarray, pts: int, duration: int | None) -> None:
+        if duration:
+            # PyAV's pixel-format conversion drops frame.duration, so the packet gets it back in _mux
+            self._durations[pts] = int(duration)
+        try:
+            if self._pool is not None:
+                self._pool.submit((image, pts))  # converted and encoded in a worker, muxed here in order
+                return
+            for packet in self._stream.encode(self._frame(image, pts)):
+                self._mux(packet)
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"encoding {self.path} failed at frame {self.frames_written}: {exc}") from None
+
+    def _encode_job(self, ctx, item) -> list:
+        """One frame on one of the parallel contexts (a worker thread): convert, encode, return its packets."""
+        image, pts = item
+        return ctx.encode(self._frame(image, pts))
+
+    def _frame(self, image: np.ndarray, pts: int) -> av.VideoFrame:
+        """The encoder's frame for ``image`` (RGB(A), 8 or 16 bit)."""
         if not self.spec.alpha and image.shape[2] == 4:
             image = image[..., :3]  # yuv420p has no alpha: greenscreen frames are composited before this
         wide = image.dtype == np.uint16
@@ -215,17 +281,12 @@ class SegmentWriter:
             frame = frame.reformat(format=self._stream.pix_fmt)
         frame.pts = pts
         frame.time_base = self.time_base
-        if duration:
-            # PyAV's pixel-format conversion drops frame.duration, so the packet gets it back in _mux
-            self._durations[pts] = int(duration)
         frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose frame types
-        try:
-            for packet in self._stream.encode(frame):
-                self._mux(packet)
-        except av.error.FFmpegError as exc:
-            raise OutputError(f"encoding {self.path} failed at frame {self.frames_written}: {exc}") from None
+        return frame
 
     def _mux(self, packet: av.Packet) -> None:
+        if self._pool is not None:
+            packet.stream = self._stream  # from a bare context: the muxer needs to know its stream
         dur = self._durations.pop(packet.pts, None)
         if dur and not packet.duration:
             packet.duration = dur
@@ -237,10 +298,15 @@ class SegmentWriter:
             return
         self._closed = True
         if self._container is None:
+            if self._pool is not None:
+                self._pool.close()
             return
         try:
-            for packet in self._stream.encode():
-                self._mux(packet)
+            if self._pool is not None:
+                self._pool.close(flush=lambda ctx: ctx.encode(None))
+            else:
+                for packet in self._stream.encode():
+                    self._mux(packet)
         except av.error.FFmpegError as exc:
             raise OutputError(f"finishing {self.path} failed: {exc}") from None
         finally:
