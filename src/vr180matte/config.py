@@ -96,7 +96,8 @@ RULES: dict[str, dict[str, Any]] = {
     "output.crf": {"range": (0, 51)},
     "output.background_color": {"rgb": True},
     "output.write_vr180_metadata": {"choices": ["auto", "always", "never"]},
-    "hardware.max_vram_gb": {"range": (0.5, 1024)},
+    "hardware.max_vram_gb": {"range": (0.5, 1024), "also": ["auto"], "type": float},
+    "matting.memory_offload": {"choices": ["auto", True, False]},
     "hardware.policy": {"choices": _Registry("vr180matte.runtime.policy:POLICIES")},
     "hardware.device": {"pattern": r"cpu|cuda(:\d+)?", "hint": "cpu, cuda or cuda:N (N = GPU index)"},
     "audio.audio_codec": {"choices": ["copy"]},
@@ -179,6 +180,8 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
         return [int(c) for c in value]
     if value in rule.get("also", []):
         return value
+    if "type" in rule:  # a key whose default is a word ("auto") but whose other values are numbers
+        default = rule["type"]()
     if "pattern" in rule:
         if not isinstance(value, str) or not re.fullmatch(rule["pattern"], value):
             raise ConfigError(f"invalid value {where}: use {rule['hint']}")

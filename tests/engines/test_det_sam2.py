@@ -73,3 +73,49 @@ def test_loads_real_checkpoint_files(tmp_path):
     (tmp_path / "sam2.1_hiera_small.pt").write_bytes((tmp_path / "sam2.1_hiera_tiny.pt").read_bytes())
     with pytest.raises(EngineError, match="cannot load SAM2 weights"):
         DetSam2Engine(bad, torch.device("cpu"), sam2_overrides=SMALL)
+
+
+def test_memory_offload_auto_follows_policy_and_vram(tmp_path, monkeypatch):
+    """matting.memory_offload: auto keeps SAM2's state on a GPU when the GPU policy says so and the state's bound
+    fits a quarter of hardware.max_vram_gb; true/false are taken as given; a CPU keeps it in host memory."""
+    from vr180matte.engines.det_sam2 import sam2_state_bytes_bound, state_offload
+    from vr180matte.runtime.policy import choose_policy
+
+    cuda = torch.device("cuda")
+    gpu, cpu_policy = choose_policy(cuda, cores=16), choose_policy(cuda, force="cpu", cores=16)
+    cfg = _cfg(tmp_path, "hardware.max_vram_gb=9.5")
+    assert cfg.matting.memory_offload == "auto"
+    bound = sam2_state_bytes_bound(cfg, 1024, 64)
+    assert bound == 2 * 2 * 16 * (7 + 4) * (64 * 64 * 64 * 2 + 1024)  # both eyes, 16 persons, 11 entries
+    off, why = state_offload(cfg, cuda, gpu, 1024, 64)
+    assert off is False and "fits" in why
+    assert state_offload(cfg, cuda, cpu_policy, 1024, 64)[0] is True  # the CPU policy keeps it on the host
+    tiny = _cfg(tmp_path, "hardware.max_vram_gb=0.5", "detection.max_persons=64")
+    assert 4 * bound > 0.5 * 2**30 * 0.25 and state_offload(tiny, cuda, gpu, 1024, 64)[0] is True
+    assert state_offload(_cfg(tmp_path, "matting.memory_offload=true"), cuda, gpu, 1024, 64) == (
+        True, "matting.memory_offload=true")
+    assert state_offload(_cfg(tmp_path, "matting.memory_offload=false"), cuda, cpu_policy, 1024, 64)[0] is False
+    cpu = torch.device("cpu")
+    assert state_offload(cfg, cpu, choose_policy(cpu, force="gpu"), 1024, 64)[0] is False
+
+
+def test_engine_applies_offload_and_compile_choice(tmp_path, monkeypatch):
+    """The engine hands its offload decision to every segmenter; matting.compile asks SAM2 for its vos_optimized
+    (torch.compile) predictor."""
+    import sam2.build_sam as build_sam
+
+    seen = {}
+    real = build_sam.build_sam2_video_predictor
+
+    def spy(*a, **kw):
+        seen["vos_optimized"] = kw.get("vos_optimized")
+        kw["vos_optimized"] = False  # do not compile on the CPU test machine
+        return real(*a, **kw)
+
+    monkeypatch.setattr(build_sam, "build_sam2_video_predictor", spy)
+    eng = DetSam2Engine(_cfg(tmp_path, "matting.compile=true", "matting.memory_offload=true"), torch.device("cpu"),
+                        random_init=True, sam2_overrides=SMALL)
+    assert seen["vos_optimized"] is True
+    assert eng.offload is True and eng.make_segmenter("left").full.storage_device == torch.device("cpu")
+    eng = DetSam2Engine(_cfg(tmp_path), torch.device("cpu"), random_init=True, sam2_overrides=SMALL)
+    assert seen["vos_optimized"] is False and eng.offload is False

@@ -127,7 +127,7 @@ def test_memory_bounded_over_many_frames(model, n):
     if n >= 40:  # once the 16-frame pointer window is full too, the bytes held are flat
         assert max(nbytes[20:]) == max(nbytes[10:20])
     else:  # after the windows are full only small object pointers (<= 15) are still added
-        assert nbytes[-1] - nbytes[6] <= 15 * seg._tracks[1].ptr[next(iter(seg._tracks[1].ptr))].numel() * 4
+        assert nbytes[-1] - nbytes[6] <= 15 * seg._tracks[1].ptr[next(iter(seg._tracks[1].ptr))]["obj_ptr"].numel() * 4
     assert seg._tracks[1].mem and seg._tracks[1].mem[next(iter(seg._tracks[1].mem))]["maskmem_features"].device.type == "cpu"
 
 

@@ -17,7 +17,8 @@ its own:
 * tracks whose memory banks hold the same frames are run as one batch (usually all of them), across views
   too: :func:`segment_batch` encodes both eyes' frames in one forward and runs both eyes' objects together;
 * on CUDA the model runs under bf16 (or fp16) autocast when ``fp16``; on CPU in fp32. ``offload_to_cpu`` keeps
-  the memory features on the host (they are copied to the device when attended to, as in the stock predictor);
+  the memory features on the host (copied there once per step, blocking, and to the device when attended to,
+  as in the stock predictor); the memory banks themselves live in engines/sam2_memory.py;
 * state is committed only after a frame succeeds, so an exception (e.g. CUDA out of memory) leaves the
   segmenter exactly as it was before the call; :meth:`reset` always leaves it empty.
 
@@ -28,13 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .sam2_memory import MemoryBank, StepOutput, Track, merged_output_dict
 
 if TYPE_CHECKING:  # pragma: no cover
     from sam2.modeling.sam2_base import SAM2Base
@@ -50,15 +52,6 @@ _UNBOUNDED_FRAMES = 1 << 30  # "video length" handed to SAM2 when streaming (onl
 class _Prompt:
     box: np.ndarray | None
     mask: torch.Tensor | None
-
-
-@dataclass
-class _Track:
-    """One object's bounded memory bank. Keys are frame indices relative to the segmenter's origin."""
-
-    cond: "OrderedDict[int, dict[str, Any]]" = field(default_factory=OrderedDict)  # prompted frames
-    mem: "OrderedDict[int, dict[str, Any]]" = field(default_factory=OrderedDict)  # last non-cond frames
-    ptr: "OrderedDict[int, torch.Tensor]" = field(default_factory=OrderedDict)  # recent object pointers
 
 
 def _autocast(device: torch.device, fp16: bool):
@@ -106,7 +99,9 @@ class StreamingSam2Segmenter:
     # ------------------------------------------------------------------ protocol
     def reset(self) -> None:
         """Drop every track, pending prompt and cached tensor."""
-        self._tracks: dict[int, _Track] = {}
+        # every track's bounded memory (engines/sam2_memory.py)
+        self.bank = MemoryBank(memory_window=self.memory_window, max_conditioning_frames=self.max_conditioning_frames,
+                               ptr_window=self._ptr_window, maskmem_reach=self.model.num_maskmem - 1)
         self._pending: dict[int, _Prompt] = {}
         self._origin: int | None = None
         self._last_frame: int | None = None
@@ -126,7 +121,7 @@ class StreamingSam2Segmenter:
 
     def remove_track(self, track_id: int) -> None:
         """Forget ``track_id``: its memory bank is released at once."""
-        self._tracks.pop(int(track_id), None)
+        self.bank.tracks.pop(int(track_id), None)
         self._pending.pop(int(track_id), None)
 
     @property
@@ -136,29 +131,15 @@ class StreamingSam2Segmenter:
 
     def memory_sizes(self) -> dict[int, dict[str, int]]:
         """Entries held per track: ``cond`` (prompted frames), ``mem`` (memory frames), ``ptr`` (pointers)."""
-        return {tid: {"cond": len(t.cond), "mem": len(t.mem), "ptr": len(t.ptr)} for tid, t in self._tracks.items()}
+        return self.bank.sizes()
 
     def state_bytes(self) -> int:
         """Bytes held by all memory banks (what must stay flat with video length)."""
-        seen: set[int] = set()
-        total = 0
+        return self.bank.nbytes()
 
-        def add(t: torch.Tensor | None) -> None:
-            nonlocal total
-            if t is None:
-                return
-            key = t.untyped_storage().data_ptr()
-            if key not in seen:
-                seen.add(key)
-                total += t.untyped_storage().nbytes()
-
-        for tr in self._tracks.values():
-            for e in list(tr.cond.values()) + list(tr.mem.values()):
-                add(e["maskmem_features"])
-                add(e["obj_ptr"])
-            for p in tr.ptr.values():
-                add(p)
-        return total
+    @property
+    def _tracks(self) -> dict[int, Track]:
+        return self.bank.tracks
 
     # ------------------------------------------------------------------ per frame
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
@@ -185,73 +166,6 @@ class StreamingSam2Segmenter:
         m = F.interpolate(m[None, None], size=(S, S), mode="bilinear", align_corners=False, antialias=True)
         m = (m >= 0.5).float()
         return m if bool(m.any()) else None
-
-    def _signature(self, tr: _Track, rel: int) -> tuple:
-        """Which frames this track's model view holds; tracks with the same layout can share one batch."""
-        maskmem_reach = self.model.num_maskmem - 1  # the model reads memory of frames rel-1 .. rel-reach
-        mem = tuple(tr.mem)
-        ptr_only = tuple(t for t in tr.ptr if t not in tr.mem and rel - t > maskmem_reach)
-        return tuple(tr.cond), mem, ptr_only
-
-    def _merged_output_dict(self, tracks: list[_Track], sig: tuple) -> dict:
-        """SAM2's ``output_dict`` for a batch of tracks: their entries concatenated along the object axis."""
-        cond_keys, mem_keys, ptr_keys = sig
-        B = len(tracks)
-        pos = [p.expand(B, -1, -1, -1) for p in self._pos_enc] if self._pos_enc is not None else None
-
-        def merge(entries: list[dict]) -> dict:
-            return {
-                "maskmem_features": torch.cat([e["maskmem_features"] for e in entries], 0),
-                "maskmem_pos_enc": pos,
-                "obj_ptr": torch.cat([e["obj_ptr"] for e in entries], 0),
-            }
-
-        cond = {t: merge([tr.cond[t] for tr in tracks]) for t in cond_keys}
-        non_cond = {t: merge([tr.mem[t] for tr in tracks]) for t in mem_keys}
-        for t in ptr_keys:
-            non_cond[t] = {"obj_ptr": torch.cat([tr.ptr[t] for tr in tracks], 0)}
-        return {"cond_frame_outputs": cond, "non_cond_frame_outputs": non_cond}
-
-    def _split(self, out: dict, tids: list[int], cond: bool) -> dict[int, dict]:
-        """Per-object compact entries from one batched track_step output (memory features moved to storage)."""
-        if self._pos_enc is None and out.get("maskmem_pos_enc") is not None:
-            self._pos_enc = [x[0:1].clone() for x in out["maskmem_pos_enc"]]
-        feats = out["maskmem_features"]
-        res = {}
-        for i, tid in enumerate(tids):
-            res[tid] = {
-                "cond": cond,
-                "pred_masks": out["pred_masks"][i : i + 1],
-                "maskmem_features": (
-                    feats[i : i + 1].to(torch.bfloat16).to(self.storage_device, non_blocking=True).clone()
-                    if feats is not None else None
-                ),
-                "obj_ptr": out["obj_ptr"][i : i + 1].clone(),
-                "object_score_logits": out["object_score_logits"][i : i + 1].clone(),
-            }
-        return res
-
-    def _commit(self, tid: int, rel: int, r: dict) -> None:
-        """Store this frame's memory for ``tid`` and evict what falls out of the bounded windows."""
-        tr = self._tracks.get(tid)
-        if tr is None:
-            tr = self._tracks[tid] = _Track()
-        entry = {"maskmem_features": r["maskmem_features"], "obj_ptr": r["obj_ptr"],
-                 "object_score_logits": r["object_score_logits"]}
-        if r["cond"]:
-            tr.cond[rel] = entry
-            while len(tr.cond) > self.max_conditioning_frames:
-                keys = list(tr.cond)
-                del tr.cond[keys[1]]  # keep the first prompt (identity anchor), drop the oldest re-prompt
-        else:
-            tr.mem[rel] = entry
-            while len(tr.mem) > self.memory_window:
-                tr.mem.popitem(last=False)
-            if self._ptr_window:
-                tr.ptr[rel] = entry["obj_ptr"]
-        # pointers are only read for frames rel-1 .. rel-(window-1)
-        while tr.ptr and next(iter(tr.ptr)) <= rel + 1 - self._ptr_window:
-            tr.ptr.popitem(last=False)
 
 
 @dataclass
@@ -286,19 +200,21 @@ def _track_step(model, rel: int, num_frames: int, backbone: dict, is_init: bool,
 
 
 def _scatter(out: dict, owners: list[tuple[int, int]], views: list[_View], cond: bool, results: list[dict]) -> None:
-    """Hand each object's slice of a batched ``track_step`` output to its own view (``owners[i]`` = (view, tid))."""
-    by_view: dict[int, list[int]] = {}
-    for i, (k, _tid) in enumerate(owners):
-        by_view.setdefault(k, []).append(i)
-    for k, idx in by_view.items():
-        if len(by_view) == 1:
-            part = out
-        else:
-            sel = torch.as_tensor(idx, device=out["pred_masks"].device)
-            part = {key: (out[key].index_select(0, sel) if isinstance(out.get(key), torch.Tensor) else out.get(key))
-                    for key in ("pred_masks", "maskmem_features", "obj_ptr", "object_score_logits")}
-            part["maskmem_pos_enc"] = out.get("maskmem_pos_enc")
-        results[k].update(views[k].seg._split(part, [owners[i][1] for i in idx], cond=cond))
+    """Hand each object's row of a batched ``track_step`` output to its own view (``owners[i]`` = (view, tid)).
+
+    The memory part of the output is stored once (one :class:`StepOutput` per storage device, usually one) and
+    every object's entry is a row view of it, so the next step can hand SAM2 the same batch without a copy."""
+    steps: dict[torch.device, StepOutput] = {}
+    for i, (k, tid) in enumerate(owners):
+        seg = views[k].seg
+        if seg._pos_enc is None and out.get("maskmem_pos_enc") is not None:
+            seg._pos_enc = [x[0:1].clone() for x in out["maskmem_pos_enc"]]  # the same for every frame/object
+        step = steps.get(seg.storage_device)
+        if step is None:
+            step = steps[seg.storage_device] = StepOutput(out, seg.storage_device)
+        entry = step.entry(i)
+        entry["cond"], entry["pred_masks"] = cond, out["pred_masks"][i : i + 1]
+        results[k][tid] = entry
 
 
 def _run_views(views: list[_View], backbone: dict) -> list[dict[int, dict]]:
@@ -342,10 +258,10 @@ def _run_views(views: list[_View], backbone: dict) -> list[dict[int, dict]]:
         for tid, tr in seg._tracks.items():
             if tid in seg._pending:
                 continue
-            groups.setdefault((v.rel, seg.num_frames, seg._signature(tr, v.rel)), []).append((k, tid))
+            groups.setdefault((v.rel, seg.num_frames, seg.bank.signature(tr, v.rel)), []).append((k, tid))
     for (rel, n, sig), objs in groups.items():
         lead = next((views[k].seg for k, _ in objs if views[k].seg._pos_enc is not None), views[objs[0][0]].seg)
-        output_dict = lead._merged_output_dict([views[k].seg._tracks[t] for k, t in objs], sig)
+        output_dict = merged_output_dict([views[k].seg._tracks[t] for k, t in objs], sig, lead._pos_enc)
         bb = _backbone_rows(backbone, [views[k].row for k, _ in objs])
         out = _track_step(model, rel, n, bb, False, output_dict)
         _scatter(out, objs, views, False, results)
@@ -427,7 +343,7 @@ def segment_batch(
         seg._origin = origin
         rel = frame_idx - origin
         for tid in tids:
-            seg._commit(tid, rel, results[tid])
+            seg.bank.commit(tid, rel, results[tid], results[tid]["cond"])
         seg._pending.clear()
     return out
 

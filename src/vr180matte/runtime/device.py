@@ -27,12 +27,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def vram_budget_gb(device: torch.device, max_vram_gb: float) -> float | None:
-    """Usable VRAM: the smaller of the configured cap and what the card has free now."""
+# ``hardware.max_vram_gb: auto``: the share of the card's memory a run plans for (the rest is left to the CUDA
+# context, the allocator's fragmentation and other processes), and the value reported without a GPU, where no
+# VRAM budget is used (vram_budget_gb is None on the CPU; only the SAM2 state estimate reads it).
+AUTO_VRAM_SHARE = 0.9
+CPU_FALLBACK_VRAM_GB = 10.0
+
+
+def resolve_max_vram_gb(value: float | str, device: torch.device) -> float:
+    """``hardware.max_vram_gb`` as GB: a number as given, ``auto`` from the card (see AUTO_VRAM_SHARE)."""
+    if value != "auto":
+        return float(value)
+    if device.type != "cuda":
+        return CPU_FALLBACK_VRAM_GB
+    total = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return round(total * AUTO_VRAM_SHARE, 1)
+
+
+def vram_budget_gb(device: torch.device, max_vram_gb: float | str) -> float | None:
+    """Usable VRAM: the smaller of the configured cap (``auto``: from the card) and what the card has free now."""
     if device.type != "cuda":
         return None
     free, _total = torch.cuda.mem_get_info(device)
-    return min(max_vram_gb, free / 2**30)
+    return min(resolve_max_vram_gb(max_vram_gb, device), free / 2**30)
 
 
 def peak_vram_mb(device: torch.device) -> float | None:
@@ -65,7 +82,7 @@ _MB_PER_MPIX_FRAME = 48.0  # float tensors of one processed eye (frame, features
 
 
 def auto_chunk_size(
-    eye_w: int, eye_h: int, scale: float, device: torch.device, max_vram_gb: float, max_memory_gb: float
+    eye_w: int, eye_h: int, scale: float, device: torch.device, max_vram_gb: float | str, max_memory_gb: float
 ) -> int:
     """Chunk length from the memory available; bounded to [120, 1800] frames."""
     mpix = eye_w * eye_h * scale * scale / 1e6
