@@ -64,14 +64,22 @@ def test_measured_estimate_is_within_30_percent_of_a_real_run(tmp_path):
     assert not list(Path("/tmp").glob(f"vr180matte-estimate-*/{clip.stem}.probe.mp4")), "the probe cleans up"
 
 
-def test_gpu_table_estimate_says_it_is_an_estimate_and_prints_time_and_cost(tmp_path):
+def test_gpu_table_quotes_only_measured_figures(tmp_path):
+    """--gpu answers from a measured row (with where it was measured) or says "not measured": no invented fps, no
+    assumed price (a cost only with --price)."""
+    from vr180matte.jobs.estimate import GPU_TABLE
+
+    assert all(row.source == "measured" for row in GPU_TABLE.values())
     clip = davis_sbs_clip(tmp_path / "p4.mp4", "davis2016_parkour", count=4)
-    p = subprocess.run([*EXE, "estimate", clip, "--gpu", "H100"], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([*EXE, "estimate", clip, "--gpu", "H200"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert "estimated" in p.stdout and "wall time" in p.stdout and "$" in p.stdout, p.stdout
-    p = subprocess.run([*EXE, "estimate", clip, "--gpu", "h100", "--price", "2", "--json"], capture_output=True,
+    assert "measured" in p.stdout and "wall time" in p.stdout and "--price" in p.stdout, p.stdout
+    p = subprocess.run([*EXE, "estimate", clip, "--gpu", "h200", "--price", "2", "--json"], capture_output=True,
                        text=True, timeout=120)
     est = json.loads(p.stdout)
-    assert est["source"] == "estimated" and est["usd_per_hour"] == 2.0 and est["cost_usd"] > 0
+    assert est["source"] == "measured" and est["usd_per_hour"] == 2.0 and est["cost_usd"] > 0
+    assert "2026-12-04" in est["basis"] and "0.61 fps" in est["basis"]
+    p = subprocess.run([*EXE, "estimate", clip, "--gpu", "h100"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "not measured" in p.stderr and p.stderr.count("\n") == 1, p.stderr
     p = subprocess.run([*EXE, "estimate", clip, "--gpu", "tpu9"], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "h100" in p.stderr, p.stderr
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "h200" in p.stderr, p.stderr

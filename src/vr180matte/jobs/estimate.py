@@ -8,11 +8,11 @@ Two sources of throughput, and the output says which one it used:
   chunk loop); the estimate is ``fixed + per_frame * frames the full run processes`` (chunk overlaps are
   processed twice, so they count). The probe's frames stand for the whole video: content that gets busier later
   (more people) makes the real run slower than estimated.
-* **table** (``--gpu NAME``): the per-GPU figures in :data:`GPU_TABLE`. Each row says whether it was measured or
-  estimated; every row shipped today is an **estimate** (no GPU was available where this was written): see
-  ``docs/cluster.md`` for how they were derived and ``benchmarks/det_sam2_throughput.py`` to measure your own.
+* **table** (``--gpu NAME``): the per-GPU figures in :data:`GPU_TABLE`. Only **measured** rows are shipped,
+  each with where and on what code it was measured; a GPU that was never measured is answered "not measured"
+  (measure it with a probe run on that machine). See ``docs/cluster.md``.
 
-Cost = wall hours x ``--price`` (USD per GPU-hour; a table row carries a typical price used when none is given).
+Cost = wall hours x ``--price`` (USD per GPU-hour); without ``--price`` no cost is printed (no price is assumed).
 """
 from __future__ import annotations
 
@@ -37,26 +37,21 @@ _REF_PIXELS = 6144 * 3072  # the table's figures are for full-size 6K VR180 SBS 
 
 @dataclass(frozen=True)
 class GpuFigure:
-    """End-to-end throughput of one GPU class on 6144x3072 SBS, det-sam2 (hiera-tiny), scale 0.5, ProRes 4444."""
+    """Measured end-to-end throughput of one GPU class on 6144x3072 SBS, det-sam2 (hiera-tiny), scale 0.5."""
 
     fps: float
-    usd_per_hour: float  # typical on-demand price, for a default cost; --price overrides it
-    source: str  # "measured" (benchmarks/…, date) or "estimated" (how)
+    source: str  # "measured"
+    basis: str  # where, when, on what code and with what settings it was measured
 
 
-# Estimated, not measured (no GPU here). Basis: SAM2.1 hiera-tiny runs ~90 single-object frames/s at 1024 px on an
-# A100 (SAM2 paper); two eyes and the YOLO pass leave ~30 frames/s of segmentation, so for 6K alpha output the host
-# CPU's ProRes 4444 encode (~0.3 fps per core measured here, ~16-32 vCPUs on a rented GPU box) is the bottleneck,
-# hence the close figures. Prices: typical community-cloud on-demand rates in late 2026; pass --price for yours.
+# Only measured figures. The one GPU run so far (the lent H200 of issue 19, recorded in ../shared/DESIGN.md and
+# docs/benchmarks.md) ran the code *before* the GPU frame path work; benchmarks/gpu_check.sh re-measures it.
 GPU_TABLE: dict[str, GpuFigure] = {
-    "rtx3080": GpuFigure(2.5, 0.20, "estimated"),
-    "rtx4090": GpuFigure(4.0, 0.40, "estimated"),
-    "a40": GpuFigure(3.5, 0.40, "estimated"),
-    "l40s": GpuFigure(4.5, 0.90, "estimated"),
-    "a100": GpuFigure(4.5, 1.40, "estimated"),
-    "h100": GpuFigure(5.0, 2.40, "estimated"),
-    "h200": GpuFigure(5.0, 3.50, "estimated"),
+    "h200": GpuFigure(0.61, "measured", "H200 + 16 cores, 2026-12-04, 60-frame 6K street clip, det-sam2 hiera-tiny "
+                      "(random-init SAM2 weights), scale 0.5, ProRes 4444; code before issue 19's GPU path"),
 }
+# GPUs people ask for that nobody has measured: answered "not measured", never with a guess.
+NOT_MEASURED = ("rtx3080", "rtx4090", "a40", "l40s", "a100", "h100")
 
 
 @dataclass
@@ -65,7 +60,7 @@ class Estimate:
     frames: int
     duration_s: float
     frames_processed: int  # including chunk overlaps, which are processed twice
-    source: str  # measured | estimated
+    source: str  # always "measured": a probe run here, or a measured GPU table row
     basis: str  # what the figure comes from, in words
     fixed_s: float
     s_per_frame: float
@@ -176,19 +171,21 @@ def estimate(
 
     if gpu is not None:
         key = gpu.lower().replace(" ", "").replace("-", "").replace("nvidia", "").replace("geforce", "")
+        if key in NOT_MEASURED:
+            raise ConfigError(f"--gpu {gpu}: not measured (no figure for this GPU); run `vr180matte estimate` on "
+                              f"that machine for a probe run, or use a measured row: {', '.join(GPU_TABLE)}")
         if key not in GPU_TABLE:
-            raise ConfigError(f"unknown GPU '{gpu}': the table has {', '.join(GPU_TABLE)} (or omit --gpu to measure "
-                              "this machine)")
+            raise ConfigError(f"unknown GPU '{gpu}': measured rows are {', '.join(GPU_TABLE)} (or omit --gpu to "
+                              "measure this machine)")
         row = GPU_TABLE[key]
         # Per-frame work scales with the source pixels (refine, composite and encode run at full resolution).
         s_per_frame = (1.0 / row.fps) * (info.width * info.height) / _REF_PIXELS
-        fixed = 20.0  # model load + probe + join on a cloud box; also an estimate
+        fixed = 0.0  # start-up was not measured on that machine: only the per-frame part is quoted
         wall = fixed + s_per_frame * total
-        use_price = price if price is not None else row.usd_per_hour
-        cost, per_clip = _cost(wall, use_price, info.frame_count, fps, s_per_frame, fixed)
+        cost, per_clip = _cost(wall, price, info.frame_count, fps, s_per_frame, fixed)
         return Estimate(str(src), info.frame_count, round(info.duration_s, 3), total, row.source,
-                        f"GPU table row '{key}' ({row.fps} fps at 6144x3072, scaled to {info.width}x{info.height})",
-                        fixed, round(s_per_frame, 5), round(wall, 1), use_price, cost, per_clip)
+                        f"GPU table row '{key}' ({row.fps} fps at 6144x3072, scaled to {info.width}x{info.height}; "
+                        f"{row.basis})", fixed, round(s_per_frame, 5), round(wall, 1), price, cost, per_clip)
 
     t_import = time.perf_counter()
     from ..pipeline import run  # a `vr180matte run` pays this import too (torch, the engines): part of the fixed cost
@@ -231,7 +228,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="input video")
     p.add_argument("-c", "--config", help="YAML or TOML config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--gpu", default=None, help=f"use the project's figures for a GPU: {', '.join(GPU_TABLE)} "
+    p.add_argument("--gpu", default=None, help=f"use the project's measured figure for a GPU: {', '.join(GPU_TABLE)} "
                    "(default: measure a probe run on this machine)")
     p.add_argument("--price", type=float, default=None, metavar="USD_PER_HOUR", help="price of the machine per hour")
     p.add_argument("--frames", type=int, default=24, help="frames in the probe run (default 24)")
@@ -249,4 +246,4 @@ def estimate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["GPU_TABLE", "Estimate", "GpuFigure", "estimate", "estimate_command", "add_arguments", "processed_frames"]
+__all__ = ["GPU_TABLE", "NOT_MEASURED", "Estimate", "GpuFigure", "estimate", "estimate_command", "add_arguments", "processed_frames"]
