@@ -106,3 +106,80 @@ def test_measure_disparity_reads_only_the_persons_rows():
         img[:118] = torch.randint(0, 256, (118, W, 3), generator=g, dtype=torch.uint8)
         img[182:] = 0
     assert measure_disparity(l2, r2, mask, max_disp=30) == ref
+
+
+class _CountReads(torch.overrides.TorchFunctionMode):
+    """Host reads of tensor values (each a device synchronisation on a GPU), counted by method name."""
+
+    READS = {"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"}
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.READS:
+            self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _jobs(clip):
+    """Persons of every frame in both directions, with and without a prior, a small person (no coarse step),
+    an empty mask and a person cut at the eye edge: every branch of the search."""
+    from vr180matte.stereo.disparity import DisparityJob
+
+    jobs = []
+    for t in range(0, clip.frames, 3):
+        li, ri = clip.tensors(t)
+        for k in range(clip.gt_left.shape[1]):
+            m = torch.from_numpy(clip.gt_left[t, k])
+            jobs.append(DisparityJob(li, ri, m, 26))
+            jobs.append(DisparityJob(li, ri, m, 26, prior=float(clip.disparity[t, k]) + 1.5))
+            jobs.append(DisparityJob(ri, li, shift_mask(m, float(clip.disparity[t, k])), 26 // 4 + 1, min_disp=-26,
+                                     prior=-3.0))
+        small = torch.zeros_like(m)
+        small[40:52, 60:70] = 1.0
+        edge = torch.zeros_like(m)
+        edge[30:200, 0:40] = 1.0
+        jobs += [DisparityJob(li, ri, small, 26), DisparityJob(li, ri, torch.zeros_like(m), 26, prior=2.0),
+                 DisparityJob(li, ri, edge, 26)]
+    return jobs
+
+
+def test_measure_disparities_bit_identical_to_one_by_one_with_three_downloads(clip):
+    """All persons of a frame measured together give exactly what measuring each alone gives, with three host
+    reads in all (pixel counts and boxes, coarse peaks, fine peaks) instead of about ten per person."""
+    from vr180matte.stereo.disparity import measure_disparities
+
+    jobs = _jobs(clip)
+    one = []
+    with _CountReads() as per_person:
+        for j in jobs:
+            one.append(measure_disparity(j.src, j.dst, j.mask, max_disp=j.max_disp, min_disp=j.min_disp, prior=j.prior))
+    with _CountReads() as batched:
+        many = measure_disparities(jobs)
+    assert many == one  # bit-identical, every branch (prior, crossed range, scale 1, empty, edge)
+    assert (2.0, 0.0) in many  # the empty mask: its prior, zero confidence
+    assert batched.n == 3, batched.n
+    assert per_person.n >= 5 * len(jobs)
+    assert measure_disparities([]) == []
+
+
+@pytest.mark.parametrize("mode", ["master_slave", "joint"])
+def test_stereo_validation_measures_all_persons_in_one_batched_call(clip, mode, monkeypatch):
+    """StereoStage.validate measures every person of a frame with one measure_disparities call; disparities and
+    agreements equal measuring person by person (the previous path)."""
+    import test_consistency as tc
+    from vr180matte.stereo import consistency
+
+    calls = []
+    real = consistency.measure_disparities
+    monkeypatch.setattr(consistency, "measure_disparities", lambda jobs: calls.append(len(jobs)) or real(jobs))
+    batched = tc.run(tc.build(clip, mode), clip)
+    one_by_one = lambda jobs: [measure_disparity(j.src, j.dst, j.mask, max_disp=j.max_disp,  # noqa: E731
+                                                 min_disp=j.min_disp, prior=j.prior) for j in jobs]
+    monkeypatch.setattr(consistency, "measure_disparities", one_by_one)
+    ref = tc.run(tc.build(clip, mode), clip)
+    assert len(calls) == clip.frames and max(calls) == 2  # one call a frame, both persons in it
+    for a, b in zip(batched, ref):
+        assert a.disparity == b.disparity and a.agreement == b.agreement
