@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value; repeatable")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
+    r.add_argument("--prompts", metavar="FILE", help="manual override file: boxes to add and regions to exclude per "
+                   "frame and eye (input.prompts; docs/tracking.md)")
 
     b = sub.add_parser("batch", help="matte many videos (files or folders) one after the other; resumable")
     b.add_argument("inputs", nargs="+", help="video files and/or folders of videos")
@@ -73,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="run the videos as tasks on a Ray cluster (auto: this machine's; or HOST:6379, "
                         "ray://HOST:10001); default: cluster.address, else one after the other here")
     b.add_argument("-q", "--quiet", action="store_true")
+    b.add_argument("--prompts", metavar="FILE", help="manual override file per video ({stem} = the video's stem)")
 
     es = sub.add_parser("estimate", help="expected wall time and cost of a run (probe run here, or a GPU table)")
     from .jobs.estimate import add_arguments as _estimate_arguments
@@ -158,10 +161,16 @@ def _error(msg: BaseException | str, code: int) -> int:
 # ---------------------------------------------------------------------------------------------------- commands
 
 
+def _with_prompts(args: argparse.Namespace) -> list[str]:
+    """--prompts FILE is ``--set input.prompts=FILE`` (so it lands in the config, its digest and stats.json)."""
+    extra = [f"input.prompts={args.prompts}"] if getattr(args, "prompts", None) else []
+    return list(args.overrides) + extra
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run
 
-    result = run(args.input, args.config, args.out_dir, args.overrides, quiet=args.quiet)
+    result = run(args.input, args.config, args.out_dir, _with_prompts(args), quiet=args.quiet)
     if not args.quiet:
         outs = ", ".join(str(p) for p in result.outputs)
         print(f"wrote {outs} ({result.stats['frames_out']} frames); stats: {result.stats_path}")
@@ -171,7 +180,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from .jobs.batch import run_batch
 
-    items = run_batch(args.inputs, args.config, args.out_dir, args.overrides, quiet=args.quiet, force=args.force,
+    items = run_batch(args.inputs, args.config, args.out_dir, _with_prompts(args), quiet=args.quiet, force=args.force,
                       ray=args.ray)
     failed = [i for i in items if i.status == "failed"]
     if not args.quiet:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import time
@@ -36,6 +37,7 @@ LEDGER = Path(".vr180matte") / "batch-ledger.json"
 # Config keys that do not change the produced files: changing them must not re-run finished videos.
 OUTPUT_NEUTRAL_KEYS = (
     "input.video_path",
+    "input.prompts",  # its path: the file's content digest is added per input instead (item_identity)
     "output.path",
     "processing.read_ahead",
     "processing.stage_queue",
@@ -82,6 +84,15 @@ def config_digest(cfg: Config) -> str:
     """Digest of the config values that change the produced files."""
     skip = [k for k in cfg._flat if k in OUTPUT_NEUTRAL_KEYS or k.startswith(OUTPUT_NEUTRAL_SECTIONS)]
     return cfg.digest(exclude=skip)
+
+
+def item_identity(digest: str, cfg: Config, src: Path) -> str:
+    """The config digest of one input: with ``input.prompts`` set, the digest of that input's prompts file
+    (``{stem}`` resolved) is part of it, so an edited prompts file re-runs the video and an unchanged one does not."""
+    from ..track.prompts import prompts_digest
+
+    extra = prompts_digest(cfg.input.prompts, src.stem)
+    return digest if not extra else hashlib.sha256(f"{digest}:{extra}".encode()).hexdigest()[:16]
 
 
 def _finished(stats_path: Path) -> list[str] | None:
@@ -165,7 +176,7 @@ def plan_batch(inputs: Sequence[str | Path], cfg: Config, out: Path, force: bool
     claimed: set[str] = set()
     with _ledger(out, write=False) as ledger:
         for src in paths:
-            item = BatchItem(str(src), config=digest)
+            item = BatchItem(str(src), config=item_identity(digest, cfg, src))
             resolved = str(src.resolve())
             try:
                 item.fingerprint = fingerprint(src)

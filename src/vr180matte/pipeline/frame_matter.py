@@ -109,6 +109,13 @@ class FrameMatter:
         self.device = plan.device
         self.geo = plan.geometry
         self.stereo = StereoStage.for_engine(cfg, engine, equirect=plan.equirect)
+        self.prompts = getattr(plan, "prompts", None)  # input.prompts (track/prompts.py)
+        self.person_trace = None
+        if cfg.debugging.person_trace:
+            from ..quality.debug import PersonTrace
+
+            self.person_trace = PersonTrace()
+        self.stereo.attach(prompts=self.prompts, trace=self.person_trace)
         r = cfg.refine
         self.refiner = Refiner(
             method=r.method if r.enabled else "bilinear", radius_px=r.radius_px, eps=r.eps, erode_px=r.erode_px,
@@ -227,6 +234,11 @@ class FrameMatter:
                     alpha = self.refiner(seg.probs[eye], guides[eye])
                 with self.timer("temporal"):
                     alphas[eye] = self.smoothers[eye].step(alpha, small[eye])
+        if self.prompts is not None and self.prompts.has_excludes(seg.index):
+            for eye in eyes:  # an excluded region has no alpha at all (refine and smoothing may have spread some)
+                keep = self.prompts.keep_mask(seg.index, eye, alphas[eye].shape, alphas[eye].device)
+                if keep is not None:
+                    alphas[eye] = alphas[eye] * keep.to(alphas[eye].dtype)
         if self.cfg.performance.profile_enabled and self.quality.wants(seg.index):
             for eye in eyes:
                 with self.timer("quality"):
@@ -268,10 +280,15 @@ class FrameMatter:
     # ---- end of run -----------------------------------------------------------------------------------------
     def close(self) -> list[str]:
         """Close debug outputs; returns their names (relative to the output folder)."""
+        names = []
+        if self.person_trace is not None:
+            name = f"{self.plan.stem}.persons.tsv"
+            self.person_trace.write_table(self.plan.out_dir / name)
+            names.append(name)
         if self.visualizer is None:
-            return []
+            return names
         self.visualizer.close()
-        return [f"{self.plan.stem}.detections.mp4"]
+        return [f"{self.plan.stem}.detections.mp4", *names]
 
     def report(self) -> dict:
         stats = {
@@ -280,6 +297,10 @@ class FrameMatter:
             "tracks": {eye: dict(v.stats) for eye, v in self.views.items()},
             "decontaminate": {"enabled": self.decontaminate, **self.decontaminated},
         }
+        if self.prompts is not None:
+            stats["prompts"] = {"file": self.prompts.path, "entries": len(self.prompts.entries), **self.prompts.stats}
+        if self.person_trace is not None:
+            stats["person_trace"] = self.person_trace.summary()
         kpi = getattr(self.engine, "kpi_summary", None)
         if callable(kpi):
             stats["kpi"] = kpi()

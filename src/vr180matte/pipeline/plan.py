@@ -7,9 +7,11 @@ loaded no model.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,12 +24,14 @@ from ..io.probe import VideoInfo, probe, resolve_layout
 from ..runtime.chunks import Chunk, plan_chunks
 from ..runtime.device import auto_chunk_size, resolve_device
 from ..runtime.policy import DevicePolicy, choose_policy
+from ..track.prompts import load_prompts
 
 log = logging.getLogger(__name__)
 
 # Keys that do not change the produced frames: changing them must not invalidate a resumable run.
 RESUME_NEUTRAL = (
     "input.video_path",
+    "input.prompts",  # its path: the file's content digest is in the plan digest instead
     "output.path",
     "processing.read_ahead",
     "processing.stage_queue",
@@ -119,6 +123,7 @@ class RunPlan:
     engine_name: str
     engine_reason: str
     digest: str  # config digest over the keys that change frames (resume identity)
+    prompts: Any = None  # the validated input.prompts file (track/prompts.py), or None
 
     @property
     def equirect(self) -> bool:
@@ -206,8 +211,12 @@ def make_plan(input_path: Path, cfg: Config, out_dir: Path, out_file: Path | Non
             geo.eye_w, geo.eye_h, geo.scale, device, cfg.hardware.max_vram_gb, cfg.processing.max_memory_gb
         )
     chunks = plan_chunks(info.frame_count, int(chunk_size), cfg.processing.overlap_frames)
+    prompts = load_prompts(cfg.input.prompts, stem, info.frame_count, geo.eye_w, geo.eye_h)
+    digest = cfg.digest(exclude=RESUME_NEUTRAL)
+    if prompts is not None:  # the file's content, not its name, is part of what made the frames
+        digest = hashlib.sha256(f"{digest}:{prompts.digest}".encode()).hexdigest()[:16]
     return RunPlan(
         input=input_path, out_dir=out_dir, stem=stem, info=info, layout_source=source, geometry=geo, output=output,
         chunks=tuple(chunks), chunk_size=int(chunk_size), device=device, policy=policy, engine_name=engine_name,
-        engine_reason=engine_reason, digest=cfg.digest(exclude=RESUME_NEUTRAL),
+        engine_reason=engine_reason, digest=digest, prompts=prompts,
     )

@@ -120,3 +120,144 @@ def save_confidence_map(path: Path, prob: torch.Tensor, max_side: int = 512) -> 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), img):
         raise OSError(f"could not write the confidence map {path}: check the output folder is writable")
+
+
+class PersonTrace:
+    """``debugging.person_trace``: where every detected person went, per eye (stats.json ``person_trace`` and the
+    ``<stem>.persons.tsv`` table).
+
+    Fed by events from the views (track/view_matter.py: ``start``, ``matched``, ``frame``, ``end``, ``dropped``)
+    and the stereo stage (``seeded``, ``agreement``, ``correction``, ``end`` with the stereo reason). Per person
+    (id, shared by both eyes in the coupled stereo modes) it keeps counters and the last values only; detections
+    that never became a track are kept as rows up to ``max_dropped`` (their count per reason is always exact).
+    Boxes and areas are at processing resolution.
+    """
+
+    def __init__(self, max_persons: int = 10000, max_dropped: int = 2000) -> None:
+        self.persons: dict[int, dict] = {}
+        self.dropped: list[dict] = []
+        self.dropped_counts: dict[str, int] = {}
+        self.max_persons, self.max_dropped = max_persons, max_dropped
+        self.truncated = False
+
+    @staticmethod
+    def _eye() -> dict:
+        return {"start": None, "origin": None, "frames": 0, "segmented": 0, "prior": 0, "area_px_sum": 0.0,
+                "area_px_min": None, "area_px_last": 0.0, "matched": 0, "end": None, "end_reason": None}
+
+    def _person(self, tid: int) -> dict | None:
+        p = self.persons.get(tid)
+        if p is None:
+            if len(self.persons) >= self.max_persons:
+                self.truncated = True
+                return None
+            p = {"id": int(tid), "det_score": None, "det_box": None, "left": self._eye(), "right": self._eye(),
+                 "stereo": {"seeded": None, "disparity": None, "agreement_sum": 0.0, "agreement_n": 0,
+                            "agreement_min": None, "corrections": 0}}
+            self.persons[tid] = p
+        return p
+
+    def event(self, eye: str, kind: str, frame: int, tid: int | None = None, **info) -> None:
+        if kind == "dropped":
+            reason = str(info.get("reason"))
+            self.dropped_counts[reason] = self.dropped_counts.get(reason, 0) + 1
+            if len(self.dropped) < self.max_dropped:
+                box = info.get("box")
+                self.dropped.append({"frame": int(frame), "eye": eye, "reason": reason,
+                                     "score": None if info.get("score") is None else round(float(info["score"]), 3),
+                                     "box": None if box is None else [round(float(v), 1) for v in box]})
+            return
+        p = self._person(int(tid)) if tid is not None else None
+        if p is None:
+            return
+        if eye == "stereo":
+            st = p["stereo"]
+            if kind == "seeded":
+                st["seeded"] = st["seeded"] if st["seeded"] is not None else int(frame)
+                st["disparity"] = round(float(info.get("disparity", 0.0)), 2)
+            elif kind == "agreement":
+                a = float(info["value"])
+                st["agreement_sum"] += a
+                st["agreement_n"] += 1
+                st["agreement_min"] = a if st["agreement_min"] is None else min(st["agreement_min"], a)
+            elif kind == "correction":
+                st["corrections"] += 1
+            return
+        e = p[eye]
+        if kind == "start":
+            e["start"], e["origin"], e["end"], e["end_reason"] = int(frame), info.get("origin"), None, None
+            if info.get("score") is not None and p["det_score"] is None:
+                p["det_score"] = round(float(info["score"]), 3)
+            if info.get("box") is not None and p["det_box"] is None:
+                p["det_box"] = [round(float(v), 1) for v in info["box"]]
+        elif kind == "matched":
+            e["matched"] += 1
+        elif kind == "frame":
+            e["frames"] += 1
+            box = info.get("box")
+            if box is not None:
+                area = float(info.get("area", 0.0))  # mask pixels above 0.5 (processing resolution)
+                e["segmented"] += 1
+                e["prior"] += int(bool(info.get("prior")))
+                e["area_px_sum"] += area
+                e["area_px_min"] = area if e["area_px_min"] is None else min(e["area_px_min"], area)
+                e["area_px_last"] = area
+        elif kind == "end":
+            e["end"], e["end_reason"] = int(frame), str(info.get("reason"))
+
+    def summary(self) -> dict:
+        """The stats.json block: per-person rows, dropped detections, and counts of each fate."""
+        persons = []
+        fates: dict[str, int] = {}
+        for p in self.persons.values():
+            row = {k: v for k, v in p.items() if k not in ("left", "right", "stereo")}
+            for eye in ("left", "right"):
+                e = dict(p[eye])
+                n = e.pop("area_px_sum")
+                e["area_px_mean"] = round(n / e["segmented"], 1) if e["segmented"] else 0.0
+                e["area_px_min"] = None if e["area_px_min"] is None else round(e["area_px_min"], 1)
+                e["area_px_last"] = round(e["area_px_last"], 1)
+                row[eye] = e
+            st = dict(p["stereo"])
+            n = st.pop("agreement_n")
+            st["agreement_mean"] = round(st.pop("agreement_sum") / n, 4) if n else None
+            st["agreement_min"] = None if st["agreement_min"] is None else round(st["agreement_min"], 4)
+            row["stereo"] = st
+            fate = self._fate(row)
+            row["fate"] = fate
+            fates[fate] = fates.get(fate, 0) + 1
+            persons.append(row)
+        return {"persons": persons, "fates": fates, "dropped_detections": list(self.dropped),
+                "dropped_counts": dict(self.dropped_counts), "truncated": self.truncated}
+
+    @staticmethod
+    def _fate(row: dict) -> str:
+        l, r = row["left"], row["right"]
+        if l["start"] is None and r["start"] is None:
+            return "never_tracked"
+        if l["segmented"] == 0 and r["segmented"] == 0:
+            return f"never_segmented ({l['end_reason'] or r['end_reason'] or 'live'})"
+        if (l["start"] is None) != (r["start"] is None) or (l["segmented"] == 0) != (r["segmented"] == 0):
+            return "one_eye_only"
+        return "matted"
+
+    def write_table(self, path: Path) -> None:
+        """One row per person (tab-separated), written under a temporary name and renamed."""
+        cols = ["id", "fate", "det_score", "det_w", "det_h", "start_L", "origin_L", "frames_L", "segmented_L",
+                "prior_L", "area_mean_L", "end_L", "end_reason_L", "start_R", "origin_R", "segmented_R", "end_R",
+                "end_reason_R", "seeded", "disparity", "agreement_mean", "agreement_min", "corrections"]
+        lines = ["\t".join(cols)]
+        for row in self.summary()["persons"]:
+            l, r, st, b = row["left"], row["right"], row["stereo"], row["det_box"]
+            vals = [row["id"], row["fate"], row["det_score"], None if b is None else round(b[2] - b[0], 1),
+                    None if b is None else round(b[3] - b[1], 1), l["start"], l["origin"], l["frames"],
+                    l["segmented"], l["prior"], l["area_px_mean"], l["end"], l["end_reason"], r["start"],
+                    r["origin"], r["segmented"], r["end"], r["end_reason"], st["seeded"], st["disparity"],
+                    st["agreement_mean"], st["agreement_min"], st["corrections"]]
+            lines.append("\t".join("" if v is None else str(v) for v in vals))
+        for d in self.dropped:
+            lines.append("\t".join(["", f"dropped:{d['reason']}", str(d["score"]), "", "", str(d["frame"]),
+                                    d["eye"]] + [""] * (len(cols) - 7)))
+        tmp = Path(path).with_suffix(".tsv.tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)

@@ -237,6 +237,14 @@ class StereoStage:
         self.track_iou = float(cfg.matting.track_iou_threshold)  # a candidate this close to a track is that person
         self._refused: list = []  # master_slave: unsure left boxes the right eye did not vouch for (detect_lead)
         self._vouching: Vouching | None = None  # built on first use: the detector's threshold is final by then
+        self.prompts = None  # the input.prompts file (track/prompts.py), set by attach()
+        self.trace = None  # debugging.person_trace (quality/debug.py PersonTrace), set by attach()
+
+    def attach(self, prompts=None, trace=None) -> None:
+        """Give the stage (and both views) the manual override file and/or the person trace."""
+        self.prompts, self.trace = prompts, trace
+        for view in (self.left, self.right):
+            view.prompts, view.trace = prompts, trace
 
     @classmethod
     def for_engine(cls, cfg: Config, engine: Any, ids: Any = None, equirect: bool = True) -> "StereoStage":
@@ -315,12 +323,64 @@ class StereoStage:
         self.max_disp = max(1, int(round(self.max_disp_frac * eye_w)))
         detect_now = self.is_detection_frame(frame_idx)
         self._first = False
+        if self.prompts is not None:
+            self._add_prompted(frame_idx, left_img, right_img)
         self._prefetch(frame_idx, left_img, right_img, detect_now)
         res = self.strategy.step(self, frame_idx, left_img, right_img, detect_now)
+        if self.prompts is not None and self.prompts.has_excludes(frame_idx):
+            self._exclude(frame_idx, res)  # after correction: a mask moved over from the other eye is excluded too
         res.detected = detect_now
         if account:
             self._account(res)
         return res
+
+    def _add_prompted(self, frame_idx: int, left_img: torch.Tensor, right_img: torch.Tensor) -> None:
+        """The prompts file's ``add`` boxes of this frame: each starts a person (or re-anchors the one tracked in
+        that box). A box for one eye is carried to the other by the person's disparity, measured on the box; in the
+        coupled modes the left eye leads and the right follows under the same id, as for a detected person."""
+        eye_w = int(left_img.shape[1])
+        for eye, box in self.prompts.adds(frame_idx, left_img.shape):
+            self.prompts.stats["added"] += 1
+            boxes = {"left": box, "right": box}
+            if eye != "both":
+                other = "left" if eye == "right" else "right"
+                rect = torch.zeros(left_img.shape[:2], dtype=torch.float32, device=left_img.device)
+                x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+                rect[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)] = 1.0
+                src, dst = (left_img, right_img) if eye == "left" else (right_img, left_img)
+                if eye == "left":
+                    d, _ = measure_disparity(src, dst, rect, max_disp=self.max_disp)
+                else:  # the right eye's box: x_left - x_right = -(what the reversed search finds)
+                    d_r, _ = measure_disparity(src, dst, rect, max_disp=self.max_disp // 4 + 1, min_disp=-self.max_disp)
+                    d = -d_r
+                boxes[other] = shift_box(box, d if eye == "left" else -d, eye_w)
+            coupled = self.mode != "independent"
+            tid = None
+            for view_eye in (("left",) if coupled else ("left", "right")):
+                view = self.views[view_eye]
+                tid = self._prompt_target(view, boxes[view_eye]) if not coupled or tid is None else tid
+                view.reprompt(tid, box=boxes[view_eye], origin="prompt")
+                log.info("prompts: frame %d: %s eye box %s -> track %d", frame_idx, view_eye,
+                         np.round(boxes[view_eye]).tolist(), tid)
+            if coupled and tid in self.right.live_ids:
+                self.right.reprompt(tid, box=boxes["right"], origin="prompt")
+
+    def _exclude(self, frame_idx: int, res: "StereoResult") -> None:
+        for eye, fm in (("left", res.left), ("right", res.right)):
+            for tid, tm in list(fm.tracks.items()):
+                keep = self.prompts.keep_mask(frame_idx, eye, tm.prob.shape, tm.prob.device)
+                if keep is not None:
+                    prob = tm.prob * keep.to(tm.prob.dtype)
+                    fm.tracks[tid] = TrackMask(track_id=tid, prob=prob, box=mask_box(prob), score=tm.score)
+
+    def _prompt_target(self, view, box: np.ndarray) -> int:
+        """The live track of ``view`` whose box overlaps ``box`` (a user adjusting a person's box), else a new id."""
+        best, best_iou = None, self.track_iou
+        for tid, t in view.tracks.items():
+            ref = t.ref_box()
+            if ref is not None and iou(ref, box) >= best_iou:
+                best, best_iou = tid, iou(ref, box)
+        return best if best is not None else view.ids.new()
 
     def _prefetch(self, frame_idx: int, left_img: torch.Tensor, right_img: torch.Tensor, detect_now: bool) -> None:
         """processing.parallel_eyes: both eyes' image encoder in one batch before the views step (the views still
@@ -629,6 +689,11 @@ class StereoStage:
         if visible_l != visible_r:
             self._mismatch += 1
         self._n_corr += len(res.corrections)
+        if self.trace is not None:
+            for tid, a in res.agreement.items():
+                self.trace.event("stereo", "agreement", res.left.frame_idx, tid, value=float(a))
+            for c in res.corrections:
+                self.trace.event("stereo", "correction", c["frame"], c["track"])
         room = _MAX_LOGGED - len(self._corr_log)
         if room > 0:
             self._corr_log.extend(res.corrections[:room])

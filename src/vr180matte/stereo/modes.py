@@ -104,6 +104,8 @@ class MasterSlave(StereoMode):
         left_live = set(stage.left.live_ids)
         for tid in list(stage.right.live_ids):
             if tid not in left_live:
+                if stage.trace is not None:
+                    stage.trace.event("right", "end", frame_idx, tid, reason="left_ended")
                 stage.right.end_track(tid)
                 stage.forget(tid)
         right_live = set(stage.right.live_ids)
@@ -118,6 +120,8 @@ class MasterSlave(StereoMode):
             mask = shift_mask(tm.prob, dm)
             box = rbox if rbox is not None else shift_box(tm.box, dm, eye_w)
             seeds[tid] = (np.asarray(box, dtype=np.float32), mask)
+            if stage.trace is not None:
+                stage.trace.event("stereo", "seeded", frame_idx, tid, disparity=float(dm))
         rm = stage.right.step(frame_idx, right_img, seeds=seeds, run_detector=False,
                               **({"detections": rdets} if rdets is not None else {}))
         return stage.validate(frame_idx, left_img, right_img, lm, rm, skip_measure=set(seeds))

@@ -131,8 +131,17 @@ class ViewMatter:
         self._tracks: dict[int, Track] = {}
         self._probs: dict[int, torch.Tensor] = {}  # latest mask per live track (current state only)
         self._pending: dict[int, tuple[np.ndarray | None, torch.Tensor | None]] = {}
+        self._pending_origin: dict[int, str] = {}
         self._force_detect = True
         self._last_frame: int | None = None
+        # Optional collaborators, set by the stereo stage: the manual override file (track/prompts.py; its excluded
+        # regions are applied to this view's detections and masks) and the person trace (quality/debug.py).
+        self.prompts = None
+        self.trace = None
+
+    def _trace(self, kind: str, frame_idx: int, tid: int | None = None, **info) -> None:
+        if self.trace is not None:
+            self.trace.event(self.view, kind, frame_idx, tid, **info)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -172,14 +181,18 @@ class ViewMatter:
             self.stats["tracks_resumed"] += 1
         log.debug("%s: reset with %d handed-off tracks, next id %d", self.view, len(handoff.masks), self.ids.next_id)
 
-    def reprompt(self, track_id: int, *, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
+    def reprompt(self, track_id: int, *, box: np.ndarray | None = None, mask: torch.Tensor | None = None,
+                 origin: str = "reprompt") -> None:
         """Re-prompt ``track_id`` with a box and/or mask on the next :meth:`step` (stereo correction).
 
-        An id that is not live is created with exactly that id (the other eye still sees the person).
+        An id that is not live is created with exactly that id (the other eye still sees the person), with
+        ``origin`` ("prompt" for a box from the manual override file: such a track is not ended early because the
+        detector does not see it, since that is why the user added it).
         """
         if box is None and mask is None:
             raise ValueError(f"reprompt of track {track_id} needs a box or a mask")
         self._pending[int(track_id)] = (None if box is None else np.asarray(box, dtype=np.float32), mask)
+        self._pending_origin[int(track_id)] = origin
 
     def end_track(self, track_id: int) -> None:
         """End ``track_id`` now and free its segmenter state (no-op if it is not live)."""
@@ -230,9 +243,11 @@ class ViewMatter:
         # 2) seeds and pending re-prompts: exact ids, applied before matching so they are not re-anchored twice.
         prompted: set[int] = set()
         for tid, (box, mask) in self._pending.items():
-            self._prompt(tid, box, mask, device, frame_idx, seeded=False, origin="reprompt")
+            self._prompt(tid, box, mask, device, frame_idx, seeded=False,
+                         origin=self._pending_origin.get(tid, "reprompt"))
             prompted.add(tid)
         self._pending.clear()
+        self._pending_origin.clear()
         if seeds:
             for tid, (box, mask) in seeds.items():
                 if box is None and mask is None:
@@ -244,8 +259,9 @@ class ViewMatter:
         if detected:
             self._associate(frame_idx, dets, prompted, device, allow_births=seeds is None)
 
-        # 4) segmentation and track update.
+        # 4) segmentation and track update (excluded regions of the prompts file are nobody's).
         masks = self.segmenter.segment(frame_idx, image)
+        masks = self._exclude(frame_idx, image, masks)
         self._update(frame_idx, masks)
         self._merge_new_duplicates(frame_idx)
 
@@ -268,13 +284,35 @@ class ViewMatter:
         self._force_detect = False
         if detections is not None:
             self.stats["detections_supplied"] += 1
-            return list(detections), True
+            return self._exclude_detections(frame_idx, image, list(detections)), True
         want = run_detector if run_detector is not None else (forced or frame_idx % self.detect_interval == 0)
         if not want or self.detector is None:
             return [], False
         dets = list(self.detector.detect(image))
         self.stats["detections_run"] += 1
-        return dets, True
+        return self._exclude_detections(frame_idx, image, dets), True
+
+    def _exclude_detections(self, frame_idx: int, image: torch.Tensor, dets: list[Detection]) -> list[Detection]:
+        """Detections lying mostly (over half their box) in an excluded region of the prompts file are dropped."""
+        if self.prompts is None or not dets:
+            return dets
+        keep = []
+        for d in dets:
+            if self.prompts.excluded_fraction(frame_idx, self.view, np.asarray(d.box, np.float32), image.shape) > 0.5:
+                self.prompts.stats["detections_excluded"] += 1
+                self._trace("dropped", frame_idx, None, reason="excluded_region", box=d.box, score=float(d.score))
+                continue
+            keep.append(d)
+        return keep
+
+    def _exclude(self, frame_idx: int, image: torch.Tensor, masks: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Masks with this frame's excluded regions zeroed (new tensors: segmenters may share their state)."""
+        if self.prompts is None or not masks:
+            return masks
+        keep = self.prompts.keep_mask(frame_idx, self.view, image.shape, image.device)
+        if keep is None:
+            return masks
+        return {tid: p * keep.to(p.dtype) for tid, p in masks.items()}
 
     def _prompt(
         self,
@@ -301,6 +339,7 @@ class ViewMatter:
             )
             self._tracks[tid] = t
             self.stats["tracks_started"] += 1
+            self._trace("start", frame_idx, tid, origin=origin, box=box, score=score)
             log.debug("%s: frame %d: track %d started (%s)", self.view, frame_idx, tid, "seed" if seeded else "prompt")
         if t.start_frame < 0:
             t.start_frame = frame_idx
@@ -329,6 +368,7 @@ class ViewMatter:
             t.extra["det_box"] = anchor[t.id]  # the detector's view of this person (benchmarks, debugging)
             if t.id in prompted:
                 continue
+            self._trace("matched", frame_idx, t.id, score=float(d.score), box=d.box)
             if self.tracker.is_drifted(t, d):
                 if self._occluded(t.id, d.box):
                     self.stats["reprompts_skipped_occluded"] += 1
@@ -351,12 +391,15 @@ class ViewMatter:
             box = np.asarray(d.box, dtype=np.float32).reshape(4)
             if occupied and float(box_iou(box, np.stack(occupied)).max()) > self.dup_iou:
                 self.stats["duplicates_skipped"] += 1
+                self._trace("dropped", frame_idx, None, reason="duplicate_box", box=box, score=float(d.score))
                 continue
             if coverage is not None and float(coverage[k].max()) > self.dup_coverage:
                 self.stats["duplicates_skipped"] += 1
+                self._trace("dropped", frame_idx, None, reason="inside_tracked_mask", box=box, score=float(d.score))
                 continue
             if len(self._tracks) >= self.max_persons:
                 self.stats["max_persons_skipped"] += 1
+                self._trace("dropped", frame_idx, None, reason="max_persons", box=box, score=float(d.score))
                 continue
             tid = self.ids.new()
             self._prompt(tid, box, d.mask, device, frame_idx, seeded=False, score=float(d.score))
@@ -420,6 +463,7 @@ class ViewMatter:
                 log.debug("%s: frame %d: new track %d duplicates track %d, ended", self.view, frame_idx, a, b)
                 ended.add(a)
         for a in sorted(ended):
+            self._trace("end", frame_idx, a, reason="duplicate_of_track")
             self.end_track(a)
             self.stats["duplicates_merged"] += 1
 
@@ -432,7 +476,10 @@ class ViewMatter:
     def _update(self, frame_idx: int, masks: dict[int, torch.Tensor]) -> None:
         ids = [tid for tid in self._tracks if tid in masks]
         stats = dict(zip(ids, mask_stats([masks[tid] for tid in ids], self.mask_threshold)))
-        ended: list[int] = []
+        # Tracks whose mask this frame is the segmenter's box prior, not a model mask (engines/embedded_segmenter:
+        # a person too small for the model): kept alive, but only while the detector keeps seeing them.
+        prior_ids = getattr(self.segmenter, "prior_ids", ())
+        ended: list[tuple[int, str]] = []
         for tid, t in self._tracks.items():
             t.age += 1
             st = stats.get(tid)
@@ -450,20 +497,30 @@ class ViewMatter:
                 t.box = box
                 t.last_box = box
                 t.missed = 0
-                t.unmatched_runs = 0
+                if tid in prior_ids and t.unmatched_now:
+                    t.unmatched_runs += 1  # a prior the detector no longer confirms
+                elif tid not in prior_ids:
+                    t.unmatched_runs = 0
                 t.hits += 1
                 t.last_seen = frame_idx
                 t.score = t.det_score if t.det_score is not None else conf
                 self._probs[tid] = masks[tid]
+            if self.trace is not None:
+                self._trace("frame", frame_idx, tid, area=0.0 if st is None else st[1] * masks[tid].numel(),
+                            box=t.box, prior=tid in prior_ids)
             t.unmatched_now = False
+            confirm = 0 if t.origin == "prompt" else self.confirm_end_runs
             if t.box is None and t.hits == 0 and t.origin == "detection" and t.start_frame == frame_idx:
                 # The segmenter found nothing where the detector saw a person: a false detection. Ending it now
                 # keeps a zombie track from costing segmenter time and from appearing in one eye only.
                 self.stats["stillborn"] += 1
-                ended.append(tid)
-            elif self.tracker.should_end(t, self.confirm_end_runs):
-                ended.append(tid)
-        for tid in ended:
-            log.debug("%s: frame %d: track %d ended (mask empty %d frames)", self.view, frame_idx, tid,
+                ended.append((tid, "stillborn"))
+            elif self.tracker.should_end(t, confirm):
+                ended.append((tid, "lost" if t.missed > self.tracker.max_missed else "gone"))
+            elif tid in prior_ids and confirm > 0 and t.unmatched_runs >= confirm:
+                ended.append((tid, "prior_unconfirmed"))
+        for tid, why in ended:
+            log.debug("%s: frame %d: track %d ended (%s, mask empty %d frames)", self.view, frame_idx, tid, why,
                       self._tracks[tid].missed)
+            self._trace("end", frame_idx, tid, reason=why)
             self.end_track(tid)
