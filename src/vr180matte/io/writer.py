@@ -41,6 +41,8 @@ from vr180matte.io.codecs import CODECS as _TABLE
 from vr180matte.io.codecs import get_codec
 from vr180matte.io.errors import OutputError
 from vr180matte.io.parallel_encode import EncodePool, FilePool
+from vr180matte.io.planes import PlaneBuilder
+from vr180matte.io.planes import supports as planes_support
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()  # fallback warnings already given (every chunk opens writers; say it once)
@@ -121,6 +123,7 @@ class SegmentWriter:
         self._pool: EncodePool | FilePool | None = None
         self.encoders = max(1, int(encoders)) if self.spec.intra else 1
         self.encoder_reason = "CPU run"
+        self._builders: dict[int, PlaneBuilder] = {}  # id(encoder context) -> its reused frame (yuva444p10le)
         # The reader converted YUV->RGB with the input's tagged matrix; encode back with the same matrix and the
         # same tags, or players (which assume BT.709 for HD and larger when untagged) shift the colours.
         # Untagged input stays untagged and uses swscale's default, exactly as it was read.
@@ -175,12 +178,16 @@ class SegmentWriter:
                 self._container.close()
                 self._container = av.open(str(self.path), "w", format=self.spec.container, options=options)
         self._stream = self._add_stream(self.spec.encoder, crf, preset, threads)
+        contexts = [self._stream.codec_context]
         if self.encoders > 1:
             # the stream's context is context 0; the others are configured the same way
-            extra = [self._configure(av.CodecContext.create(self.spec.encoder, "w"), self.spec.encoder, crf, preset,
-                                     threads) for _ in range(self.encoders - 1)]
-            self._pool = EncodePool([self._stream.codec_context, *extra], self._encode_job, self._mux)
+            contexts += [self._configure(av.CodecContext.create(self.spec.encoder, "w"), self.spec.encoder, crf,
+                                         preset, threads) for _ in range(self.encoders - 1)]
+            self._pool = EncodePool(contexts, self._encode_job, self._mux)
             self.encoder_reason += f"; {self.encoders} {self.spec.encoder} contexts on consecutive frames"
+        if self.pix_fmt == "yuva444p10le":
+            # one reused frame per context, its planes written straight (io/planes.py), no swscale
+            self._builders = {id(c): PlaneBuilder(self.width, self.height, self._sws_colorspace) for c in contexts}
 
     def _add_stream(self, encoder: str, crf: int, preset: str, threads: int):
         c = self._container
@@ -257,7 +264,7 @@ class SegmentWriter:
             if self._pool is not None:
                 self._pool.submit((image, pts))  # converted and encoded in a worker, muxed here in order
                 return
-            for packet in self._stream.encode(self._frame(image, pts)):
+            for packet in self._stream.encode(self._frame(image, pts, self._stream.codec_context)):
                 self._mux(packet)
         except av.error.FFmpegError as exc:
             raise OutputError(f"encoding {self.path} failed at frame {self.frames_written}: {exc}") from None
@@ -265,10 +272,18 @@ class SegmentWriter:
     def _encode_job(self, ctx, item) -> list:
         """One frame on one of the parallel contexts (a worker thread): convert, encode, return its packets."""
         image, pts = item
-        return ctx.encode(self._frame(image, pts))
+        return ctx.encode(self._frame(image, pts, ctx))
 
-    def _frame(self, image: np.ndarray, pts: int) -> av.VideoFrame:
-        """The encoder's frame for ``image`` (RGB(A), 8 or 16 bit)."""
+    def _frame(self, image: np.ndarray, pts: int, ctx) -> av.VideoFrame:
+        """The encoder's frame for ``image`` (RGB(A), 8 or 16 bit): ``ctx``'s reused frame with its planes built
+        directly where :mod:`vr180matte.io.planes` covers the pixel format, else a swscale conversion."""
+        builder = self._builders.get(id(ctx))
+        if builder is not None and planes_support(self.pix_fmt, image):
+            frame = builder.build(image)
+            frame.pts = pts
+            frame.time_base = self.time_base
+            frame.pict_type = av.video.frame.PictureType.NONE
+            return frame
         if not self.spec.alpha and image.shape[2] == 4:
             image = image[..., :3]  # yuv420p has no alpha: greenscreen frames are composited before this
         wide = image.dtype == np.uint16

@@ -1,0 +1,72 @@
+"""yuva444p10le planes built in numpy (io/planes.py) against swscale's conversion of the same RGB(A) frame."""
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from vr180matte.io.planes import PlaneBuilder, _plane, supports
+
+
+def _image(dtype, channels: int = 4, h: int = 70, w: int = 300) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    top = np.iinfo(dtype).max
+    img = rng.integers(0, top + 1, (h, w, channels), dtype=dtype)
+    img[0] = 0  # black, white and the primaries, where rounding is most visible
+    img[1] = top
+    img[2, :, :3] = 0
+    img[2, :100, 0] = img[2, 100:200, 1] = img[2, 200:, 2] = top
+    if channels == 4:
+        ramp = np.arange(w) * top // (w - 1)
+        img[3, :, 3] = ramp.astype(dtype)
+        if dtype == np.uint8:
+            img[4, :256, 3] = np.arange(256)  # every 8-bit alpha value
+    return img
+
+
+def _swscale(img: np.ndarray, sws_colorspace: int | None) -> list[np.ndarray]:
+    wide = img.dtype == np.uint16
+    fmt = ("rgba64le" if wide else "rgba") if img.shape[2] == 4 else ("rgb48le" if wide else "rgb24")
+    f = av.VideoFrame.from_ndarray(img, format=fmt)
+    kw = {"dst_colorspace": sws_colorspace} if sws_colorspace else {}
+    return [_plane(p).astype(np.int64) for p in f.reformat(format="yuva444p10le", **kw).planes]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("sws_colorspace", [None, 1, 5, 9])  # untagged (BT.601), BT.709, BT.601, BT.2020
+def test_planes_match_swscale_within_one_code(dtype, sws_colorspace):
+    """Tolerance: Y, U, V within one 10-bit code of swscale, and off by one on at most 10% of the samples;
+    alpha bit-exact (the golden test hashes it)."""
+    img = _image(dtype)
+    ours = [_plane(p).astype(np.int64) for p in PlaneBuilder(300, 70, sws_colorspace).build(img).planes]
+    ref = _swscale(img, sws_colorspace)
+    for name, a, b in zip("YUV", ours[:3], ref[:3]):
+        diff = np.abs(a - b)
+        assert diff.max() <= 1, (name, diff.max())
+        assert (diff > 0).mean() <= 0.10, (name, (diff > 0).mean())
+    np.testing.assert_array_equal(ours[3], ref[3])
+    assert ours[0][1].min() == ref[0][1].min()  # white's luma exactly (940, or swscale's 943 for 16-bit input)
+
+
+def test_rgb_without_alpha_is_opaque():
+    img = _image(np.uint8, channels=3)
+    y, u, v, a = (_plane(p) for p in PlaneBuilder(300, 70).build(img).planes)
+    assert (a == 1023).all()
+    assert np.abs(y.astype(np.int64) - _swscale(img, None)[0]).max() <= 1
+
+
+def test_the_frame_is_reused_and_refilled():
+    b = PlaneBuilder(300, 70)
+    first = b.build(_image(np.uint8))
+    y_first = _plane(first.planes[0]).copy()
+    second = b.build(np.zeros((70, 300, 4), np.uint8))
+    assert second is first
+    assert (_plane(second.planes[0]) == 64).all() and not (y_first == 64).all()  # black luma, refilled
+    with pytest.raises(ValueError, match="300x70"):
+        b.build(np.zeros((70, 200, 4), np.uint8))
+
+
+def test_supports_only_yuva444p10le_rgb_images():
+    img = np.zeros((4, 4, 4), np.uint8)
+    assert supports("yuva444p10le", img) and supports("yuva444p10le", img[..., :3].astype(np.uint16))
+    assert not supports("yuv420p", img) and not supports("yuva444p10le", img.astype(np.float32))
