@@ -245,3 +245,40 @@ def test_png_from_16bit_is_16bit(tmp_path):
         w.write(rgba, 0, 7)
     back = cv2.cvtColor(cv2.imread(str(folder / "000007.png"), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
     assert back.dtype == np.uint16 and np.array_equal(back, rgba)
+
+
+@pytest.mark.parametrize("codec,cpu", [("h264", "libx264"), ("hevc", "libx265")])
+def test_nvenc_refusal_falls_back_to_the_cpu_encoder_with_a_warning(tmp_path, caplog, monkeypatch, codec, cpu):
+    """A GPU without NVENC (H100/H200) refuses at avcodec_open2: faked here, so the CPU path is checked on any
+    machine. The segment is written by the CPU encoder, one warning says so, and the writer reports why."""
+    hw = f"{codec}_nvenc"
+    monkeypatch.setattr(av, "codecs_available", set(av.codecs_available) | {hw})
+    opened = []
+
+    def refuse(self, encoder, *a):
+        opened.append(encoder)
+        raise av.error.ExternalError(1, "OpenEncodeSessionEx failed: unsupported device (2): (no details)")
+
+    monkeypatch.setattr(SegmentWriter, "_open_hardware", refuse)
+    path = tmp_path / f"hw_{codec}.mp4"
+    with caplog.at_level("WARNING", logger="vr180matte.io.writer"):
+        for _ in range(2):  # a run opens a writer per chunk: the warning is given once
+            with SegmentWriter(path, codec, W, H, TB, Fraction(30), preset="ultrafast", hardware=True) as w:
+                for i in range(3):
+                    w.write(_rgba(i)[..., :3], i * 512, i)
+    assert opened == [hw, hw]
+    assert w.encoder == cpu and w.encoder_reason.startswith(f"{hw} refused (") and "unsupported device" in w.encoder_reason
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and f"{hw} unavailable" in warnings[0] and cpu in warnings[0]
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].codec_context.name == codec and len(list(c.decode(video=0))) == 3
+
+
+def test_a_cpu_run_never_opens_nvenc(tmp_path, monkeypatch):
+    def refuse(self, *a):
+        raise AssertionError("NVENC opened on a CPU run")
+
+    monkeypatch.setattr(SegmentWriter, "_open_hardware", refuse)
+    with SegmentWriter(tmp_path / "c.mp4", "h264", W, H, TB, Fraction(30), preset="ultrafast") as w:
+        w.write(_rgba(0)[..., :3], 0, 0)
+    assert w.encoder == "libx264" and w.encoder_reason == "CPU run"

@@ -45,13 +45,13 @@ from vr180matte.io.planes import PlaneBuilder
 from vr180matte.io.planes import supports as planes_support
 
 log = logging.getLogger(__name__)
-_warned: set[str] = set()  # fallback warnings already given (every chunk opens writers; say it once)
+_warned: set[tuple[str, str]] = set()  # (warning, folder) already said: every chunk of a run opens writers
 
 
-def _warn_once(msg: str, *args) -> None:
+def _warn_once(folder: Path, msg: str, *args) -> None:
     text = msg % args
-    if text not in _warned:
-        _warned.add(text)
+    if (text, str(folder)) not in _warned:
+        _warned.add((text, str(folder)))
         log.warning(text)
 
 CODECS = tuple(_TABLE)
@@ -122,6 +122,7 @@ class SegmentWriter:
         #: intra-only codecs: N contexts on consecutive frames (None: the stream's own context, inline)
         self._pool: EncodePool | FilePool | None = None
         self.encoders = max(1, int(encoders)) if self.spec.intra else 1
+        self.threads = int(threads)  # FFmpeg threads per context (0 = FFmpeg's choice: one per core)
         self.encoder_reason = "CPU run"
         self._builders: dict[int, PlaneBuilder] = {}  # id(encoder context) -> its reused frame (yuva444p10le)
         # The reader converted YUV->RGB with the input's tagged matrix; encode back with the same matrix and the
@@ -163,18 +164,19 @@ class SegmentWriter:
             self.encoder_reason = f"{self.codec} has no hardware encoder"
         elif hw and hw not in av.codecs_available:
             self.encoder_reason = f"this PyAV build has no {hw}"
-            _warn_once("%s is not in this PyAV build; encoding with %s on the CPU", hw, self.spec.encoder)
+            _warn_once(self.path.parent, "%s is not in this PyAV build; encoding with %s on the CPU", hw,
+                       self.spec.encoder)
         elif hw:
             try:
-                self._stream = self._add_stream(hw, crf, preset, threads)
-                self._stream.codec_context.open()  # NVENC refuses here when the GPU has no encoder
+                self._stream = self._open_hardware(hw, crf, preset, threads)
                 self.encoder = hw
                 self.encoder_reason = "NVENC on the GPU"
                 return
             except (av.error.FFmpegError, ValueError) as exc:
                 why = " ".join(str(exc).split())[:120]
                 self.encoder_reason = f"{hw} refused ({why})"
-                _warn_once("%s unavailable (%s); encoding with %s on the CPU", hw, why, self.spec.encoder)
+                _warn_once(self.path.parent, "%s unavailable (%s); encoding with %s on the CPU", hw, why,
+                           self.spec.encoder)
                 self._container.close()
                 self._container = av.open(str(self.path), "w", format=self.spec.container, options=options)
         self._stream = self._add_stream(self.spec.encoder, crf, preset, threads)
@@ -188,6 +190,12 @@ class SegmentWriter:
         if self.pix_fmt == "yuva444p10le":
             # one reused frame per context, its planes written straight (io/planes.py), no swscale
             self._builders = {id(c): PlaneBuilder(self.width, self.height, self._sws_colorspace) for c in contexts}
+
+    def _open_hardware(self, encoder: str, crf: int, preset: str, threads: int):
+        """The NVENC stream, opened now: a GPU without NVENC (A100/H100/H200) refuses here, not at frame 1."""
+        s = self._add_stream(encoder, crf, preset, threads)
+        s.codec_context.open()
+        return s
 
     def _add_stream(self, encoder: str, crf: int, preset: str, threads: int):
         c = self._container

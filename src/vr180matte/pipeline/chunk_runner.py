@@ -55,6 +55,11 @@ class ChunkRunner:
         self.chunk_log: list[dict] = []
         self.oom_retries = 0
         self.frames_done = 0  # frames encoded so far in this run (for the memory-over-time report)
+        #: the decoder and encoder that actually ran (the last chunk's; every chunk makes the same choice) and
+        #: the parallel encoder contexts' busy seconds, for stats.json's ``io`` block
+        self.decoder: dict | None = None
+        self.encoder: dict | None = None
+        self.encoder_workers_s = 0.0
 
     # ---- the whole run --------------------------------------------------------------------------------------
     def run(self, first: int) -> None:
@@ -82,6 +87,17 @@ class ChunkRunner:
                 self.oom_retries += 1
                 bar.reset(total=bar.total)
 
+    def io_report(self) -> dict:
+        """stats.json's ``io`` block: the decoder and encoder that ran, each with its reason and busy seconds
+        (decode: the reader thread; encode: the encode stage, or the parallel contexts' summed work)."""
+        secs = self.timer.seconds
+        dec = dict(self.decoder or {"name": None, "reason": "no frame decoded"})
+        dec["busy_s"] = round(secs.get("decode", 0.0), 3)
+        enc = dict(self.encoder or {"name": None, "reason": "no segment written"})
+        enc["busy_s"] = round(self.encoder_workers_s or secs.get("encode", 0.0), 3)
+        enc["stage_busy_s"] = round(secs.get("encode", 0.0), 3)  # the encode thread: hand-off, waits and muxing
+        return {"decoder": dec, "encoder": enc}
+
     # ---- one chunk ------------------------------------------------------------------------------------------
     def _load_handoff(self, chunk: Chunk) -> ChunkHandoff | None:
         if chunk.index == 0:
@@ -94,17 +110,23 @@ class ChunkRunner:
     def _open_writers(self, chunk: Chunk) -> dict:
         from ..io.writer import SegmentWriter
 
-        out, info = self.plan.output, self.plan.info
+        out, info, policy = self.plan.output, self.plan.info, self.plan.policy
         writers = {}
         for eye in out.eyes:
             final = self.work.segment_path(chunk.index, out.codec.suffix, eye)
             partial = self.work.partial(final)
+            # per eye-output: the policy's encoder contexts and threads split over the outputs written at once
             writers[eye] = (
                 SegmentWriter(partial, out.codec.name, out.width, out.height, info.time_base, info.fps,
                               crf=self.cfg.output.crf, color=info.color, bit_depth=info.bit_depth,
-                              hardware=self.plan.device.type == "cuda"),
+                              hardware=self.plan.device.type == "cuda",
+                              encoders=max(1, policy.encoders // len(out.eyes)),
+                              threads=max(1, policy.codec_threads // len(out.eyes))),
                 partial, final,
             )
+        w = next(iter(writers.values()))[0]
+        self.encoder = {"name": w.encoder, "hardware": w.encoder != w.spec.encoder, "contexts": w.encoders,
+                        "threads": w.threads, "reason": w.encoder_reason}
         return writers
 
     def run_chunk(self, chunk: Chunk, bar: tqdm) -> dict:
@@ -146,10 +168,14 @@ class ChunkRunner:
             reader = FrameReader(self.plan.input, self.plan.info, start=chunk.process_start, end=chunk.process_end,
                                  read_ahead=cfg.processing.read_ahead, timer=tm,
                                  high_bit_depth=True,  # >8-bit sources as 16-bit RGB: 10-bit colour end to end
-                                 decode_device=str(self.plan.device))  # NVDEC where io/hwaccel.py says it applies
+                                 # NVDEC where io/hwaccel.py's rule says it pays; FFmpeg's threads (and with them its
+                                 # frame pools) bounded by the policy
+                                 decode_device=str(self.plan.device), cores=self.plan.policy.cores,
+                                 threads=self.plan.policy.codec_threads)
             with reader:
                 run_stages(reader, [("segment", segment), ("finish", finish), ("encode", encode)], timer=tm,
                            depth=int(cfg.processing.stage_queue), threaded=bool(cfg.processing.memory_pipeline))
+            self.decoder = reader.decoder
         except BaseException:
             for writer, partial, _final in writers.values():
                 try:
@@ -160,6 +186,7 @@ class ChunkRunner:
             raise
         for writer, partial, final in writers.values():
             writer.close()
+            self.encoder_workers_s += writer.busy_s
             os.replace(partial, final)
         expected = chunk.write_end - chunk.write_start
         if written != expected:

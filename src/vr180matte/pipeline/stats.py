@@ -52,6 +52,9 @@ def run_stats(cfg: Config, plan: RunPlan, runner, matter, engine, timer: StageTi
         "alpha": "premultiplied" if cfg.refine.premultiplied else "straight",
         "verification": verification,
     }
+    io_report = getattr(runner, "io_report", None)  # decoder/encoder that ran, why, busy seconds (issue 20)
+    if io_report is not None:
+        stats["io"] = io_report()
     detector = getattr(engine, "detector_info", None)
     if detector:
         stats["detector"] = detector() if callable(detector) else detector
