@@ -56,10 +56,44 @@ def test_the_full_specification_example_loads_from_yaml_and_toml(tmp_path):
     assert cfg.output.format == "greenscreen"
 
 
+PRESET_VALUES = {  # a few values per preset, spelled out: the file's own numbers, not re-read from it
+    "rtx3080": {"processing.scale_factor": 0.5, "processing.chunk_size": 600, "hardware.max_vram_gb": 9.5,
+                "matting.sam2_model": "sam2.1_hiera_tiny", "hardware.device": "cuda", "detection.model": "yolov8n"},
+    "a40": {"processing.scale_factor": 1.0, "processing.chunk_size": 900, "detection.image_size": 3072,
+            "matting.sam2_model": "sam2.1_hiera_base_plus", "hardware.max_vram_gb": 44, "processing.parallel_eyes": True},
+    "h100": {"processing.chunk_size": "auto", "matting.sam2_model": "sam2.1_hiera_large", "hardware.max_vram_gb": 72,
+             "detection.model": "yolov8m", "processing.max_memory_gb": 128},
+    "example": {"processing.scale_factor": 0.25, "processing.chunk_size": 300, "output.format": "greenscreen",
+                "stereo.consistency_mode": "joint"},
+}
+
+
+def _file_values(path: Path) -> dict:
+    import tomllib
+
+    import yaml
+
+    tree = tomllib.loads(path.read_text()) if path.suffix == ".toml" else yaml.safe_load(path.read_text())
+    flat = {}
+    for section, keys in tree.items():
+        for key, value in keys.items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
 @pytest.mark.parametrize("preset", ["rtx3080", "a40", "h100", "example"])
-def test_presets_are_valid(preset):
+def test_presets_are_valid_and_their_values_are_loaded(preset):
     path = next((REPO / "configs").glob(f"{preset}.*"))
-    load_config(path)
+    cfg = load_config(path)
+    for key, want in PRESET_VALUES[preset].items():
+        section, name = key.split(".")
+        assert getattr(getattr(cfg, section), name) == want, (preset, key)
+    # every key the file sets reaches the config with the file's value (none dropped, renamed or defaulted)
+    for key, want in _file_values(path).items():
+        section, name = key.split(".")
+        got = getattr(getattr(cfg, section), name)
+        assert (list(got) if isinstance(got, tuple) else got) == want, (preset, key, got, want)
+    assert preset != "example" or list(cfg.output.background_color) == [0, 177, 64]
 
 
 def test_set_overrides_are_type_checked():

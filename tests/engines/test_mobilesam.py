@@ -351,13 +351,28 @@ def test_engine_end_to_end_on_sbs_clip(tmp_path):
 
 
 def test_engine_detector_is_yolo():
+    """The engine's detector is a YoloDetector: random-init when asked, else (no official file in the sealed
+    models folder) the bundled trained YOLOv8s, which finds the person in a DAVIS frame."""
+    import cv2
+
+    from synth import davis_frames
+    from vr180matte.engines.yolo import YoloDetector
+
     cfg = load_config(None, ["hardware.device=cpu", "detection.confidence_threshold=0.0"])
     engine = MobileSamEngine(cfg, torch.device("cpu"), random_init=True)
     det = engine.make_detector()
+    assert type(det) is YoloDetector and det.name == "yolov8" and det.source == "random"
     dets = det.detect(torch.from_numpy(gradient_sbs(0, 128, 64)[:, :64].copy()))
-    assert isinstance(dets, list)
     for d in dets:
         assert d.box.shape == (4,) and 0.0 <= d.score <= 1.0
+
+    small = ["hardware.device=cpu", "detection.image_size=640", "detection.upscale=1.0"]  # one 640 tile: cheap
+    trained = MobileSamEngine(load_config(None, small), torch.device("cpu"), random_init=True,
+                              random_init_detector=False).make_detector()
+    assert type(trained) is YoloDetector and trained.source == "bundled"
+    frame = cv2.cvtColor(cv2.imread(str(davis_frames("davis2016_parkour", 1)[0][0])), cv2.COLOR_BGR2RGB)
+    people = trained.detect(torch.from_numpy(np.ascontiguousarray(frame)))
+    assert len(people) >= 1 and max(d.score for d in people) >= 0.5
 
 
 @pytest.mark.slow

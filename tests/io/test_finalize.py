@@ -146,7 +146,7 @@ def test_restarting_timestamps_are_shifted(tmp_path, tone_clip):
 
 
 def test_spherical_metadata_copied(tmp_path):
-    spherical = pytest.importorskip("vr180matte.io.spherical")
+    import vr180matte.io.spherical as spherical
     src = write_video(tmp_path / "vr.mp4", lambda i: gradient_sbs(i, 64, 32), n=6, audio=tone(0.25))
     spherical.write_spherical(src, stereo="left-right", projection="equirectangular", fov_deg=180.0)
     segs, info = _segments(src, tmp_path, "prores4444", [(0, 3), (3, 6)])

@@ -81,25 +81,41 @@ def test_cuda_run_with_many_cores_reads_on_the_cpu(tmp_path, monkeypatch):
     assert not reader.decoder["hardware"] and "16 cores" in reader.decoder["reason"]
 
 
-def test_fallback_to_cpu_decodes_the_same_frames(tmp_path, caplog):
-    """A CUDA run on a machine whose NVDEC cannot be opened reads the file on the CPU, frame for frame, and
-    says so in one log line."""
+def test_fallback_to_cpu_is_the_cpu_decoder_and_says_so(tmp_path, caplog):
+    """A CUDA run on a machine whose NVDEC cannot be opened reads the file with the CPU decoder (so its frames
+    are the CPU reader's, byte for byte) and says so in one log line and in the reader's decoder block. On a
+    machine whose NVDEC opens, the fallback is not taken: test_nvdec_matches_the_cpu_decoder covers it."""
     path = write_video(tmp_path / "clip.mp4", lambda i: gradient_sbs(i, 128, 64), n=6, codec="libx265")
     info = probe(path)
     assert H.choose_decoder(info.codec, info.width, info.height, device="cuda", available=CUDA, cores=2).hardware
+    if "cuda" in av.codec.hwaccel.hwdevices_available() and _nvdec_opens(path):
+        pytest.skip("NVDEC opens on this machine, so the CPU fallback is not taken")
     cpu = [f.rgb for f in FrameReader(path, info)]
-    gpu_works = "cuda" in av.codec.hwaccel.hwdevices_available() and _nvdec_opens(path)
     with caplog.at_level(logging.INFO, logger="vr180matte.io.hwaccel"):
         reader = FrameReader(path, info, decode_device="cuda", cores=2)
         hw = [f.rgb for f in reader]
     assert len(hw) == len(cpu) == 6
-    if gpu_works:  # a machine with NVDEC: same decoder output up to the colour conversion
-        assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 2 for a, b in zip(hw, cpu))
-    else:
-        assert all(np.array_equal(a, b) for a, b in zip(hw, cpu))
-        lines = [r.getMessage() for r in caplog.records if "on the CPU" in r.getMessage()]
-        assert len(lines) == 1 and "hardware decode unavailable" in lines[0]
-        assert not reader.decoder["hardware"] and "unavailable" in reader.decoder["reason"]
+    assert all(np.array_equal(a, b) for a, b in zip(hw, cpu))
+    lines = [r.getMessage() for r in caplog.records if "on the CPU" in r.getMessage()]
+    assert len(lines) == 1 and "hardware decode unavailable" in lines[0]
+    assert not reader.decoder["hardware"] and "unavailable" in reader.decoder["reason"]
+
+
+def test_nvdec_matches_the_cpu_decoder(tmp_path):
+    """Two different decoders on the same file: NVDEC (through FFmpeg's CUDA hwaccel) and the CPU decoder give
+    the same frames up to the colour conversion. Needs a machine where NVDEC opens."""
+    path = write_video(tmp_path / "clip.mp4", lambda i: gradient_sbs(i, 128, 64), n=6, codec="libx265")
+    if "cuda" not in av.codec.hwaccel.hwdevices_available():
+        pytest.skip("this FFmpeg build or machine has no CUDA hardware decoder (NVDEC)")
+    if not _nvdec_opens(path):
+        pytest.skip("FFmpeg lists CUDA but NVDEC does not open on this machine (no NVIDIA GPU or driver)")
+    info = probe(path)
+    cpu = [f.rgb for f in FrameReader(path, info)]
+    reader = FrameReader(path, info, decode_device="cuda", cores=1)
+    hw = [f.rgb for f in reader]
+    assert reader.decoder["hardware"], reader.decoder
+    assert len(hw) == len(cpu) == 6
+    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 2 for a, b in zip(hw, cpu))
 
 
 def _nvdec_opens(path) -> bool:

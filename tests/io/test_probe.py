@@ -133,7 +133,7 @@ def test_truncated_file(tmp_path, faststart):
 
 
 def test_spherical_metadata_read(tmp_path):
-    spherical = pytest.importorskip("vr180matte.io.spherical")
+    import vr180matte.io.spherical as spherical
     path = write_video(tmp_path / "vr.mp4", lambda i: gradient_sbs(i, 64, 32), n=3)
     assert probe(path).layout is None
     spherical.write_spherical(path, stereo="left-right", projection="equirectangular", fov_deg=180.0)

@@ -7,6 +7,8 @@ from fractions import Fraction
 import av
 import cv2
 import numpy as np
+from pathlib import Path
+
 import pytest
 
 from vr180matte.io.errors import OutputError
@@ -136,17 +138,54 @@ def test_output_under_a_file(tmp_path):
         assert "\n" not in str(e.value)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
-def test_unwritable_folder(tmp_path):
+def _writable(folder: Path) -> bool:
+    try:
+        (folder / ".probe").touch()
+    except OSError:
+        return False
+    (folder / ".probe").unlink()
+    return True
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path):
+    """A folder nobody can create files in, root included: mode 0500 for a normal user; as root (who ignores
+    permissions) an immutable folder (``chattr +i``), else a read-only bind mount; else the test is skipped with
+    the reason. Each way is checked by trying to write before it is used, and undone afterwards."""
+    import shutil
+    import subprocess
+
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
+    undo = []
+    if os.geteuid() != 0:
+        ro.chmod(0o500)
+        undo.append(lambda: ro.chmod(0o700))
+    elif shutil.which("chattr") and subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0:
+        undo.append(lambda: subprocess.run(["chattr", "-i", str(ro)], capture_output=True))
+    elif shutil.which("mount") and subprocess.run(["mount", "--bind", str(ro), str(ro)], capture_output=True).returncode == 0:
+        undo.append(lambda: subprocess.run(["umount", str(ro)], capture_output=True))
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], capture_output=True)
     try:
-        with pytest.raises(OutputError) as e:
-            SegmentWriter(ro / "seg.mov", "prores4444", W, H, TB, Fraction(30))
-        assert "\n" not in str(e.value)
+        if _writable(ro):
+            pytest.skip("running as root with neither chattr +i nor a read-only bind mount available here: "
+                        "no folder root cannot write to")
+        yield ro
     finally:
-        ro.chmod(0o700)
+        for f in reversed(undo):
+            f()
+
+
+def test_unwritable_folder(unwritable_folder):
+    """A segment in a folder that cannot be written fails with one OutputError line (exit 7) and leaves nothing.
+    PyAV opens the file only when the header is written, so the error comes at the first frame or at close, not
+    at construction (the pipeline refuses an unwritable output folder before any work: run._check_writable)."""
+    with pytest.raises(OutputError) as e:
+        w = SegmentWriter(unwritable_folder / "seg.mov", "prores4444", W, H, TB, Fraction(30))
+        w.write(np.zeros((H, W, 4), np.uint8), 0, 0)
+        w.close()
+    assert "\n" not in str(e.value) and "seg.mov" in str(e.value)
+    assert not any(unwritable_folder.iterdir())
 
 
 def test_bt709_input_is_encoded_with_the_bt709_matrix_and_tagged(tmp_path):

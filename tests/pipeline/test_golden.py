@@ -1,8 +1,15 @@
-"""Golden frames: a fixed DAVIS parkour SBS run must produce exactly these alpha planes.
+"""Golden frames: a fixed DAVIS parkour SBS run must produce exactly these decoded planes.
 
-Refactors must not change a single output byte. A change that is MEANT to change the matte (a new detector, a
-better refiner) re-records the hashes on purpose and says so in its commit:
-``VR180MATTE_REGOLD=1 .venv/bin/python -m pytest tests/pipeline/test_golden.py``.
+Every plane of every decoded output frame is hashed as the decoder gives it (ProRes 4444 ``yuva444p10le``: Y, U,
+V and the 10-bit alpha, 16-bit little-endian samples, no conversion to 8-bit RGB), on a stereo clip whose right
+eye is the left shifted by a known disparity, with the engine named (``embedded``: never ``auto``, whose choice
+depends on the weights a machine holds). The versions of PyAV, FFmpeg, torch and numpy that produced the hashes
+are stored beside them: when they differ from the running ones the test fails saying so, since a library upgrade
+can change bytes without any change of ours.
+
+Refactors must not change a single output byte. A change that is MEANT to change the output (a new detector, a
+better refiner, another pixel conversion in the writer) or a library upgrade re-records the hashes on purpose and
+says so in its commit: ``VR180MATTE_REGOLD=1 .venv/bin/python -m pytest tests/pipeline/test_golden.py``.
 """
 import hashlib
 import json
@@ -10,12 +17,38 @@ import os
 from pathlib import Path
 
 import av
+import numpy as np
+import torch
 
-from synth import davis_sbs_clip
+from synth import davis_frames, davis_sbs_clip, write_video
 from vr180matte.pipeline import run
 
 GOLDEN = Path(__file__).with_name("golden_parkour.json")
-SETS = ["hardware.device=cpu", "processing.scale_factor=0.5", "processing.chunk_size=6", "processing.overlap_frames=2"]
+SETS = ["hardware.device=cpu", "matting.engine=embedded", "processing.scale_factor=0.5", "processing.chunk_size=6",
+        "processing.overlap_frames=2"]
+DISPARITY = 6  # px: the right eye is the left shifted left by this much (a subject in front of infinity)
+
+
+def library_versions() -> dict[str, str]:
+    return {"pyav": av.__version__, "ffmpeg": str(getattr(av, "ffmpeg_version_info", "")),
+            "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
+            "torch": torch.__version__, "numpy": np.__version__}
+
+
+def plane_hashes(path: Path) -> tuple[str, list[list[str]]]:
+    """(pix_fmt, per frame the sha256 (16 hex) of each plane's samples, row padding cut off)."""
+    out = []
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            fmt = f.format
+            hashes = []
+            for plane in f.planes:
+                depth = max(comp.bits for comp in fmt.components)
+                row = plane.width * (2 if depth > 8 else 1)
+                rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)[:, :row]
+                hashes.append(hashlib.sha256(rows.tobytes()).hexdigest()[:16])
+            out.append(hashes)
+    return fmt.name, out
 
 
 def _alpha_hashes(path: Path) -> list[str]:
@@ -24,14 +57,38 @@ def _alpha_hashes(path: Path) -> list[str]:
                 for f in c.decode(video=0)]
 
 
-def test_parkour_alpha_frames_are_unchanged(tmp_path):
-    clip = davis_sbs_clip(tmp_path / "parkour_sbs.mp4", "davis2016_parkour", count=12)
+def stereo_parkour_clip(path: Path, count: int) -> Path:
+    import cv2
+
+    frames, _ = davis_frames("davis2016_parkour", count)
+
+    def sbs(i: int) -> np.ndarray:
+        left = cv2.cvtColor(cv2.imread(str(frames[i])), cv2.COLOR_BGR2RGB)
+        return np.concatenate([left, np.roll(left, -DISPARITY, axis=1)], axis=1)
+
+    return write_video(path, sbs, n=len(frames), fps=24, options={"crf": "12"})
+
+
+def test_parkour_output_planes_are_unchanged(tmp_path):
+    clip = stereo_parkour_clip(tmp_path / "parkour_sbs.mp4", count=12)
     result = run(clip, out_dir=tmp_path / "o", overrides=SETS, quiet=True)
-    hashes = _alpha_hashes(result.outputs[0])
-    assert len(hashes) == 12
+    assert result.stats["engine"] == "embedded"
+    pix_fmt, hashes = plane_hashes(result.outputs[0])
+    assert len(hashes) == 12 and pix_fmt == "yuva444p10le" and all(len(h) == 4 for h in hashes)
+    now = {"settings": SETS, "disparity_px": DISPARITY, "versions": library_versions(), "pix_fmt": pix_fmt,
+           "planes": ["Y", "U", "V", "A"], "sha256_16": hashes}
     if os.environ.get("VR180MATTE_REGOLD"):
-        GOLDEN.write_text(json.dumps({"settings": SETS, "alpha_sha256_16": hashes}, indent=1) + "\n")
-    assert hashes == json.loads(GOLDEN.read_text())["alpha_sha256_16"]
+        GOLDEN.write_text(json.dumps(now, indent=1) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    if golden.get("versions") != now["versions"]:
+        raise AssertionError(
+            f"library versions changed since the golden hashes were recorded: {golden.get('versions')} -> "
+            f"{now['versions']}. Bytes may differ for that reason alone; check the output, then re-record with "
+            "VR180MATTE_REGOLD=1 and say so in the commit")
+    assert golden["settings"] == SETS and golden["pix_fmt"] == pix_fmt
+    diff = [(i, p) for i, (a, b) in enumerate(zip(hashes, golden["sha256_16"])) for p, x, y in zip("YUVA", a, b)
+            if x != y]
+    assert not diff, f"output bytes changed (frame, plane): {diff[:12]}{' ...' if len(diff) > 12 else ''}"
 
 
 def test_overlapped_stages_give_the_same_bytes_as_serial(tmp_path):
