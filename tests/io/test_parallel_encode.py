@@ -34,14 +34,15 @@ def _video_packets(path) -> list[tuple]:
         return [(p.pts, p.dts, p.duration, hashlib.sha256(bytes(p)).hexdigest()) for p in c.demux(video=0) if p.size]
 
 
-@pytest.mark.parametrize("dtype,bit_depth", [(np.uint8, 8), (np.uint16, 10)])
-def test_parallel_prores_packets_equal_one_encoder(tmp_path, dtype, bit_depth):
+@pytest.mark.parametrize("dtype,bit_depth,threads", [(np.uint8, 8, 1), (np.uint16, 10, 1), (np.uint8, 8, 3)])
+def test_parallel_prores_packets_equal_one_encoder(tmp_path, dtype, bit_depth, threads):
+    """threads=3: each context also runs FFmpeg's frame threads, so packets come back late (still in order)."""
     frames = _frames(len(VFR_PTS), dtype=dtype)
     paths = {}
     for n in (1, 3):
         paths[n] = tmp_path / f"n{n}.mov"
         with SegmentWriter(paths[n], "prores4444", 160, 64, TB, Fraction(30), encoders=n, bit_depth=bit_depth,
-                           threads=1) as w:
+                           threads=threads) as w:
             for i, (img, pts) in enumerate(zip(frames, VFR_PTS)):
                 w.write(img, pts, i, duration=512)
         assert w.frames_written == len(frames)
@@ -83,12 +84,35 @@ def test_pool_muxes_in_submission_order_when_later_items_finish_first():
             first_may_finish.set()
         return [(ctx, item)]
 
-    pool = EncodePool(["a", "b", "c"], job, muxed.append)
+    pool = EncodePool(["a", "b", "c"], job, muxed.append, key=lambda p: p[1])
     for i in range(7):
-        pool.submit(i)
+        pool.submit(i, i)
     pool.close()
     assert [m[1] for m in muxed] == list(range(7))
     assert [m[0] for m in muxed] == ["a", "b", "c", "a", "b", "c", "a"]  # consecutive frames, round robin
+
+
+def test_packets_returned_late_are_muxed_in_frame_order():
+    """A frame-threaded encoder returns frame i's packet from a later call or from the flush: still in order."""
+    held = {"a": [], "b": []}
+    muxed = []
+
+    def job(ctx, item):  # context "a" hands back its packets one call late, "b" two calls late
+        held[ctx].append(item)
+        delay = 1 if ctx == "a" else 2
+        return [held[ctx].pop(0)] if len(held[ctx]) > delay else []
+
+    pool = EncodePool(["a", "b"], job, muxed.append, key=lambda p: p)
+    for i in range(9):
+        pool.submit(i, i)
+    pool.close(flush=lambda ctx: [held[ctx].pop(0) for _ in list(held[ctx])])
+    assert muxed == list(range(9))
+
+    lost = EncodePool(["a"], lambda ctx, item: [] if item == 1 else [item], muxed.append, key=lambda p: p)
+    with pytest.raises(RuntimeError, match="no packet for 2 frame"):
+        for i in range(3):
+            lost.submit(i, i)
+        lost.close()
 
 
 def test_a_failing_job_surfaces_in_the_caller():
@@ -100,7 +124,7 @@ def test_a_failing_job_surfaces_in_the_caller():
     pool = EncodePool([0, 1], job, lambda p: None)
     with pytest.raises(av.error.FFmpegError):
         for i in range(6):
-            pool.submit(i)
+            pool.submit(i, i)
         pool.close()
     pool.abort()
 

@@ -8,7 +8,10 @@ the GIL inside libavcodec and the frame conversion (numpy / swscale) releases it
 
 State (created here): ``_pending`` holds at most N futures, oldest first; frame ``i``'s job runs on context
 ``i % N``'s own one-thread executor, so a context is never used by two threads at once and each sees its frames
-in order. Memory: at most N frames in conversion/encoding, plus their packets.
+in order. Packets are muxed in the order the items were submitted, matched by ``key`` (the pts): an encoder
+with frame threads returns a frame's packet from a later call (or from the flush), so "the packets of job i"
+are not always frame i's (``_order``: keys not yet muxed; ``_ready``: packets waiting for an earlier one).
+Memory: at most N frames in conversion/encoding, plus their packets.
 
 PNG sequences get the same treatment through :class:`FilePool` (one file per frame, so no muxing order).
 """
@@ -25,11 +28,14 @@ class EncodePool:
     """Runs ``job(context, item) -> [packets]`` for consecutive items on ``contexts`` round robin and hands the
     packets to ``mux`` in item order. ``busy_s``: seconds the workers spent in jobs (summed over workers)."""
 
-    def __init__(self, contexts: list, job: Callable, mux: Callable, name: str = "encode") -> None:
+    def __init__(self, contexts: list, job: Callable, mux: Callable, name: str = "encode",
+                 key: Callable = lambda packet: packet.pts) -> None:
         if not contexts:
             raise ValueError("EncodePool needs at least one context")
         self.contexts = list(contexts)
-        self._job, self._mux = job, mux
+        self._job, self._mux, self._key = job, mux, key
+        self._order: deque = deque()
+        self._ready: dict = {}
         self._workers = [ThreadPoolExecutor(1, thread_name_prefix=f"vr180matte-{name}{k}")
                          for k in range(len(contexts))]
         self._pending: deque[Future] = deque()
@@ -49,10 +55,12 @@ class EncodePool:
             with self._lock:  # += is a read-modify-write and the workers finish at the same time
                 self.busy_s += time.perf_counter() - t0
 
-    def submit(self, item) -> None:
-        """Queue one item; blocks while N items are in flight (muxing the oldest), so memory stays bounded."""
+    def submit(self, item, key) -> None:
+        """Queue one item whose packet will carry ``key``; blocks while N items are in flight (muxing the
+        oldest), so memory stays bounded."""
         while len(self._pending) >= self.n:
             self._mux_head()
+        self._order.append(key)
         k = self._next % self.n
         self._next += 1
         self._pending.append(self._workers[k].submit(self._timed, self.contexts[k], item))
@@ -60,8 +68,13 @@ class EncodePool:
             self._mux_head()
 
     def _mux_head(self) -> None:
-        for packet in self._pending.popleft().result():  # re-raises the job's error in the caller
-            self._mux(packet)
+        self._take(self._pending.popleft().result())  # re-raises the job's error in the caller
+
+    def _take(self, packets) -> None:
+        for packet in packets:
+            self._ready[self._key(packet)] = packet  # intra-only: one packet per frame
+        while self._order and self._order[0] in self._ready:
+            self._mux(self._ready.pop(self._order.popleft()))
 
     def drain(self) -> None:
         """Mux every item submitted so far, in order."""
@@ -69,14 +82,16 @@ class EncodePool:
             self._mux_head()
 
     def close(self, flush: Callable | None = None) -> None:
-        """Drain, then ``flush(context) -> [packets]`` for each context (packets muxed in pts order: an intra
-        encoder has none left, this is for safety), and stop the workers. After an error, only stops them."""
+        """Drain, then ``flush(context) -> [packets]`` for each context (the packets a frame-threaded encoder
+        still holds), mux the rest in order, and stop the workers. After an error, only stops them."""
         try:
             self.drain()
             if flush is not None:
-                tail = [p for ctx in self.contexts for p in flush(ctx)]
-                for packet in sorted(tail, key=lambda p: p.pts if p.pts is not None else -1):
-                    self._mux(packet)
+                for ctx in self.contexts:
+                    self._take(flush(ctx))
+            if self._order:
+                raise RuntimeError(f"the encoder returned no packet for {len(self._order)} frame(s), "
+                                   f"first key {self._order[0]}")
         finally:
             self.abort()
 
@@ -85,6 +100,8 @@ class EncodePool:
         for w in self._workers:
             w.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()
+        self._order.clear()
+        self._ready.clear()
 
 
 class FilePool:

@@ -270,7 +270,7 @@ class SegmentWriter:
             self._durations[pts] = int(duration)
         try:
             if self._pool is not None:
-                self._pool.submit((image, pts))  # converted and encoded in a worker, muxed here in order
+                self._pool.submit((image, pts), pts)  # converted and encoded in a worker, muxed here in order
                 return
             for packet in self._stream.encode(self._frame(image, pts, self._stream.codec_context)):
                 self._mux(packet)
