@@ -97,10 +97,18 @@ def test_a_second_run_into_the_same_output_is_refused_naming_the_first(tmp_path)
                              stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not (out / ".vr180matte" / "busy" / "manifest.json").exists():
+        while not (out / ".vr180matte" / "busy" / "manifest.json").exists():  # written after the lock is taken
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-            time.sleep(0.02)
-        second = cli("run", src, "-o", out, *slow)
+            time.sleep(0.005)
+        # A known state, not a race: the first run is stopped (SIGSTOP) while it holds the lock, and stays so for
+        # the whole of the second run, however long that takes to start on a loaded machine.
+        os.kill(first.pid, signal.SIGSTOP)
+        _, status = os.waitpid(first.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), "the first run ended before it could be held (240 frames in milliseconds?)"
+        try:
+            second = cli("run", src, "-o", out, *slow)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         assert second.returncode == 8, second.stderr
         line = one_line_error(second)
         assert f"pid {first.pid} on {socket.gethostname()}" in line and "busy" in line

@@ -8,6 +8,8 @@ from vr180matte.runtime.profile import StageTimer, TimedQueue
 
 
 def test_busy_wait_and_wall_under_threads():
+    """Lower bounds come from the sleeps themselves (a sleep never ends early); the overlap claim compares two
+    measured figures with 0.15 s of slack, so a loaded machine stretches both sides alike."""
     timer = StageTimer()
     timer.start()
     q = TimedQueue(1, timer, "frames")
@@ -15,14 +17,14 @@ def test_busy_wait_and_wall_under_threads():
     def producer():
         for i in range(4):
             with timer("decode"):
-                time.sleep(0.01)
+                time.sleep(0.05)
             q.put(i)  # the consumer is slow: these puts block on the full queue
         q.put(None)
 
     def consumer():
         while q.get() is not None:
             with timer("refine"):
-                time.sleep(0.06)
+                time.sleep(0.1)
 
     ts = [threading.Thread(target=producer), threading.Thread(target=consumer)]
     for t in ts:
@@ -31,15 +33,32 @@ def test_busy_wait_and_wall_under_threads():
         t.join()
     timer.stop()
     s = timer.summary()
-    assert s["busy_s"]["decode"] == pytest.approx(0.04, abs=0.03)
-    assert s["busy_s"]["refine"] == pytest.approx(0.24, abs=0.05)
+    assert s["busy_s"]["decode"] >= 0.2 and s["busy_s"]["refine"] >= 0.4
     assert s["busiest_stage"] == "refine"
-    # overlapped: the wall is close to the busiest stage, far below the sum of stages
-    assert s["wall_s"] < s["busy_s"]["refine"] + 0.04
-    assert 1.0 <= s["efficiency"] < 1.3
-    assert s["wait_s"]["frames.put"] > 0.1  # producer was held back by the slow consumer
+    # overlapped: the wall is at least the busiest stage but below the two stages run one after the other
+    assert s["busy_s"]["refine"] <= s["wall_s"] < s["busy_s"]["refine"] + s["busy_s"]["decode"]
+    assert s["efficiency"] == pytest.approx(s["wall_s"] / s["busy_s"]["refine"], rel=1e-3) and s["efficiency"] >= 1.0
+    assert s["wait_s"]["frames.put"] > 0  # producer was held back by the slow consumer
     assert s["threads"] == {"decode": 1, "refine": 1}
     assert timer.as_dict().keys() == {"decode", "refine"}
+
+
+def test_sync_runs_at_every_stage_boundary():
+    """performance.profile_sync: the device is synchronised on entering and on leaving each stage, so queued
+    kernels are charged to the stage that queued them; a disabled timer never synchronises."""
+    calls = []
+    timer = StageTimer(sync=lambda: calls.append("sync"))
+    with timer("segment"):
+        calls.append("work")
+    with timer("encode"):
+        pass
+    assert calls == ["sync", "work", "sync", "sync", "sync"]
+    assert timer.calls == {"segment": 1, "encode": 1}
+    calls.clear()
+    with StageTimer(enabled=False, sync=lambda: calls.append("sync"))("segment"):
+        pass
+    assert calls == []
+    assert StageTimer().sync is None  # production default: no synchronisation
 
 
 def test_busy_seconds_sum_over_threads_without_lost_updates():
@@ -81,9 +100,9 @@ def test_overlapping_stages_are_timed_per_thread_and_cores_counted():
     timer = StageTimer()
     timer.start()
 
-    def burn(seconds: float) -> None:  # real CPU work, so cpu_s sees it
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
+    def burn(seconds: float) -> None:  # real CPU work, so cpu_s sees it: CPU seconds, not wall (load-proof)
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
             pass
 
     def finish(x):
@@ -104,7 +123,7 @@ def test_overlapping_stages_are_timed_per_thread_and_cores_counted():
     assert s["pipeline_busiest"] == "finish" and s["pipeline_busiest_s"] == pipe["finish"]
     assert s["pipeline_efficiency"] == pytest.approx(s["wall_s"] / pipe["finish"], rel=1e-3)
     assert 1.0 <= s["pipeline_efficiency"] < s["efficiency"]  # per step the busiest is only half of finish
-    assert s["cpu_s"] >= 0.25 and s["cores"] >= 1
+    assert s["cpu_s"] >= 8 * 0.045 and s["cores"] >= 1  # the burns alone are 0.36 CPU seconds
     assert 0 < s["core_utilization"] <= 1.05
 
 
