@@ -125,6 +125,8 @@ def _run_locked(cfg: Config, plan: RunPlan, work: WorkDir, src: Path, out: Path,
         report = ProcessingReport()
     vram = None
     if plan.device.type == "cuda":
+        if cfg.performance.profile_sync:  # stage seconds = device time (runtime/profile.py); off in production
+            timer.sync = lambda: torch.cuda.synchronize(plan.device)
         torch.cuda.reset_peak_memory_stats(plan.device)
         vram = lambda: peak_vram_mb(plan.device)  # noqa: E731
     runner: ChunkRunner | None = None

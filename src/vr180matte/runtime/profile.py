@@ -21,6 +21,12 @@ throughput benchmark and the processing report print.
   cannot go faster than its busiest thread, and ``pipeline_efficiency = wall / that`` says how close it gets.
 
 All updates take a lock: stages run in several threads and ``dict[k] += x`` is a read-modify-write.
+
+GPU stages queue kernels and return before they ran, so a plain timer charges their device time to whichever
+stage next reads a result. With ``sync`` set (``performance.profile_sync``: the pipeline passes
+``torch.cuda.synchronize``), every stage synchronises the device on entry and on exit, so its seconds include
+its own kernels and none of an earlier stage's. That costs the overlap between host and device, so production
+runs leave it off; benchmarks that print per-stage GPU seconds turn it on.
 """
 from __future__ import annotations
 
@@ -42,8 +48,9 @@ class StageTimer:
     change; :meth:`summary` adds waits, wall time and the busiest stage.
     """
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, sync: Callable[[], None] | None = None):
         self.enabled = enabled
+        self.sync = sync  # called at every stage boundary when set (device synchronisation, see module doc)
         self.seconds: dict[str, float] = defaultdict(float)
         self.waits: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
@@ -91,6 +98,8 @@ class StageTimer:
         if not self.enabled:
             yield
             return
+        if self.sync is not None:
+            self.sync()  # work queued before this stage is not charged to it
         t0 = time.perf_counter()
         if self._t_start is None:
             with self._lock:
@@ -99,6 +108,8 @@ class StageTimer:
         try:
             yield
         finally:
+            if self.sync is not None:
+                self.sync()  # this stage's queued kernels are part of its time
             dt = time.perf_counter() - t0
             with self._lock:
                 self.seconds[stage] += dt
