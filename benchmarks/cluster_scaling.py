@@ -6,6 +6,7 @@ task runs with one torch thread (``cluster.cpus_per_task=1``). "1 worker" = each
 of the two runs are compared frame by frame.
 
     .venv/bin/python benchmarks/cluster_scaling.py [--frames 64] [--chunk 16] [--overlap 4] [--scale 0.5]
+    .venv/bin/python benchmarks/cluster_scaling.py --smoke   # 8 frames of 128x72 eyes, 4 chunks: checks the script
 
 Last line: ``{"workers_1_s": a, "workers_2_s": b, "speedup": a/b, "identical": true, ...}``. On a machine shared
 with other jobs the seconds (not the identity) are affected: ``control_speedup`` (a pure-Python loop in 1 vs 2
@@ -29,6 +30,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from synth import davis_frames, write_video  # noqa: E402
 
+SMOKE_KEYS = ("frames", "chunks", "control_speedup", "workers_1_s", "workers_2_s", "speedup", "identical")
+BUSY_LOOP = 15_000_000  # iterations of the control loop (~1 s of one core); --smoke uses fewer
+
 
 def _clip(path: Path, frames: int, eye: tuple[int, int]) -> Path:
     import cv2
@@ -43,15 +47,15 @@ def _clip(path: Path, frames: int, eye: tuple[int, int]) -> Path:
     return write_video(path, sbs, n=len(paths), fps=24, options={"crf": "12"})
 
 
-def _busy(_: int = 0) -> float:
+def _busy(n: int = BUSY_LOOP) -> float:
     t = time.perf_counter()
     x = 0
-    for i in range(15_000_000):
+    for i in range(n):
         x += i
     return time.perf_counter() - t
 
 
-def control_speedup() -> float:
+def control_speedup(n: int = BUSY_LOOP) -> float:
     """What this machine gives two processes right now: a pure-Python loop, 1 process vs 2 at once.
 
     About 2.0 on two idle cores; near 1.0 when other jobs already take the cores (a shared machine), and then no
@@ -59,10 +63,10 @@ def control_speedup() -> float:
     """
     import multiprocessing as mp
 
-    one = _busy()
+    one = _busy(n)
     with mp.get_context("spawn").Pool(2) as pool:
         t = time.perf_counter()
-        pool.map(_busy, [0, 1])
+        pool.map(_busy, [n, n])
         two = time.perf_counter() - t
     return round(2 * one / two, 3)
 
@@ -79,7 +83,11 @@ def main() -> None:
     ap.add_argument("--overlap", type=int, default=4)
     ap.add_argument("--scale", type=float, default=0.5)
     ap.add_argument("--eye", type=int, nargs=2, default=(480, 270), metavar=("W", "H"))
+    ap.add_argument("--smoke", action="store_true", help="8 frames, 128x72 eyes, 4 chunks: checks the script")
     args = ap.parse_args()
+    busy = BUSY_LOOP
+    if args.smoke:
+        args.frames, args.chunk, args.overlap, args.eye, busy = 8, 2, 1, (128, 72), 1_000_000
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     # One thread per worker for the native pools too (OpenMP/BLAS, TFLite's XNNPACK via OMP where it honours it):
@@ -93,7 +101,7 @@ def main() -> None:
     from vr180matte.pipeline.chunk_parallel import run_chunk_parallel
     from vr180matte.runtime.chunks import plan_chunks
 
-    control_before = control_speedup()
+    control_before = control_speedup(busy)
     tmp = Path(tempfile.mkdtemp(prefix="cluster-scaling-"))
     clip = _clip(tmp / "parkour.mp4", args.frames, tuple(args.eye))
     n_chunks = len(plan_chunks(args.frames, args.chunk, args.overlap))
@@ -138,7 +146,7 @@ def main() -> None:
     print(json.dumps({
         "frames": args.frames, "chunks": n_chunks, "eye": list(args.eye), "scale": args.scale,
         "load_avg_1m": round(os.getloadavg()[0], 2), "worker_nice": nice,
-        "control_speedup": [control_before, control_speedup()],  # the machine's own 2-process speedup, before/after
+        "control_speedup": [control_before, control_speedup(busy)],  # the machine's own 2-process speedup, before/after
         "workers_1_s": round(seconds[1], 2), "workers_2_s": round(seconds[2], 2),
         "speedup": round(seconds[1] / seconds[2], 3), "identical": identical,
     }))

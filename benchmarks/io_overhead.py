@@ -9,6 +9,7 @@ The last line of output is one JSON object: {"overhead_ratio": r, "rss_mb_n": a,
 Needs the ffmpeg binary from the imageio-ffmpeg wheel (requirements/dev.txt). Takes ~10 minutes on 2 cores.
 
     .venv/bin/python benchmarks/io_overhead.py [--frames 60] [--width 6144]
+    .venv/bin/python benchmarks/io_overhead.py --smoke     # 8 frames at 256x128: checks the script
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ import av
 import numpy as np
 
 from vr180matte.sample import mux_audio, tone
+
+SMOKE_KEYS = ("overhead_ratio", "rss_mb_n", "rss_mb_4n")
 
 
 def make_clip(path: Path, frames: int, width: int, fps: int = 30) -> Path:
@@ -74,7 +77,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=60, help="4N: frames of the long clip (N = frames / 4)")
     ap.add_argument("--width", type=int, default=6144)
     ap.add_argument("--chunk", type=int, default=0, help="processing.chunk_size for our runs")
+    ap.add_argument("--smoke", action="store_true", help="8 frames at 256x128: checks the script")
     args = ap.parse_args()
+    if args.smoke:
+        args.frames, args.width = 8, 256
     import imageio_ffmpeg
 
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()

@@ -24,6 +24,7 @@ With ``--device cuda`` the torch profiler also runs the engine's hot path (``Mob
 
 The last line of output is one JSON object:
 ``{"device": .., "legacy_ms": .., "resident_ms": .., "speedup": .., "legacy_peak_mb": .., "resident_peak_mb": ..}``.
+``--smoke`` (256-px image, 1 box, 1 call per mode) checks the script; its figures are not measurements.
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ import time
 from pathlib import Path
 
 MODES = {"legacy": dict(as_numpy=True, return_low_res=True), "resident": dict(as_numpy=False, return_low_res=False)}
+
+SMOKE_KEYS = ("device", "legacy_ms", "resident_ms", "speedup", "legacy_peak_mb", "resident_peak_mb")
 
 
 def _setup(args):
@@ -181,10 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="mobile_sam.pt (default: random weights)")
     ap.add_argument("--profile-frames", type=int, default=10, help="CUDA: frames under the torch profiler (0 = off)")
+    ap.add_argument("--smoke", action="store_true", help="256-px image, 1 box, 1 call per mode: checks the script")
     ap.add_argument("--mode", choices=list(MODES), help=argparse.SUPPRESS)  # child process
     ap.add_argument("--profile-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--timing-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.size, args.boxes, args.iters, args.warmup = 256, 1, 1, 0
+        args.profile_frames = min(args.profile_frames, 2)
     if args.iters is None:
         args.iters = 100 if args.device.startswith("cuda") else 20
 

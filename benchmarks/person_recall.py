@@ -18,6 +18,8 @@ and hides behind the other) made into a side-by-side clip (the same frame in bot
 Targets (issue 9): recall >= 0.95, spill <= 0.10.
 
 Usage: ``.venv/bin/python benchmarks/person_recall.py [--frames 200] [--skip-det-sam2] [--keep DIR]``.
+``--smoke`` (1 frame, the annotated frame 0, embedded part only: the det-sam2 pipeline's smoke run is
+``det_sam2_throughput.py --smoke``) checks the script; its figures are not measurements.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ MEDIA = ROOT.parent / "shared" / "media" / "sam2_bedroom_two_children"
 FOUND_COVER = 0.2  # a box is found when alpha > 0.5 covers at least this share of it
 SPILL_PAD = 10  # px around every person box that still counts as "on the person"
 TRACK_IOU = 0.5
+SMOKE_KEYS = ("recall", "spill", "persons", "s_per_frame")
 
 
 def load_boxes(frames: int) -> dict[int, dict[str, list[list[float]]]]:
@@ -172,7 +175,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--skip-det-sam2", action="store_true")
     ap.add_argument("--keep", type=Path, default=None, help="keep the clip and outputs in this folder")
+    ap.add_argument("--smoke", action="store_true", help="1 annotated frame, embedded part only: checks the script")
     ns = ap.parse_args()
+    if ns.smoke:
+        ns.frames, ns.skip_det_sam2 = 1, True
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
 

@@ -7,6 +7,10 @@ every frame) at scale 0.5, refine to full resolution, and print dtSSD against th
 with temporal smoothing. The last line is one JSON object.
 
     .venv/bin/python benchmarks/refine_quality.py [--sequence davis2016_parkour] [--frames 100]
+    .venv/bin/python benchmarks/refine_quality.py --smoke     # 2 frames: checks the script
+
+If the engine part fails, the JSON line says null for its figures and the script exits 1 (a failed part is
+never a silent success).
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ from vr180matte.matte.temporal import TemporalSmoother  # noqa: E402
 from vr180matte.quality.metrics import boundary_f, dtssd, mad  # noqa: E402
 
 MEDIA = REPO.parent / "shared" / "media"
+SMOKE_KEYS = ("bilinear.boundary_f", "bilinear.mad", "refined.boundary_f", "refined.mad", "dtssd_raw",
+              "dtssd_smoothed")
 
 
 def load(seq: str, n: int):
@@ -102,7 +108,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sequence", default="davis2016_parkour")
     ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--smoke", action="store_true", help="2 frames: checks the script")
     args = ap.parse_args()
+    if args.smoke:
+        args.frames = 2
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     res = upscale_part(args.sequence, args.frames)
     try:
@@ -112,6 +121,8 @@ def main() -> None:
         print(f"embedded engine part failed: {type(exc).__name__}: {exc}", flush=True)
         res["dtssd_raw"] = res["dtssd_smoothed"] = None
     print(json.dumps(res))
+    if res["dtssd_raw"] is None:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ Per mode it reports
 Usage: ``.venv/bin/python benchmarks/stereo_consistency.py [--frames 24] [--size 256] [--engine auto|embedded|gt]``.
 ``auto`` uses the embedded engine (mediapipe, bundled models) when it imports, else the ground-truth test doubles
 (which segment perfectly, so only the coupling is measured) and says so. The last line of output is one JSON
-object keyed by mode.
+object keyed by mode. ``--smoke`` (2 frames, the ground-truth doubles as engine) checks the script; its figures
+are not measurements.
 """
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ from vr180matte.track.ids import IdAllocator  # noqa: E402
 from vr180matte.track.view_matter import ViewMatter  # noqa: E402
 
 MODES = ("independent", "master_slave", "joint")
+SMOKE_KEYS = ("independent.stereo_agreement", "independent.iou_gt_left", "independent.iou_gt_right",
+              "master_slave.stereo_agreement", "master_slave.iou_gt_left", "master_slave.iou_gt_right",
+              "joint.stereo_agreement", "joint.iou_gt_left", "joint.iou_gt_right")
 
 
 def build(mode: str, engine: str, clip, method: str, interval: int, crops: bool):
@@ -98,7 +102,10 @@ def main() -> None:
     ap.add_argument("--method", choices=["transfer", "reprocess", "ensemble"], default="transfer")
     ap.add_argument("--detect-interval", type=int, default=5)
     ap.add_argument("--equirect-crops", action="store_true", help="also detect on perspective crops (slower)")
+    ap.add_argument("--smoke", action="store_true", help="2 frames, ground-truth doubles: checks the script")
     args = ap.parse_args()
+    if args.smoke:
+        args.frames, args.engine = 2, "gt"
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
     engine = args.engine

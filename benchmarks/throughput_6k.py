@@ -6,13 +6,16 @@ engine and ProRes 4444 with alpha, at ``processing.scale_factor`` 0.25 and 0.5. 
 command line (the static binary of the imageio-ffmpeg wheel, requirements/dev.txt) decodes the same clip and
 does the same encode (prores_ks 4444, yuva444p10le, 16-bit alpha): the I/O floor.
 
-Our fps is frames / the processing wall time stats.json reports (``concurrency.wall_s``: decode to last encode;
-model loading and the final stream-copy join are printed separately). ``busiest_stage_s`` and ``efficiency``
-(wall / busiest stage: 1.0 = the run goes at the speed of its slowest stage) come from the 0.25 run.
+Like for like: ``fps_025``/``fps_05`` and ``ratio_025`` time our WHOLE command (interpreter start, probe, model
+loading, processing, join, verify: what a user waits for) against ffmpeg's whole command. The processing-only
+figure (stats.json ``concurrency.wall_s``: decode to last encode) is printed beside it as
+``fps_025_processing``/``ratio_025_processing``; ``wall_s``, ``busiest_stage_s`` and ``efficiency`` (processing
+wall / busiest stage: 1.0 = the run goes at the speed of its slowest stage) come from the 0.25 run.
 The last line is one JSON object:
 
     {"fps_025", "fps_05", "ffmpeg_fps", "ratio_025", "busiest_stage_s", "wall_s", "efficiency",
-     "pipeline_efficiency", "core_utilization", "passthrough_fps"}
+     "pipeline_efficiency", "core_utilization", "passthrough_fps", "fps_025_processing", "ratio_025_processing",
+     "command_s"}
 
 The first seven are the issue's. ``pipeline_efficiency`` is wall / the busiest overlapping stage (a thread:
 segment, finish = refine + temporal + quality + composite, encode), ``core_utilization`` the process's CPU
@@ -20,7 +23,8 @@ seconds / (wall x cores) of the 0.25 run, and ``passthrough_fps`` our own pipeli
 (decode, alpha 1, the same encode: no matting at all) on the same clip: the I/O floor inside vr180matte.
 
 Targets on the project's 2 cores: ratio_025 >= 0.5, efficiency <= 1.15. Heavy (tens of minutes on 2 cores):
-run it alone. ``--frames 4 --small`` is a smoke mode (1536x768) for testing the script itself.
+run it alone. ``--frames 4 --small`` is a small mode (1536x768); ``--smoke`` (2 frames, 512x256, scale 0.25)
+only checks the script itself.
 
     .venv/bin/python benchmarks/throughput_6k.py [--frames 30] [--small] [--scales 0.25 0.5]
 """
@@ -37,6 +41,9 @@ from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SMOKE_KEYS = ("fps_025", "fps_05", "ffmpeg_fps", "ratio_025", "busiest_stage_s", "wall_s", "efficiency",
+              "pipeline_efficiency", "core_utilization", "passthrough_fps", "fps_025_processing",
+              "ratio_025_processing", "command_s")
 MEDIA = REPO.parent / "shared" / "media" / "davis2016_parkour" / "JPEGImages"
 
 
@@ -99,7 +106,8 @@ def run_ours(clip: Path, out: Path, scale: float, extra: list[str] = ()) -> dict
     st = stats.get("stereo") or {}
     print(f"  detector runs: {sum(v.get('detections_run', 0) + v.get('detections_supplied', 0) for v in (stats.get('tracks') or {}).values())}"
           f" (per eye, supplied by the stereo stage), vouching: {st.get('vouching')}", file=sys.stderr)
-    return {"frames": frames, "wall_s": wall, "total_s": total, "fps": frames / wall, "stages": stats["stages"],
+    return {"frames": frames, "wall_s": wall, "total_s": total, "fps": frames / total,
+            "fps_processing": frames / wall, "stages": stats["stages"],
             "busiest_stage": conc.get("busiest_stage"), "busiest_stage_s": conc.get("busiest_stage_s"),
             "efficiency": conc.get("efficiency"), "wait_s": conc.get("wait_s"),
             "pipeline_busy_s": conc.get("pipeline_busy_s"), "pipeline_efficiency": conc.get("pipeline_efficiency"),
@@ -113,12 +121,15 @@ def main() -> None:
     ap.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5])
     ap.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="extra config override for our runs (e.g. detection.image_size=1536)")
+    ap.add_argument("--smoke", action="store_true", help="2 frames, 256-px eyes, scale 0.25: checks the script")
     ap.add_argument("--keep", type=Path, default=None, help="keep the clip and outputs in this folder")
     args = ap.parse_args()
     import imageio_ffmpeg
 
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     eye = 768 if args.small else 3072
+    if args.smoke:
+        args.frames, args.scales, eye = 2, [0.25], 256
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -130,8 +141,8 @@ def main() -> None:
         runs = {}
         for s in args.scales:
             r = runs[s] = run_ours(clip, work / f"out_{s}", s, args.extra)
-            print(f"vr180matte scale {s}: {r['frames']} frames, processing wall {r['wall_s']:.1f} s "
-                  f"({r['fps']:.3f} fps), whole command {r['total_s']:.1f} s; busiest {r['busiest_stage']} "
+            print(f"vr180matte scale {s}: {r['frames']} frames, whole command {r['total_s']:.1f} s "
+                  f"({r['fps']:.3f} fps), processing wall {r['wall_s']:.1f} s ({r['fps_processing']:.3f} fps); busiest {r['busiest_stage']} "
                   f"{r['busiest_stage_s']} s, efficiency {r['efficiency']}", flush=True)
             print(f"  busy seconds per stage: {json.dumps(r['stages'])}", flush=True)
             print(f"  queue waits: {json.dumps(r['wait_s'])}", flush=True)
@@ -139,8 +150,8 @@ def main() -> None:
                   f"efficiency {r['pipeline_efficiency']}; process CPU {r['cpu_s']} s, cores "
                   f"{r['core_utilization']} busy", flush=True)
         p = run_ours(clip, work / "out_passthrough", min(args.scales), ["matting.engine=passthrough"])
-        print(f"vr180matte passthrough engine (the same decode and encode, no matting): {p['wall_s']:.1f} s "
-              f"({p['fps']:.3f} fps), process CPU {p['cpu_s']} s", flush=True)
+        print(f"vr180matte passthrough engine (the same decode and encode, no matting): whole command "
+              f"{p['total_s']:.1f} s ({p['fps']:.3f} fps), processing {p['wall_s']:.1f} s, process CPU {p['cpu_s']} s", flush=True)
     q = runs.get(0.25) or next(iter(runs.values()))
     h = runs.get(0.5)
     busiest = q["busiest_stage_s"]
@@ -155,6 +166,9 @@ def main() -> None:
         "pipeline_efficiency": q["pipeline_efficiency"],
         "core_utilization": q["core_utilization"],
         "passthrough_fps": round(p["fps"], 4),
+        "fps_025_processing": round(q["fps_processing"], 4),
+        "ratio_025_processing": round(q["fps_processing"] / ffmpeg_fps, 4),
+        "command_s": round(q["total_s"], 3),
     }))
 
 

@@ -19,7 +19,10 @@ def test_throughput_benchmark_smoke(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     last = json.loads(res.stdout.strip().splitlines()[-1])
     assert set(last) == {"fps_025", "fps_05", "ffmpeg_fps", "ratio_025", "busiest_stage_s", "wall_s", "efficiency",
-                         "pipeline_efficiency", "core_utilization", "passthrough_fps"}
+                         "pipeline_efficiency", "core_utilization", "passthrough_fps", "fps_025_processing",
+                         "ratio_025_processing", "command_s"}
+    # like for like: our whole command is slower than its processing part alone, and the ratio uses the former
+    assert last["fps_025"] < last["fps_025_processing"] and last["ratio_025"] < last["ratio_025_processing"]
     assert 0.99 <= last["pipeline_efficiency"] <= last["efficiency"] and 0 < last["core_utilization"] <= 1.05
     assert last["passthrough_fps"] > last["fps_025"]  # matting costs time: the I/O-only run is faster
     assert last["fps_025"] > 0 and last["ffmpeg_fps"] > 0 and last["fps_05"] is None
