@@ -94,3 +94,45 @@ def test_equirect_detector_recovers_a_stretched_person_the_plain_detector_only_h
     assert best(found) > best(plain) + 0.15, (best(plain), best(found))
     assert best(found) > 0.7
     assert wrapped.stats["crop_replaced"] + wrapped.stats["crop_only"] >= 1
+
+
+def test_equirect_detector_one_batched_pass_with_yolo_equals_image_by_image():
+    """With the real bundled YOLOv8s (which has detect_many) the eye and all its crops go through one batched pass;
+    the detections equal calling the detector image by image; the crop grids are built once per run, not per
+    frame."""
+    from vr180matte.engines.yolo import YoloDetector
+    from vr180matte.runtime.models import bundled_detector_path
+    from vr180matte.stereo import equirect
+
+    torch.set_num_threads(2)
+    clip = make_clip([Person("davis2016_parkour", yaw=lambda t: 0, pitch=lambda t: 0, height_deg=50,
+                             disparity=lambda t: 6.0),
+                      Person("davis2016_parkour", yaw=lambda t: 60, pitch=lambda t: -55, height_deg=45,
+                             disparity=lambda t: 6.0)], frames=2, size=320)
+    yolo = YoloDetector(bundled_detector_path(), "yolov8s", confidence_threshold=0.3, person_classes=(0, 1),
+                        image_size=640, upscale=1.0, source_scale=1.0, batch=8)
+    calls = []
+    real_many = yolo.detect_many
+    yolo.detect_many = lambda images, *a: calls.append(len(images)) or real_many(images, *a)
+    batched = EquirectDetector(yolo)
+    equirect._crop_grid.cache_clear()
+    eye0, eye1 = (torch.from_numpy(clip.left[t]) for t in range(2))
+    got = [batched.detect(eye0), batched.detect(eye1)]
+    n_crops = len(batched.crops)
+    assert calls == [1 + n_crops, 1 + n_crops]  # the eye and its crops together, once a frame
+    info = equirect._crop_grid.cache_info()
+    assert info.misses == n_crops and info.hits == n_crops  # grids built on the first frame, reused on the second
+
+    class OneByOne:  # the same detector without detect_many: the per-image path
+        confidence_threshold, supports_threshold = yolo.confidence_threshold, True
+
+        def detect(self, image, threshold=None):
+            return real_many([image], threshold)[0]
+
+    ref = EquirectDetector(OneByOne())
+    want = [ref.detect(eye0), ref.detect(eye1)]
+    assert sum(len(g) for g in got) >= 2
+    for g, w in zip(got, want):
+        assert len(g) == len(w)
+        for a, b in zip(g, w):
+            assert np.abs(a.box - b.box).max() < 0.05 and abs(a.score - b.score) < 1e-3

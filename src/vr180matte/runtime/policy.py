@@ -41,6 +41,8 @@ class DevicePolicy:
     ``refine_tile``: full-resolution tile side of the tile path.
     ``sam2_state_on_device``: default for ``matting.memory_offload: auto`` (state kept on the device).
     ``detector_batch``: images per detector forward (tiles and crops of a detection frame together).
+    ``detector_warmup``: run the detector's fixed batch shape once when it loads (a GPU's kernel selection and
+    allocator pay it then, not on the first detection frame; on a CPU it would only cost seconds).
     ``cores``: CPU cores available to the process.
     ``encoders``: encoder contexts working on consecutive intra-only frames (ProRes, PNG).
     ``codec_threads``: FFmpeg threads per decoder/encoder context (bounds FFmpeg's frame pools).
@@ -59,6 +61,7 @@ class DevicePolicy:
     codec_threads: int
     torch_threads: int
     reason: str
+    detector_warmup: bool = False
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -82,7 +85,7 @@ def choose_policy(device: torch.device, *, force: str = "auto", cores: int | Non
         return DevicePolicy(
             kind="gpu", device=device, whole_frame=True, refine_tile=4096, sam2_state_on_device=True,
             detector_batch=32, cores=n, encoders=encoders, codec_threads=max(1, min(4, n // 4)),
-            torch_threads=max(1, min(4, n // 4)), reason=reason,
+            torch_threads=max(1, min(4, n // 4)), reason=reason, detector_warmup=gpu,
         )
     # CPU: the matting itself needs the cores; one encoder context with FFmpeg's own threads keeps the I/O
     # from oversubscribing them (on 2 cores, two contexts measured no faster than one).

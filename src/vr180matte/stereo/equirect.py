@@ -15,6 +15,7 @@ and only on detection frames (every ``detect_interval``).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Sequence
@@ -69,6 +70,19 @@ def equirect_to_rays(u: np.ndarray, v: np.ndarray, eye_w: int, eye_h: int, eye_f
     return np.stack([np.cos(lat) * np.sin(lon), -np.sin(lat), np.cos(lat) * np.cos(lon)], -1)
 
 
+@functools.lru_cache(maxsize=32)
+def _crop_grid(H: int, W: int, yaw_deg: float, pitch_deg: float, fov_deg: float, size: int, eye_fov_deg: float,
+               device: str) -> torch.Tensor:
+    """The (1, size, size, 2) grid_sample grid of a perspective crop, on ``device``. Cached: a run's crops keep
+    their direction and size, so the grid is built in numpy once, not on every detection frame (a few MB each;
+    32 kept: both eyes' crops of a run and then some)."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    u, v = _rays_to_equirect(_crop_rays(xs, ys, yaw_deg, pitch_deg, fov_deg, size), W, H, eye_fov_deg)
+    # grid_sample normalised coords (align_corners=False): -1 = left edge of pixel 0.
+    grid = np.stack([u / W * 2 - 1, v / H * 2 - 1], -1).astype(np.float32)
+    return torch.from_numpy(grid).to(device)[None]
+
+
 def perspective_crop(eye: torch.Tensor, yaw_deg: float, pitch_deg: float, fov_deg: float, size: int,
                      eye_fov_deg: float = 180.0) -> torch.Tensor:
     """An undistorted ``size`` x ``size`` pinhole view of the equirect ``eye`` (H, W, 3) uint8.
@@ -77,11 +91,8 @@ def perspective_crop(eye: torch.Tensor, yaw_deg: float, pitch_deg: float, fov_de
     field of view ``fov_deg``. Bilinear sampling on the eye's device; returns uint8 (size, size, 3).
     """
     H, W = eye.shape[:2]
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
-    u, v = _rays_to_equirect(_crop_rays(xs, ys, yaw_deg, pitch_deg, fov_deg, size), W, H, eye_fov_deg)
-    # grid_sample normalised coords (align_corners=False): -1 = left edge of pixel 0.
-    grid = np.stack([u / W * 2 - 1, v / H * 2 - 1], -1).astype(np.float32)
-    g = torch.from_numpy(grid).to(eye.device)[None]
+    g = _crop_grid(int(H), int(W), float(yaw_deg), float(pitch_deg), float(fov_deg), int(size), float(eye_fov_deg),
+                   str(eye.device))
     src = eye.permute(2, 0, 1)[None].float()
     out = F.grid_sample(src, g, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
@@ -185,14 +196,25 @@ class EquirectDetector:
     def supports_threshold(self) -> bool:
         return bool(getattr(self.detector, "supports_threshold", False))
 
-    def detect_crops(self, eye: torch.Tensor, threshold: float | None = None) -> list[Detection]:
-        """Detections found on the perspective crops only, boxes in equirect pixels of ``eye``."""
+    def _detect_all(self, eye: torch.Tensor, threshold: float | None, with_eye: bool
+                    ) -> tuple[list[Detection] | None, list[Detection]]:
+        """(the eye's own detections when ``with_eye``, else None; the crops' detections in equirect pixels).
+
+        A detector with ``detect_many`` (YOLO) looks at the eye and all its crops in one batched pass (one forward
+        batch, one NMS, one download: engines/yolo_batch.py); any other detector is called image by image."""
         H, W = eye.shape[:2]
         size = self._crop_size(H)
+        crops = [perspective_crop(eye, yaw, pitch, self.fov_deg, size, self.eye_fov_deg) for yaw, pitch in self.crops]
+        images = [eye, *crops] if with_eye else crops
+        many = getattr(self.detector, "detect_many", None)
+        if many is not None:
+            found = many(images, threshold) if threshold is not None else many(images)
+        else:
+            found = [detect_at(self.detector, im, threshold) for im in images]
+        full = found[0] if with_eye else None
         out: list[Detection] = []
-        for yaw, pitch in self.crops:
-            crop = perspective_crop(eye, yaw, pitch, self.fov_deg, size, self.eye_fov_deg)
-            for d in detect_at(self.detector, crop, threshold):
+        for (yaw, pitch), dets in zip(self.crops, found[1:] if with_eye else found):
+            for d in dets:
                 cx, cy = 0.5 * (d.box[0] + d.box[2]), 0.5 * (d.box[1] + d.box[3])
                 u, v = _rays_to_equirect(_crop_rays(np.array([cx]), np.array([cy]), yaw, pitch, self.fov_deg, size),
                                          W, H, self.eye_fov_deg)
@@ -211,15 +233,19 @@ class EquirectDetector:
                     continue
                 out.append(Detection(box=box, score=float(d.score), mask=mask))
         self.stats["crop_boxes"] += len(out)
-        return out
+        return full, out
+
+    def detect_crops(self, eye: torch.Tensor, threshold: float | None = None) -> list[Detection]:
+        """Detections found on the perspective crops only, boxes in equirect pixels of ``eye``."""
+        return self._detect_all(eye, threshold, with_eye=False)[1]
 
     def detect(self, image: torch.Tensor, threshold: float | None = None) -> list[Detection]:
         """All persons in the equirect eye ``image``: full-eye detections merged with crop detections.
 
         ``threshold``: passed to the wrapped detector (only when it ``supports_threshold``)."""
         self.stats["calls"] += 1
-        full = detect_at(self.detector, image, threshold)
-        return self.merge(full, self.detect_crops(image, threshold))
+        full, crops = self._detect_all(image, threshold, with_eye=True)
+        return self.merge(full, crops)
 
     def merge(self, full: list[Detection], crops: list[Detection]) -> list[Detection]:
         """Merge crop detections into full-eye ones.

@@ -1,0 +1,97 @@
+"""Everything a detection frame looks at, through the network together: one batched forward, one NMS, one download.
+
+A detection frame asks YOLO about several images: the whole-eye pass of each eye, the tiles of each eye at the
+detection resolution, and the equirect perspective crops (each with a whole pass and tiles of its own). Run one
+by one, that is a forward, an NMS and a device-to-host copy per image or tile batch, each copy a synchronisation
+on a GPU. :class:`NetBatch` collects the network inputs of all of them (each with its own score floor), runs
+them in forwards of at most ``batch`` images of the same shape (the device policy's ``detector_batch``), keeps
+each input's candidates (best class a person class, score above its floor), suppresses duplicates with one
+batched NMS (``torchvision.ops.batched_nms``: inputs never suppress each other), keeps ``max_det`` per input and
+downloads all kept rows at once.
+
+Per input this is what ultralytics' ``non_max_suppression`` (class-agnostic, person classes, ``max_det``) gives
+for that input alone; the batch changes only float rounding of batched kernels (tested on real frames).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from vr180matte.compat.torchvision_ops import ensure_torchvision_ops
+
+
+def _xywh2xyxy(x: torch.Tensor) -> torch.Tensor:
+    """Centre/size boxes to corners, the same ops as ultralytics' ``xywh2xyxy`` (same rounding)."""
+    y = torch.empty_like(x)
+    xy, wh = x[..., :2], x[..., 2:] / 2
+    y[..., :2] = xy - wh
+    y[..., 2:] = xy + wh
+    return y
+
+
+class NetBatch:
+    """Network inputs of one detection frame and what each one stands for (``meta``, kept for the caller)."""
+
+    def __init__(self) -> None:
+        self.inputs: list[torch.Tensor] = []  # (3, h, w) float network inputs
+        self.conf: list[float] = []  # each input's score floor
+        self.meta: list[Any] = []
+
+    def add(self, x: torch.Tensor, conf: float, meta: Any) -> None:
+        self.inputs.append(x)
+        self.conf.append(float(conf))
+        self.meta.append(meta)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def run(self, net: torch.nn.Module, *, batch: int, person_classes: tuple[int, ...], iou: float,
+            max_det: int) -> list[np.ndarray]:
+        """Per input, its detections as (n, 6) float32 rows ``x0 y0 x1 y1 score cls`` in input pixels, best first.
+
+        One NMS over every input's candidates and one download for the whole frame."""
+        ensure_torchvision_ops()
+        from torchvision.ops import batched_nms
+
+        if not self.inputs:
+            return []
+        dev = self.inputs[0].device
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for i, x in enumerate(self.inputs):
+            by_shape.setdefault(tuple(x.shape[-2:]), []).append(i)
+        classes = torch.tensor(person_classes, device=dev)
+        boxes, scores, cls, owner = [], [], [], []
+        for members in by_shape.values():
+            for k in range(0, len(members), batch):
+                idx = members[k : k + batch]
+                preds = net(torch.stack([self.inputs[i] for i in idx]))
+                preds = preds[0] if isinstance(preds, (list, tuple)) else preds
+                p = preds.transpose(-1, -2)  # (B, anchors, 4 + classes)
+                conf, j = p[..., 4:].max(-1)
+                floor = torch.tensor([self.conf[i] for i in idx], device=dev, dtype=conf.dtype)[:, None]
+                keep = (conf > floor) & (j[..., None] == classes).any(-1)
+                b, a = keep.nonzero(as_tuple=True)
+                boxes.append(_xywh2xyxy(p[b, a, :4]))
+                scores.append(conf[b, a])
+                cls.append(j[b, a])
+                owner.append(torch.tensor(idx, device=dev)[b])
+        boxes_t, scores_t = torch.cat(boxes).float(), torch.cat(scores).float()
+        cls_t, owner_t = torch.cat(cls).float(), torch.cat(owner)
+        kept = batched_nms(boxes_t, scores_t, owner_t, iou)  # best first; inputs never suppress each other
+        # max_det per input: rank of each kept row within its input (kept is sorted by score already)
+        own = owner_t[kept]
+        order = torch.sort(own, stable=True).indices
+        counts = torch.bincount(own, minlength=len(self.inputs))
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), device=dev) - starts[own[order]]
+        kept = kept[rank < max_det]
+        rows = torch.cat([owner_t[kept, None].float(), boxes_t[kept], scores_t[kept, None], cls_t[kept, None]], 1)
+        rows = rows.cpu().numpy()  # the one download of the detection frame
+        out = []
+        for i in range(len(self.inputs)):
+            mine = rows[rows[:, 0] == i]
+            out.append(np.ascontiguousarray(mine[:, 1:7], dtype=np.float32))
+        return out
