@@ -36,7 +36,7 @@ def _video_packets(path) -> list[tuple]:
 
 @pytest.mark.parametrize("dtype,bit_depth,threads", [(np.uint8, 8, 1), (np.uint16, 10, 1), (np.uint8, 8, 3)])
 def test_parallel_prores_packets_equal_one_encoder(tmp_path, dtype, bit_depth, threads):
-    """threads=3: each context also runs FFmpeg's frame threads, so packets come back late (still in order)."""
+    """threads=3: slice threads inside each context (their split over the contexts is the writer's)."""
     frames = _frames(len(VFR_PTS), dtype=dtype)
     paths = {}
     for n in (1, 3):

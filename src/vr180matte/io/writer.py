@@ -122,7 +122,10 @@ class SegmentWriter:
         #: intra-only codecs: N contexts on consecutive frames (None: the stream's own context, inline)
         self._pool: EncodePool | FilePool | None = None
         self.encoders = max(1, int(encoders)) if self.spec.intra else 1
-        self.threads = int(threads)  # FFmpeg threads per context (0 = FFmpeg's choice: one per core)
+        #: FFmpeg threads of the writer, split over its contexts (0 = FFmpeg's choice, one per core, for a single
+        #: context; parallel contexts then get one each, or they would oversubscribe the cores N times)
+        self.threads = int(threads)
+        self.context_threads = max(1, self.threads // self.encoders) if self.encoders > 1 else self.threads
         self.encoder_reason = "CPU run"
         self._builders: dict[int, PlaneBuilder] = {}  # id(encoder context) -> its reused frame (yuva444p10le)
         # The reader converted YUV->RGB with the input's tagged matrix; encode back with the same matrix and the
@@ -134,7 +137,7 @@ class SegmentWriter:
         if self.spec.is_sequence:
             self._open_png()
         else:
-            self._open_av(crf, preset, threads, hardware)
+            self._open_av(crf, preset, self.context_threads, hardware)
 
     @property
     def busy_s(self) -> float:
@@ -227,7 +230,10 @@ class SegmentWriter:
             if self._color.get(key) not in (None, 0, _UNSPECIFIED):
                 setattr(cc, key, self._color[key])
         cc.time_base = self.time_base
-        cc.thread_type = "AUTO"
+        # Intra-only codecs thread by slices: frame threads would each hold a frame (151 MB at 6K in
+        # yuva444p10le: 16 threads, 2.4 GB) and keep the reused frame of io/planes.py referenced, so it would be
+        # copied every picture; parallel contexts supply the frame-level parallelism instead
+        cc.thread_type = "SLICE" if self.spec.intra else "AUTO"
         cc.thread_count = threads
         return cc
 

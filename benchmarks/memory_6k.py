@@ -1,0 +1,124 @@
+"""Peak host memory of the I/O path at 6144x3072 for N and 4N frames, with FFmpeg told to use 16 threads.
+
+Each figure is one ``vr180matte`` run in its own process (peak RSS from ``wait4``'s rusage, so nothing else in
+this process counts) on a synthetic SBS clip: decode -> frame matter -> ProRes 4444 with alpha, with the
+passthrough engine (alpha = 1: the models are not what this measures; their memory has its own benchmarks),
+the default config otherwise, and the machine made to look like the 16-core H200 host of issue 20: the device
+policy sees 16 cores (``hardware.policy=gpu``: 8 encoder contexts, FFmpeg threads from the policy) and the
+reader and the encoders run 16 FFmpeg threads each. The child also reports tracemalloc's peak (numpy frames
+in flight; FFmpeg's own buffers are not traced) and its glibc arena cap.
+
+Runs: the default (MALLOC_ARENA_MAX as the product sets it) at N and 4N, and N with glibc's default arena
+cap as on a 16-core machine (8 x 16 = 128) to show what bounding the arenas is worth.
+Targets (issue 20): peak <= 4096 MB and 4N / N <= 1.1. Last line: one JSON object (SMOKE_KEYS first).
+
+    flock /tmp/vr180-heavy.lock nice .venv/bin/python benchmarks/memory_6k.py [--frames 8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+SMOKE_KEYS = ("frames_n", "rss_mb_n", "rss_mb_4n", "threads", "ratio", "py_peak_mb_n", "met")
+
+THREADS = 16
+
+
+def make_clip(path: Path, frames: int, width: int, height: int) -> Path:
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=Fraction(30))
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.options = {"preset": "ultrafast", "crf": "23"}
+        for i in range(frames):
+            for p in vs.encode(av.VideoFrame.from_ndarray(np.roll(base, 4 * i, axis=1), format="rgb24")):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+    return path
+
+
+def child(clip: str, out_dir: str) -> None:
+    """One pipeline run as on a 16-core machine; prints one JSON line with tracemalloc's peak."""
+    import tracemalloc
+
+    import vr180matte.runtime.policy as policy
+
+    policy.available_cores = lambda: THREADS  # the policy (encoders, FFmpeg threads) and the decoder rule see 16
+    import vr180matte.io.reader as reader
+
+    orig = reader.FrameReader.__init__
+
+    def with_threads(self, *a, **k):  # the reader told to use 16 threads, as on the 16-core host
+        k["threads"] = THREADS
+        orig(self, *a, **k)
+
+    reader.FrameReader.__init__ = with_threads
+    from vr180matte.pipeline import run
+
+    tracemalloc.start()
+    result = run(clip, out_dir=out_dir, overrides=["hardware.device=cpu", "hardware.policy=gpu",
+                                                   "matting.engine=passthrough"], quiet=True)
+    _, peak = tracemalloc.get_traced_memory()
+    print(json.dumps({"py_peak_mb": round(peak / 2**20, 1), "io": result.stats.get("io"),
+                      "frames": result.stats["frames_out"]}))
+
+
+def measure(clip: Path, out_dir: Path, arenas: str | None) -> dict:
+    env = dict(os.environ)
+    env.pop("MALLOC_ARENA_MAX", None)
+    if arenas is not None:
+        env["MALLOC_ARENA_MAX"] = arenas
+    proc = subprocess.Popen([sys.executable, __file__, "--child", str(clip), str(out_dir)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"run failed:\n{err[-3000:]}")
+    rep = json.loads(out.strip().splitlines()[-1])
+    rep["rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    return rep
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return child(sys.argv[2], sys.argv[3])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=8, help="N (the long run has 4N)")
+    ap.add_argument("--width", type=int, default=6144)
+    ap.add_argument("--smoke", action="store_true", help="tiny run (512x256, N=2)")
+    args = ap.parse_args()
+    if args.smoke:
+        args.width, args.frames = 512, 2
+    n, w = args.frames, args.width
+    with tempfile.TemporaryDirectory(prefix="vr180-mem6k-") as tmp:
+        t = Path(tmp)
+        clip_n = make_clip(t / "n.mp4", n, w, w // 2)
+        clip_4n = make_clip(t / "4n.mp4", 4 * n, w, w // 2)
+        a = measure(clip_n, t / "o1", None)
+        print(f"{n} frames: peak RSS {a['rss_mb']} MB (tracemalloc peak {a['py_peak_mb']} MB)", flush=True)
+        b = measure(clip_4n, t / "o2", None)
+        print(f"{4 * n} frames: peak RSS {b['rss_mb']} MB (tracemalloc peak {b['py_peak_mb']} MB)", flush=True)
+        c = None if args.smoke else measure(clip_n, t / "o3", "128")  # the smoke run stays short
+        if c is not None:
+            print(f"{n} frames, MALLOC_ARENA_MAX=128: peak RSS {c['rss_mb']} MB", flush=True)
+    ratio = round(b["rss_mb"] / a["rss_mb"], 3)
+    out = {"frames_n": n, "rss_mb_n": a["rss_mb"], "rss_mb_4n": b["rss_mb"], "threads": THREADS, "ratio": ratio,
+           "py_peak_mb_n": a["py_peak_mb"], "py_peak_mb_4n": b["py_peak_mb"], "rss_mb_n_arenas_128": c and c["rss_mb"],
+           "width": w, "height": w // 2, "target_mb": 4096, "target_ratio": 1.1,
+           "met": bool(max(a["rss_mb"], b["rss_mb"]) <= 4096 and ratio <= 1.1), "io": a["io"]}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
