@@ -4,8 +4,8 @@ Each figure is one ``vr180matte`` run in its own process (peak RSS from ``wait4`
 this process counts) on a synthetic SBS clip: decode -> frame matter -> ProRes 4444 with alpha, with the
 passthrough engine (alpha = 1: the models are not what this measures; their memory has its own benchmarks),
 the default config otherwise, and the machine made to look like the 16-core H200 host of issue 20: the device
-policy sees 16 cores (``hardware.policy=gpu``: 8 encoder contexts, FFmpeg threads from the policy) and the
-reader and the encoders run 16 FFmpeg threads each. The child also reports tracemalloc's peak (numpy frames
+policy sees 16 cores (``hardware.policy=gpu``: 8 encoder contexts) and the reader and the encoders are given 16
+FFmpeg threads each (the writer splits its 16 over its contexts). The child also reports tracemalloc's peak (numpy frames
 in flight; FFmpeg's own buffers are not traced) and its glibc arena cap.
 
 Runs: the default (MALLOC_ARENA_MAX as the product sets it) at N and 4N, and N with glibc's default arena
@@ -64,6 +64,15 @@ def child(clip: str, out_dir: str) -> None:
         orig(self, *a, **k)
 
     reader.FrameReader.__init__ = with_threads
+    import vr180matte.io.writer as writer
+
+    orig_w = writer.SegmentWriter.__init__
+
+    def writer_threads(self, *a, **k):  # and the encoders: 16 FFmpeg threads, split over the contexts
+        k["threads"] = THREADS
+        orig_w(self, *a, **k)
+
+    writer.SegmentWriter.__init__ = writer_threads
     from vr180matte.pipeline import run
 
     tracemalloc.start()
@@ -94,7 +103,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=8, help="N (the long run has 4N)")
+    # N must exceed what the path buffers (read-ahead + stage queues + encoder contexts, ~15 frames), or the
+    # short run never fills its buffers and the comparison measures the filling, not growth with length
+    ap.add_argument("--frames", type=int, default=16, help="N (the long run has 4N)")
     ap.add_argument("--width", type=int, default=6144)
     ap.add_argument("--smoke", action="store_true", help="tiny run (512x256, N=2)")
     args = ap.parse_args()

@@ -66,7 +66,8 @@ def test_a_cpu_only_machine_never_tries_nvdec(tmp_path, monkeypatch):
     monkeypatch.setattr(av.codec.hwaccel, "hwdevices_available", refuse)
     reader = FrameReader(path, probe(path), cores=1, threads=1)
     assert len(list(reader)) == 3
-    assert reader.decoder == {"name": "hevc (CPU)", "hardware": False, "threads": 1, "reason": "CPU run"}
+    assert reader.decoder == {"name": "hevc (CPU)", "hardware": False, "threads": 1, "threads_asked": 1,
+                              "read_ahead": 8, "reason": "CPU run"}
 
 
 def test_cuda_run_with_many_cores_reads_on_the_cpu(tmp_path, monkeypatch):

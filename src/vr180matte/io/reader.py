@@ -19,6 +19,7 @@ from typing import Iterator
 import av
 import numpy as np
 
+from vr180matte.io import budget
 from vr180matte.io.errors import InputError
 from vr180matte.io.hwaccel import open_for
 from vr180matte.io.probe import VideoInfo
@@ -86,9 +87,13 @@ class FrameReader:
         if read_ahead < 1:
             raise ValueError("read_ahead must be >= 1")
         self.start, self.end = start, end
-        self.read_ahead = read_ahead
-        self.threads = threads
-        self._queue: queue.Queue = queue.Queue(maxsize=read_ahead)
+        # host memory bounded by frame size (io/budget.py): at 6K, 8 queued RGB frames are 432 MB and 16 FFmpeg
+        # frame threads ~725 MB, so both counts are capped there; small frames keep what was asked
+        wide = 2 if self.rgb_format == "rgb48le" else 1
+        self.read_ahead = budget.read_ahead(read_ahead, info.width, info.height, wide)
+        self.threads_asked = threads
+        self.threads = budget.decoder_threads(threads, info.width, info.height, info.bit_depth)
+        self._queue: queue.Queue = queue.Queue(maxsize=self.read_ahead)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: frames the decode thread has produced (for tests and progress); at most read_ahead + 1 ahead of the consumer
@@ -182,7 +187,8 @@ class FrameReader:
             cc.thread_type = "AUTO"
             cc.thread_count = self.threads
             self.decoder = {"name": f"{cc.name} ({'NVDEC' if choice.hardware else 'CPU'})",
-                            "hardware": choice.hardware, "threads": self.threads, "reason": choice.reason}
+                            "hardware": choice.hardware, "threads": self.threads, "threads_asked": self.threads_asked,
+                            "read_ahead": self.read_ahead, "reason": choice.reason}
             next_index = 0
             if self.start > 0:
                 if use_pts:

@@ -37,6 +37,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vr180matte.io import budget
 from vr180matte.io.codecs import CODECS as _TABLE
 from vr180matte.io.codecs import get_codec
 from vr180matte.io.errors import OutputError
@@ -121,7 +122,9 @@ class SegmentWriter:
         self._stream = None
         #: intra-only codecs: N contexts on consecutive frames (None: the stream's own context, inline)
         self._pool: EncodePool | FilePool | None = None
-        self.encoders = max(1, int(encoders)) if self.spec.intra else 1
+        # intra-only codecs only; as many contexts as io/budget.py's host-memory budget affords at this size
+        self.encoders_asked = max(1, int(encoders)) if self.spec.intra else 1
+        self.encoders = budget.encoder_contexts(self.encoders_asked, width, height)
         #: FFmpeg threads of the writer, split over its contexts (0 = FFmpeg's choice, one per core, for a single
         #: context; parallel contexts then get one each, or they would oversubscribe the cores N times)
         self.threads = int(threads)
@@ -190,6 +193,8 @@ class SegmentWriter:
                                          preset, threads) for _ in range(self.encoders - 1)]
             self._pool = EncodePool(contexts, self._encode_job, self._mux)
             self.encoder_reason += f"; {self.encoders} {self.spec.encoder} contexts on consecutive frames"
+        if self.encoders < self.encoders_asked:
+            self.encoder_reason += f" ({self.encoders_asked} asked; host-memory budget at {self.width}x{self.height})"
         if self.pix_fmt == "yuva444p10le":
             # one reused frame per context, its planes written straight (io/planes.py), no swscale
             self._builders = {id(c): PlaneBuilder(self.width, self.height, self._sws_colorspace) for c in contexts}

@@ -1,0 +1,52 @@
+"""Host-memory budgets of the I/O path: how many frames, FFmpeg threads and encoder contexts a frame size affords.
+
+Why: what the I/O path holds grows with the frame size times a count the machine chooses (read-ahead frames,
+FFmpeg's frame threads, parallel encoder contexts). At 6144x3072 on the 16-core H200 host, counts sized by
+cores alone took the run to 10-13 GB (issue 20). Measured on 6144x3072 (benchmarks/memory_6k.py, docs/io.md):
+
+* the decoder: H.264 with 16 frame threads held ~725 MB more than with 1 (each thread keeps its own picture
+  and references), about 1.6 decoded YUV frames per thread;
+* a ProRes 4444 encoder context: ~440 MB with a frame of noisy content (the reused ``yuva444p10le`` frame,
+  151 MB, plus the packet buffer FFmpeg sizes for the worst case and the coded packet, up to 128 MB);
+* a read-ahead frame: 54 MB (RGB, 8-bit), 108 MB for a 10-bit source read as 16-bit.
+
+Each count is capped so its part stays within its budget below (together ~2.5 GB, leaving the rest of a 4 GB
+host budget to the stage queues, the models' host side and the interpreter), and never below what keeps the
+path working (1 context, 2 threads, 2 frames). Small frames are not capped in practice: at 1920x960 the
+caps are far above any core count.
+"""
+from __future__ import annotations
+
+MB = 2**20
+DECODER_BUDGET = 512 * MB  # FFmpeg's decoder threads (frame pools)
+ENCODER_BUDGET = 1536 * MB  # parallel ProRes/PNG contexts
+READ_AHEAD_BUDGET = 256 * MB  # decoded RGB frames queued ahead of the stages
+
+#: measured multipliers (module docstring)
+DECODER_FRAMES_PER_THREAD = 1.6  # decoded YUV frames each decoder thread holds
+ENCODER_FRAMES_PER_CONTEXT = 2.9  # yuva444p10le frames' worth each ProRes context holds (440 / 151 MB)
+
+
+def _yuv420_bytes(width: int, height: int, bit_depth: int) -> int:
+    return int(width * height * 1.5 * (2 if bit_depth > 8 else 1))
+
+
+def decoder_threads(threads: int, width: int, height: int, bit_depth: int = 8) -> int:
+    """FFmpeg decoder threads for ``threads`` asked (0 = one per core, as FFmpeg does) within DECODER_BUDGET."""
+    from ..runtime.policy import available_cores
+
+    asked = threads if threads > 0 else available_cores()
+    per_thread = DECODER_FRAMES_PER_THREAD * _yuv420_bytes(width, height, bit_depth)
+    return max(2, min(asked, int(DECODER_BUDGET // per_thread))) if asked > 1 else 1
+
+
+def encoder_contexts(n: int, width: int, height: int) -> int:
+    """Parallel encoder contexts for ``n`` asked, within ENCODER_BUDGET (yuva444p10le: 8 bytes a pixel)."""
+    per_context = ENCODER_FRAMES_PER_CONTEXT * width * height * 8
+    return max(1, min(int(n), int(ENCODER_BUDGET // per_context)))
+
+
+def read_ahead(frames: int, width: int, height: int, bytes_per_sample: int = 1) -> int:
+    """Decoded frames queued ahead for ``frames`` asked, within READ_AHEAD_BUDGET (RGB)."""
+    per_frame = width * height * 3 * bytes_per_sample
+    return max(2, min(int(frames), int(READ_AHEAD_BUDGET // per_frame))) if frames > 1 else 1
