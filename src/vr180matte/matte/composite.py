@@ -19,10 +19,12 @@ def channels(mode: str) -> int:
 
 
 def _bg(background, device) -> torch.Tensor:
-    bg = torch.as_tensor(list(background), dtype=torch.float32, device=device)
-    if bg.numel() != 3 or bool(((bg < 0) | (bg > 255)).any()):
+    """The background colour as a (3,) float tensor on ``device``; checked on the host values (reading a device
+    tensor back to check it would synchronise every frame), copied without blocking."""
+    vals = [float(v) for v in background]
+    if len(vals) != 3 or not all(0 <= v <= 255 for v in vals):
         raise ValueError(f"background colour must be three values in 0..255, got {list(background)}")
-    return bg
+    return torch.tensor(vals, dtype=torch.float32).to(device, non_blocking=True)
 
 
 @torch.no_grad()
@@ -35,7 +37,9 @@ def compose(
     premultiplied: bool = False,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``rgb`` (H, W, 3) uint8 or uint16 + ``alpha`` (H, W) float in [0, 1] -> frame of the same dtype and device.
+    """``rgb`` (..., H, W, 3) uint8 or uint16 + ``alpha`` (..., H, W) float in [0, 1] -> frame of the same dtype
+    and device. Leading dimensions are a batch (both eyes as one (2, H, W, 3) view of the SBS frame): every
+    operation is per pixel, so a batch is one pass and equals composing each image.
 
     ``mode="alpha"``: (H, W, 4) RGBA; colour straight, or multiplied by alpha when ``premultiplied``.
     ``mode="greenscreen"``: (H, W, 3) ``rgb * a + background * (1 - a)``. Values are rounded, not truncated,
@@ -43,19 +47,19 @@ def compose(
     (a >8-bit source decoded as 16-bit RGB) keeps 16 bits: alpha is written at 0..65535 and ``background``
     (always given in 0..255) is scaled by 257, so 10-bit colour reaches the encoder intact.
 
-    ``out``: an (H, W, 4 or 3) tensor of the frame's dtype (e.g. one eye's view of the whole output frame) to write
-    the result into and return; the eyes of an SBS frame are then composed straight into it, with no joined
-    full-frame alpha and no concatenation (the same values).
+    ``out``: an (..., H, W, 4 or 3) tensor of the frame's dtype (e.g. one eye's view, or both eyes' (2, H, W, C)
+    view, of the whole output frame) to write the result into and return; the eyes of an SBS frame are then
+    composed straight into it, with no joined full-frame alpha and no concatenation (the same values).
     """
     if mode not in MODES:
         raise ValueError(f"output.format must be one of {', '.join(MODES)}, got {mode!r}")
-    if rgb.dim() != 3 or rgb.shape[2] != 3 or rgb.dtype not in (torch.uint8, torch.uint16):
+    if rgb.dim() < 3 or rgb.shape[-1] != 3 or rgb.dtype not in (torch.uint8, torch.uint16):
         raise ValueError(f"compose expects an (H, W, 3) uint8 or uint16 frame, got {tuple(rgb.shape)} {rgb.dtype}")
-    if tuple(alpha.shape) != tuple(rgb.shape[:2]):
-        raise ValueError(f"alpha {tuple(alpha.shape)} does not match the frame {tuple(rgb.shape[:2])}")
+    if tuple(alpha.shape) != tuple(rgb.shape[:-1]):
+        raise ValueError(f"alpha {tuple(alpha.shape)} does not match the frame {tuple(rgb.shape[:-1])}")
     top = 255.0 if rgb.dtype == torch.uint8 else 65535.0
     a = alpha.to(rgb.device, torch.float32).clamp(0, 1)
-    if out is not None and (tuple(out.shape) != (*rgb.shape[:2], channels(mode)) or out.dtype != rgb.dtype):
+    if out is not None and (tuple(out.shape) != (*rgb.shape[:-1], channels(mode)) or out.dtype != rgb.dtype):
         raise ValueError(
             f"out {tuple(out.shape)} {out.dtype} does not fit a {mode} frame of {tuple(rgb.shape)} {rgb.dtype}"
         )
@@ -67,7 +71,7 @@ def compose(
         else:
             c = rgb
         if out is None:
-            return torch.cat([c, aq.to(rgb.dtype)[..., None]], dim=2)
+            return torch.cat([c, aq.to(rgb.dtype)[..., None]], dim=-1)
         out[..., :3] = c
         out[..., 3] = aq
         return out
@@ -82,13 +86,11 @@ def compose(
 @torch.no_grad()
 def compose_batch(rgb: torch.Tensor, alpha: torch.Tensor, **kw) -> torch.Tensor:
     """Both eyes (any batch) in one call: ``rgb`` (B, H, W, 3) + ``alpha`` (B, H, W) -> (B, H, W, C), with the
-    same keywords as :func:`compose`. Every operation of :func:`compose` is per pixel, so the batch is stacked
-    into one taller frame and composed in one pass: the result equals composing each eye."""
+    same keywords as :func:`compose` (which takes the batch as leading dimensions, in one pass, no reshaping
+    copy of a strided view): the result equals composing each eye."""
     if rgb.dim() != 4 or tuple(alpha.shape) != tuple(rgb.shape[:3]):
         raise ValueError(
             f"compose_batch expects (B, H, W, 3) frames and (B, H, W) alphas, got {tuple(rgb.shape)} and "
             f"{tuple(alpha.shape)}"
         )
-    B, H, W = alpha.shape
-    out = compose(rgb.reshape(B * H, W, rgb.shape[3]), alpha.reshape(B * H, W), **kw)
-    return out.reshape(B, H, W, out.shape[-1])
+    return compose(rgb, alpha, **kw)

@@ -9,9 +9,14 @@ and the current alpha passes through untouched, so moving edges do not trail.
 Where the work happens: every decision (motion, the correction gate) is made on small grids (the guide at
 its analysis size; the processing-resolution eye is enough, the full-resolution frame is never needed). The
 full-resolution alpha is touched once to find where it changed at all (``prev - alpha``: an alpha that is
-exactly 0 or 1 in both frames does not change), and the blend runs only in blocks that hold a change, which
-for a refined matte is the thin edge band. The result is the same as blending everywhere: elsewhere the
-change, and so the blend, is exactly 0.
+exactly 0 or 1 in both frames does not change). Then, by the device policy (``DevicePolicy.whole_frame``):
+
+* block path (CPU): the blend runs only in blocks that hold a change, which for a refined matte is the thin
+  edge band; deciding which blocks reads the change map back to the host;
+* whole-frame path (GPU): one pass over both eyes (upsample the weight, one multiply-add, snap through
+  ``torch.where``), no block loop and no host read, so the op count does not depend on the people.
+
+The result is the same either way (tested): outside the changed blocks the change, and so the blend, is 0.
 
 State per eye: the previous output alpha (full resolution, needed to blend) and the previous guide at a
 small analysis size; nothing grows with the video. One smoother serves one eye (:meth:`step`) or a fixed
@@ -34,11 +39,17 @@ _SNAP = 1.0 / 512
 _BLOCK = 192  # full-resolution blocks (a multiple of the analysis cell near this size) are blended or skipped
 
 
-def _small_gray(guide: torch.Tensor) -> torch.Tensor:
-    """(..., H, W, 3) uint8 -> (B, 1, h, w) grey in [0, 1] at the analysis size (longest side <= 256)."""
+def _small_gray(guide: torch.Tensor, host_ok: bool = True) -> torch.Tensor:
+    """(..., H, W, 3) uint8 -> (B, 1, h, w) grey in [0, 1] at the analysis size (longest side <= 256).
+    ``host_ok=False`` (whole-frame path): torch ops only, no numpy round trip and no constant uploaded."""
     g = guide if guide.dim() == 4 else guide[None]
     H, W = g.shape[1:3]
     k = max(1, -(-max(H, W) // _ANALYSIS_SIDE))
+    if not host_ok:
+        g = g.permute(0, 3, 1, 2).float()
+        g = F.avg_pool2d(g, k, ceil_mode=True) if k > 1 else g
+        r, gr, b = g.unbind(1)
+        return (r * 0.299 + gr * 0.587 + b * 0.114)[:, None] / 255.0
     if k > 1 and g.device.type == "cpu" and g.dtype == torch.uint8 and H % k == 0 and W % k == 0:
         # a full-resolution guide on the CPU: OpenCV's integer area resize on 16-bit values instead of a float
         # copy of the whole frame (the same means to 2e-6; see refine._pool_guide)
@@ -53,6 +64,16 @@ def _small_gray(guide: torch.Tensor) -> torch.Tensor:
     return (g * w).sum(1, keepdim=True) / 255.0  # (B, 1, h, w)
 
 
+def _blend_whole(alphas, delta, still, gate, weight: float) -> torch.Tensor:
+    """The whole-frame blend: ``alpha + weight * up(still) * up(gate) * delta`` over the batch, snapped. The same
+    bilinear upsampling (``align_corners=False``) as the block path's per-block sampling."""
+    size = alphas.shape[1:]
+    w = F.interpolate(still, size=size, mode="bilinear", align_corners=False).mul_(weight)
+    w = w.mul_(F.interpolate(gate, size=size, mode="bilinear", align_corners=False))[:, 0]
+    o = alphas + w * delta
+    return torch.where(o < _SNAP, 0.0, torch.where(o > 1 - _SNAP, 1.0, o))
+
+
 class TemporalSmoother:
     """``step(alpha, guide)`` returns the smoothed alpha (same shape/device); ``reset()`` at a cut or chunk
     start. ``strength`` 0..1 (0 or ``enabled=False`` passes alpha through unchanged).
@@ -62,11 +83,12 @@ class TemporalSmoother:
     refiner gives it; values that did not change are returned as they are.
     """
 
-    def __init__(self, *, strength: float = 0.5, enabled: bool = True) -> None:
+    def __init__(self, *, strength: float = 0.5, enabled: bool = True, whole_frame: bool = False) -> None:
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"refine.temporal_strength must be in 0..1, got {strength}")
         self.strength = float(strength)
         self.enabled = bool(enabled) and strength > 0
+        self.whole_frame = bool(whole_frame)  # DevicePolicy.whole_frame: one pass, no block loop, no host read
         self._prev_alpha: torch.Tensor | None = None  # (B, H, W)
         self._prev_gray: torch.Tensor | None = None  # (B, 1, h, w)
         self.last_stats: dict = {}
@@ -93,7 +115,7 @@ class TemporalSmoother:
                 f"step_batch expects (B, H, W) alphas and (B, h, w, 3) guides, got {tuple(alphas.shape)} "
                 f"and {tuple(guides.shape)}"
             )
-        gray = _small_gray(guides)
+        gray = _small_gray(guides, host_ok=not self.whole_frame)
         prev_a, prev_g = self._prev_alpha, self._prev_gray
         if prev_a is None or prev_a.shape != alphas.shape or prev_g.shape != gray.shape:
             self._prev_alpha, self._prev_gray = alphas.clone(), gray
@@ -111,6 +133,11 @@ class TemporalSmoother:
         cell = F.avg_pool2d(cell, k, ceil_mode=True) if k > 1 else cell  # (B, 1, ch, cw)
         area = F.avg_pool2d(cell, 9, stride=1, padding=4, count_include_pad=False)
         gate = (1.0 - (area - 0.3).clamp(min=0) / 0.2).clamp(0, 1)
+        if self.whole_frame:
+            out = _blend_whole(alphas, delta, still, gate, self.strength * _MAX_WEIGHT)
+            self.last_stats = {"blocks": 1, "blocks_blended": 1, "whole_frame": True}
+            self._prev_alpha, self._prev_gray = out, gray
+            return out
         # Blocks of whole analysis cells: a block whose cells saw no change keeps alpha as it is.
         m = max(1, _BLOCK // k)
         ch, cw = cell.shape[2:]
