@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from vr180matte.io import encoder_config
 from vr180matte.io.errors import OutputError
 from vr180matte.io.writer import SegmentWriter
 
@@ -294,13 +295,13 @@ def test_nvenc_refusal_falls_back_to_the_cpu_encoder_with_a_warning(tmp_path, ca
     monkeypatch.setattr(av, "codecs_available", set(av.codecs_available) | {hw})
     opened = []
 
-    def refuse(self, encoder, *a):
+    def refuse(settings, container, encoder):
         opened.append(encoder)
         raise av.error.ExternalError(1, "OpenEncodeSessionEx failed: unsupported device (2): (no details)")
 
-    monkeypatch.setattr(SegmentWriter, "_open_hardware", refuse)
+    monkeypatch.setattr(encoder_config, "open_hardware", refuse)
     path = tmp_path / f"hw_{codec}.mp4"
-    with caplog.at_level("WARNING", logger="vr180matte.io.writer"):
+    with caplog.at_level("WARNING", logger="vr180matte.io.encoder_config"):
         for _ in range(2):  # a run opens a writer per chunk: the warning is given once
             with SegmentWriter(path, codec, W, H, TB, Fraction(30), preset="ultrafast", hardware=True) as w:
                 for i in range(3):
@@ -314,10 +315,10 @@ def test_nvenc_refusal_falls_back_to_the_cpu_encoder_with_a_warning(tmp_path, ca
 
 
 def test_a_cpu_run_never_opens_nvenc(tmp_path, monkeypatch):
-    def refuse(self, *a):
+    def refuse(*a):
         raise AssertionError("NVENC opened on a CPU run")
 
-    monkeypatch.setattr(SegmentWriter, "_open_hardware", refuse)
+    monkeypatch.setattr(encoder_config, "open_hardware", refuse)
     with SegmentWriter(tmp_path / "c.mp4", "h264", W, H, TB, Fraction(30), preset="ultrafast") as w:
         w.write(_rgba(0)[..., :3], 0, 0)
     assert w.encoder == "libx264" and w.encoder_reason == "CPU run"

@@ -40,20 +40,13 @@ import numpy as np
 from vr180matte.io import budget
 from vr180matte.io.codecs import CODECS as _TABLE
 from vr180matte.io.codecs import get_codec
+from vr180matte.io.encoder_config import EncoderSettings, open_stream, sws_colorspace, swscale_frame
 from vr180matte.io.errors import OutputError
 from vr180matte.io.parallel_encode import EncodePool, FilePool
 from vr180matte.io.planes import PlaneBuilder
 from vr180matte.io.planes import supports as planes_support
 
 log = logging.getLogger(__name__)
-_warned: set[tuple[str, str]] = set()  # (warning, folder) already said: every chunk of a run opens writers
-
-
-def _warn_once(folder: Path, msg: str, *args) -> None:
-    text = msg % args
-    if (text, str(folder)) not in _warned:
-        _warned.add((text, str(folder)))
-        log.warning(text)
 
 CODECS = tuple(_TABLE)
 
@@ -77,9 +70,15 @@ def container_suffix(codec: str) -> str:
     return get_codec(codec).suffix
 
 
-_UNSPECIFIED = 2  # AVCOL_SPC_UNSPECIFIED
-#: AVColorSpace (stream tag) -> swscale colour matrix (SWS_CS_*)
-_SWS_COLORSPACE = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+def write_png(folder: Path, image: np.ndarray, index: int) -> None:
+    """``{index:06d}.png`` in ``folder``; cv2 writes uint16 arrays as 16-bit PNG, so a 10-bit source keeps its
+    precision."""
+    import cv2
+
+    code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
+    target = folder / f"{index:06d}.png"
+    if not cv2.imwrite(str(target), cv2.cvtColor(image, code)):
+        raise OutputError(f"cannot write {target}; check free space and permissions")
 
 
 class SegmentWriter:
@@ -134,13 +133,14 @@ class SegmentWriter:
         # The reader converted YUV->RGB with the input's tagged matrix; encode back with the same matrix and the
         # same tags, or players (which assume BT.709 for HD and larger when untagged) shift the colours.
         # Untagged input stays untagged and uses swscale's default, exactly as it was read.
-        spc = int((color or {}).get("colorspace") or _UNSPECIFIED)
-        self._sws_colorspace = _SWS_COLORSPACE.get(spc) if spc != _UNSPECIFIED else None
-        self._color = dict(color or {}) if self._sws_colorspace is not None else {}
+        self._sws_colorspace = sws_colorspace(color)
+        self._settings = EncoderSettings(
+            self.spec, self.pix_fmt, self.width, self.height, self.fps, self.time_base,
+            dict(color or {}) if self._sws_colorspace is not None else {}, crf, preset, self.context_threads)
         if self.spec.is_sequence:
             self._open_png()
         else:
-            self._open_av(crf, preset, self.context_threads, hardware)
+            self._open_av(hardware)
 
     @property
     def busy_s(self) -> float:
@@ -158,39 +158,15 @@ class SegmentWriter:
         if self.encoders > 1:
             self._pool = FilePool(self.encoders, lambda item: self._write_png(*item))
 
-    def _open_av(self, crf: int, preset: str, threads: int, hardware: bool) -> None:
-        options = mov_options(self.time_base)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._container = av.open(str(self.path), "w", format=self.spec.container, options=options)
-        except (OSError, av.error.FFmpegError) as exc:
-            raise OutputError(f"cannot write {self.path}: {exc}; choose a writable output folder") from None
-        hw = self.spec.hardware_encoder if hardware else None
-        if hardware and not hw:
-            self.encoder_reason = f"{self.codec} has no hardware encoder"
-        elif hw and hw not in av.codecs_available:
-            self.encoder_reason = f"this PyAV build has no {hw}"
-            _warn_once(self.path.parent, "%s is not in this PyAV build; encoding with %s on the CPU", hw,
-                       self.spec.encoder)
-        elif hw:
-            try:
-                self._stream = self._open_hardware(hw, crf, preset, threads)
-                self.encoder = hw
-                self.encoder_reason = "NVENC on the GPU"
-                return
-            except (av.error.FFmpegError, ValueError) as exc:
-                why = " ".join(str(exc).split())[:120]
-                self.encoder_reason = f"{hw} refused ({why})"
-                _warn_once(self.path.parent, "%s unavailable (%s); encoding with %s on the CPU", hw, why,
-                           self.spec.encoder)
-                self._container.close()
-                self._container = av.open(str(self.path), "w", format=self.spec.container, options=options)
-        self._stream = self._add_stream(self.spec.encoder, crf, preset, threads)
+    def _open_av(self, hardware: bool) -> None:
+        self._container, self._stream, self.encoder, self.encoder_reason = open_stream(
+            self.path, self._settings, mov_options(self.time_base), hardware)
+        if self.encoder != self.spec.encoder:
+            return  # NVENC: an inter codec, one context
         contexts = [self._stream.codec_context]
         if self.encoders > 1:
             # the stream's context is context 0; the others are configured the same way
-            contexts += [self._configure(av.CodecContext.create(self.spec.encoder, "w"), self.spec.encoder, crf,
-                                         preset, threads) for _ in range(self.encoders - 1)]
+            contexts += [self._settings.context(self.spec.encoder) for _ in range(self.encoders - 1)]
             self._pool = EncodePool(contexts, self._encode_job, self._mux)
             self.encoder_reason += f"; {self.encoders} {self.spec.encoder} contexts on consecutive frames"
         if self.encoders < self.encoders_asked:
@@ -198,49 +174,6 @@ class SegmentWriter:
         if self.pix_fmt == "yuva444p10le":
             # one reused frame per context, its planes written straight (io/planes.py), no swscale
             self._builders = {id(c): PlaneBuilder(self.width, self.height, self._sws_colorspace) for c in contexts}
-
-    def _open_hardware(self, encoder: str, crf: int, preset: str, threads: int):
-        """The NVENC stream, opened now: a GPU without NVENC (A100/H100/H200) refuses here, not at frame 1."""
-        s = self._add_stream(encoder, crf, preset, threads)
-        s.codec_context.open()
-        return s
-
-    def _add_stream(self, encoder: str, crf: int, preset: str, threads: int):
-        c = self._container
-        rate = self.fps if self.fps > 0 else Fraction(30)
-        s = c.add_stream(encoder, rate=rate)
-        if self.spec.codec_tag:
-            s.codec_tag = self.spec.codec_tag
-        s.time_base = self.time_base
-        self._configure(s.codec_context, encoder, crf, preset, threads)
-        return s
-
-    def _configure(self, cc, encoder: str, crf: int, preset: str, threads: int):
-        """Set everything the encoder's output depends on (the stream's context and the parallel ones alike)."""
-        cc.framerate = self.fps if self.fps > 0 else Fraction(30)
-        # NVENC takes 10-bit 4:2:0 as P010 (semi-planar), not yuv420p10le; same samples, so same Main10 stream
-        cc.pix_fmt = "p010le" if encoder.endswith("_nvenc") and self.pix_fmt == "yuv420p10le" else self.pix_fmt
-        opts = dict(self.spec.options)
-        if encoder.endswith("_nvenc"):
-            # constant-quality VBR is NVENC's CRF; B-frames off for the same DTS == PTS reason as the CPU encoders
-            opts.update({"rc": "vbr", "cq": str(crf), "preset": "p5", "bf": "0"})
-            opts.pop("x265-params", None)
-        elif encoder in ("libx264", "libx265"):
-            opts.update({"crf": str(crf), "preset": preset})
-        cc.options = opts
-        if self.spec.name in ("h264", "hevc"):
-            cc.max_b_frames = 0
-        cc.width, cc.height = self.width, self.height
-        for key in ("colorspace", "color_primaries", "color_trc"):
-            if self._color.get(key) not in (None, 0, _UNSPECIFIED):
-                setattr(cc, key, self._color[key])
-        cc.time_base = self.time_base
-        # Intra-only codecs thread by slices: frame threads would each hold a frame (151 MB at 6K in
-        # yuva444p10le: 16 threads, 2.4 GB) and keep the reused frame of io/planes.py referenced, so it would be
-        # copied every picture; parallel contexts supply the frame-level parallelism instead
-        cc.thread_type = "SLICE" if self.spec.intra else "AUTO"
-        cc.thread_count = threads
-        return cc
 
     # -- writing -------------------------------------------------------------------------------------------------
     def write(self, image: np.ndarray, pts: int | None, index: int, duration: int | None = None) -> None:
@@ -267,13 +200,7 @@ class SegmentWriter:
         self.frames_written += 1
 
     def _write_png(self, image: np.ndarray, index: int) -> None:
-        import cv2
-
-        # cv2 writes uint16 arrays as 16-bit PNG, so a 10-bit source keeps its precision
-        code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
-        target = self.path / f"{index:06d}.png"
-        if not cv2.imwrite(str(target), cv2.cvtColor(image, code)):
-            raise OutputError(f"cannot write {target}; check free space and permissions")
+        write_png(self.path, image, index)
 
     def _encode(self, image: np.ndarray, pts: int, duration: int | None) -> None:
         if duration:
@@ -299,20 +226,8 @@ class SegmentWriter:
         builder = self._builders.get(id(ctx))
         if builder is not None and planes_support(self.pix_fmt, image):
             frame = builder.build(image)
-            frame.pts = pts
-            frame.time_base = self.time_base
-            frame.pict_type = av.video.frame.PictureType.NONE
-            return frame
-        if not self.spec.alpha and image.shape[2] == 4:
-            image = image[..., :3]  # yuv420p has no alpha: greenscreen frames are composited before this
-        wide = image.dtype == np.uint16
-        fmt = ("rgba64le" if wide else "rgba") if image.shape[2] == 4 else ("rgb48le" if wide else "rgb24")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=fmt)
-        if self._sws_colorspace is not None:
-            frame = frame.reformat(format=self._stream.pix_fmt, dst_colorspace=self._sws_colorspace)
-        elif wide:
-            # convert here, once, so the encoder is not left to pick a lower-depth intermediate
-            frame = frame.reformat(format=self._stream.pix_fmt)
+        else:
+            frame = swscale_frame(image, self.spec.alpha, self._stream.pix_fmt, self._sws_colorspace)
         frame.pts = pts
         frame.time_base = self.time_base
         frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose frame types
