@@ -66,6 +66,14 @@ def proxy8(eye: torch.Tensor) -> torch.Tensor:
     return torch.div(eye.to(torch.int32) + 128, 257, rounding_mode="floor").to(torch.uint8)
 
 
+def eye_stack(layout, frame: torch.Tensor) -> torch.Tensor:
+    """(2, H, W, C) view of a contiguous stereo frame, eyes in storage order (first = left for sbs/tb): both eyes
+    of the SBS frame as one batch with no copy (a side-by-side frame is (H, 2, W, C) in memory)."""
+    if layout.axis == 1:
+        return frame.unflatten(1, (2, frame.shape[1] // 2)).movedim(1, 0)
+    return frame.unflatten(0, (2, frame.shape[0] // 2))
+
+
 def make_packer(cfg: Config, plan: RunPlan):
     """The passthrough packer for ``output.format: passthrough`` (None otherwise)."""
     if plan.output.format != "passthrough":
@@ -117,19 +125,22 @@ class FrameMatter:
             self.person_trace = PersonTrace()
         self.stereo.attach(prompts=self.prompts, trace=self.person_trace)
         r = cfg.refine
+        # The device policy picks the shape of the work: whole-eye batched ops with no host reads (GPU) or tiles
+        # and blocks that skip untouched regions (CPU). Same alpha either way (tests/pipeline/test_frame_path.py).
+        self.whole_frame = plan.policy.whole_frame
         self.refiner = Refiner(
             method=r.method if r.enabled else "bilinear", radius_px=r.radius_px, eps=r.eps, erode_px=r.erode_px,
-            feather_px=r.feather_px, device=self.device,
+            feather_px=r.feather_px, device=self.device, tile=plan.policy.refine_tile, whole_frame=self.whole_frame,
         )
-        self.smoothers = {
-            eye: TemporalSmoother(strength=r.temporal_strength, enabled=r.temporal_smoothing) for eye in ("left", "right")
-        }
+        smoother = dict(strength=r.temporal_strength, enabled=r.temporal_smoothing, whole_frame=self.whole_frame)
+        self.smoothers = {eye: TemporalSmoother(**smoother) for eye in ("left", "right")}
         # processing.parallel_eyes: both eyes as one batch through refine and temporal smoothing (one smoother
-        # holds both eyes' state). auto = on with CUDA, where a batch of two keeps the GPU busier; on the CPU the
-        # work is the same either way and the stacked copies only cost memory.
+        # holds both eyes' state). auto = the policy's whole_frame (GPU), where a batch of two keeps the GPU
+        # busier; on the CPU the work is the same either way and the stacked copies only cost memory. The
+        # whole-frame path always batches: it takes both eyes as one strided view of the frame, no copy.
         pe = cfg.processing.parallel_eyes
-        self.parallel_eyes = self.device.type == "cuda" if pe == "auto" else bool(pe)
-        self.pair_smoother = TemporalSmoother(strength=r.temporal_strength, enabled=r.temporal_smoothing)
+        self.parallel_eyes = self.whole_frame or (bool(pe) if pe != "auto" else False)
+        self.pair_smoother = TemporalSmoother(**smoother)
         self.quality = QualityMonitor(every=int(cfg.performance.quality_every))
         self.visualizer = None
         if cfg.debugging.save_detection_visualization:
@@ -221,12 +232,12 @@ class FrameMatter:
         guides = {eye: seg.guides.get(eye, seg.eyes[eye]) for eye in eyes}
         small = {eye: seg.proc.get(eye, guides[eye]) for eye in eyes}
         if self.parallel_eyes:
+            order, full = self._batch(seg)
             with self.timer("refine"):
-                a = self.refiner.refine_batch(torch.stack([seg.probs[e] for e in eyes]),
-                                              torch.stack([guides[e] for e in eyes]))
+                a = self.refiner.refine_batch(torch.stack([seg.probs[e] for e in order]), full)
             with self.timer("temporal"):
-                a = self.pair_smoother.step_batch(a, torch.stack([small[e] for e in eyes]))
-            alphas = dict(zip(eyes, a.unbind(0)))
+                a = self.pair_smoother.step_batch(a, torch.stack([small[e] for e in order]))
+            alphas = dict(zip(order, a.unbind(0)))
         else:
             alphas = {}
             for eye in eyes:
@@ -244,6 +255,14 @@ class FrameMatter:
                 with self.timer("quality"):
                     self.quality.update(eye, seg.index, alphas[eye], small[eye])
         return alphas
+
+    def _batch(self, seg: Segmented) -> tuple[tuple[str, str], torch.Tensor]:
+        """The eyes in the frame's storage order and their full-resolution (B=2, H, W, 3) guides: a strided view
+        of the decoded frame (no copy) for 8-bit sources, stacked 8-bit proxies for >8-bit ones."""
+        order = ("left", "right") if self.geo.layout.left_first else ("right", "left")
+        if seg.guides:
+            return order, torch.stack([seg.guides[e] for e in order])
+        return order, eye_stack(self.geo.layout, seg.frame)
 
     def finish(self, seg: Segmented) -> dict:
         """Full-resolution alpha and the output images: ``{eye or None: (H, W, C) numpy}``."""
@@ -266,6 +285,15 @@ class FrameMatter:
         c = self.cfg
         kw = dict(mode=c.output.format, background=tuple(c.output.background_color), premultiplied=c.refine.premultiplied)
         with self.timer("composite"):
+            if out.maintain_sbs and self.whole_frame:
+                # Both eyes in one compose over strided (2, H, W, C) views of the decoded and the output frame:
+                # no per-eye call, no joined alpha; the finished frame comes down once.
+                frame = torch.empty((*seg.frame.shape[:2], channels(c.output.format)),
+                                    dtype=seg.frame.dtype, device=seg.frame.device)
+                order = ("left", "right") if self.geo.layout.left_first else ("right", "left")
+                compose(eye_stack(self.geo.layout, seg.frame), torch.stack([alphas[e] for e in order]),
+                        out=eye_stack(self.geo.layout, frame), **kw)
+                return {None: frame.cpu().numpy()}
             if out.maintain_sbs:
                 # Each eye is composed straight into its view of the output frame: no joined full-frame alpha,
                 # no composited eye copied again to join them.

@@ -25,16 +25,19 @@ READS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__"
 
 
 def _to_host(func, args, kwargs) -> bool:
-    """``t.cpu()`` / ``t.to("cpu")``: a device-to-host copy on a GPU (a no-op on a CPU, so counted apart)."""
+    """``t.cpu()`` / ``t.to("cpu")``: a device-to-host copy on a GPU (a no-op on a CPU, so counted apart).
+
+    Only the literal forms count: ``t.to(self.device)`` with a ``torch.device`` is the policy's device (on a
+    GPU run, the GPU), which a CPU run cannot tell apart from a download."""
     name = getattr(func, "__name__", "")
     if name == "cpu":
         return True
     if name != "to":
         return False
     dev = kwargs.get("device") if kwargs else None
-    if dev is None and len(args) > 1 and isinstance(args[1], (str, torch.device)):
+    if dev is None and len(args) > 1:
         dev = args[1]
-    return dev is not None and torch.device(dev).type == "cpu"
+    return isinstance(dev, str) and dev.startswith("cpu")
 
 
 class _Reads(TorchFunctionMode):
