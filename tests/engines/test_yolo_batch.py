@@ -141,15 +141,17 @@ def test_policy_sets_batch_and_warm_up(monkeypatch):
     from vr180matte.engines.yolo import yolo_for
 
     cfg = load_config(None, ["hardware.device=cpu", "hardware.policy=gpu"])
-    shapes = []
-    real = YoloDetector._load
+    from vr180matte.engines import yolo
 
-    def spy(self, *a):
-        net = real(self, *a)
+    shapes = []
+    real = yolo.load_detector_net
+
+    def spy(*a):
+        net = real(*a)
         monkeypatch.setattr(net, "forward", lambda x, *q, **k: shapes.append(tuple(x.shape)))
         return net
 
-    monkeypatch.setattr(YoloDetector, "_load", spy)
+    monkeypatch.setattr(yolo, "load_detector_net", spy)
     d = yolo_for(cfg, None, torch.device("cpu"), random_init=True)
     assert d.batch == 32 and shapes == []  # a forced GPU policy on a CPU: GPU batch, no warm-up (nothing to warm)
     from vr180matte.runtime.policy import choose_policy

@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from vr180matte.compat.torchvision_ops import ensure_torchvision_ops
-from vr180matte.engines.base import Detection, EngineError
-from vr180matte.engines.yolo_batch import NetBatch
-from vr180matte.engines.yolo_tiles import TILE_OVERLAP, merge_tiled_boxes, tile_boxes, tile_grid  # noqa: F401
-from vr180matte.engines.yolo_weights import load_checkpoint_model  # noqa: F401 - re-exported
+from vr180matte.engines.base import Detection
+from vr180matte.engines.yolo_batch import PAD, NetBatch, letterbox, to_float, unletterbox
+from vr180matte.engines.yolo_tiles import TILE_OVERLAP, finish_image, merge_tiled_boxes, tile_boxes, tile_grid  # noqa: F401
+from vr180matte.engines.yolo_weights import load_checkpoint_model, load_detector_net  # noqa: F401 - re-exported
 from vr180matte.runtime.policy import DevicePolicy, choose_policy
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 PERSON_CLASS = 0  # COCO "person"
 BUNDLED_MAX_THRESHOLD = 0.6  # det-sam2 / mobilesam with the bundled detector (the embedded engine uses 0.5 + checks)
 _PASS_CONF = 0.25  # candidates kept by the whole-eye pass before merging; the threshold applies after the merge
-_PAD = 114 / 255.0  # ultralytics' letterbox grey
 
 
 class YoloDetector:
@@ -81,7 +80,8 @@ class YoloDetector:
         self.source = source or ("random" if random_init else "file")
         self.stats = {"calls": 0, "tiles": 0, "tile_boxes": 0, "joined_or_dropped": 0, "forwards": 0}
         self.last_tiles = 0
-        self.net = self._load(weights, model, random_init, fp16)
+        self.half = bool(fp16 and self.device.type == "cuda")  # half precision only where it is fast and safe
+        self.net = load_detector_net(weights, model, random_init, self.device, self.half)
         self.stride = int(max(int(self.net.stride.max()), 32)) if hasattr(self.net, "stride") else 32
         self.imgsz = int(math.ceil(imgsz / self.stride) * self.stride)
         names = getattr(self.net, "names", None) or {}
@@ -91,25 +91,7 @@ class YoloDetector:
         if warmup:  # the fixed shape of a full batch of tiles, so the first detection frame does not pay for it
             with torch.inference_mode():
                 dtype = torch.float16 if self.half else torch.float32
-                self.net(torch.full((self.batch, 3, self.imgsz, self.imgsz), _PAD, device=self.device, dtype=dtype))
-
-    def _load(self, weights, model: str, random_init: bool, fp16: bool) -> torch.nn.Module:
-        if random_init:
-            from ultralytics import YOLO
-
-            net = YOLO(f"{model}.yaml", task="detect").model
-        else:
-            if weights is None:
-                raise EngineError(f"no weights given for detector {model}: pass the path from resolve_weights()")
-            net = load_checkpoint_model(Path(weights))
-        if not isinstance(net, torch.nn.Module):
-            raise EngineError(f"{weights} is not a PyTorch YOLO model")
-        net = net.float().to(self.device).eval()
-        fuse = getattr(net, "fuse", None)
-        if callable(fuse):  # BatchNorm folded into the convolutions, as ultralytics' own predictor does: ~10% less time
-            net = fuse(verbose=False)
-        self.half = bool(fp16 and self.device.type == "cuda")  # half precision only where it is fast and safe
-        return net.half() if self.half else net
+                self.net(torch.full((self.batch, 3, self.imgsz, self.imgsz), PAD, device=self.device, dtype=dtype))
 
     @property
     def info(self) -> dict:
@@ -120,24 +102,10 @@ class YoloDetector:
                 **self.stats}
 
     def _float(self, image: torch.Tensor) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB -> (1, 3, H, W) float in [0, 1] on the device."""
-        if image.dim() != 3 or image.shape[-1] != 3:
-            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {tuple(image.shape)}")
-        return image.to(self.device, non_blocking=True).permute(2, 0, 1)[None].float().div_(255.0)
+        return to_float(image, self.device)
 
     def _letterbox(self, image: torch.Tensor) -> tuple[torch.Tensor, float, tuple[int, int]]:
-        """(1,3,h,w) float batch scaled to fit imgsz, padded to a stride multiple; returns gain and (pad_x, pad_y)."""
-        H, W = image.shape[:2]
-        x = self._float(image)
-        gain = min(self.imgsz / H, self.imgsz / W)
-        h, w = max(1, round(H * gain)), max(1, round(W * gain))
-        if (h, w) != (H, W):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=gain < 1)
-        ph = math.ceil(h / self.stride) * self.stride - h
-        pw = math.ceil(w / self.stride) * self.stride - w
-        top, left = ph // 2, pw // 2
-        x = F.pad(x, (left, pw - left, top, ph - top), value=_PAD)
-        return x, gain, (left, top)
+        return letterbox(image, self.device, self.imgsz, self.stride)
 
     def detection_zoom(self, h: int, w: int) -> float:
         """Pixels of the detection image per pixel of an ``h`` x ``w`` input (1.0 when tiling is off).
@@ -179,7 +147,7 @@ class YoloDetector:
             x0, y0, x1, y1 = t
             crop = x[0, :, y0:y1, x0:x1]
             if crop.shape[-2:] != (S, S):  # a side shorter than a tile: padded as the letterbox pads
-                crop = F.pad(crop, (0, S - (x1 - x0), 0, S - (y1 - y0)), value=_PAD)
+                crop = F.pad(crop, (0, S - (x1 - x0), 0, S - (y1 - y0)), value=PAD)
             nb.add(crop, conf, ("tile", k, t, tiles, zoom, dh, dw))
 
     def _run(self, nb: NetBatch, classes: tuple[int, ...]) -> list[np.ndarray]:
@@ -187,14 +155,6 @@ class YoloDetector:
         with torch.inference_mode():
             return nb.run(self.net, batch=self.batch, person_classes=classes, iou=self.iou_threshold,
                           max_det=self.max_det)
-
-    @staticmethod
-    def _unletterbox(rows: np.ndarray, meta, H: int, W: int) -> np.ndarray:
-        _, _, gain, left, top = meta
-        rows = rows.copy()
-        rows[:, [0, 2]] = ((rows[:, [0, 2]] - left) / np.float32(gain)).clip(0, W)
-        rows[:, [1, 3]] = ((rows[:, [1, 3]] - top) / np.float32(gain)).clip(0, H)
-        return rows
 
     # ------------------------------------------------------------------ detection
     def raw_detections(self, image: torch.Tensor, classes: list[int] | None = (), conf: float | None = None) -> torch.Tensor:
@@ -207,7 +167,7 @@ class YoloDetector:
             classes = tuple(range(len(self.class_names) or 80))
         nb = NetBatch()
         self._add_whole(nb, 0, image, self.confidence_threshold if conf is None else conf)
-        rows = self._unletterbox(self._run(nb, tuple(classes))[0], nb.meta[0], *image.shape[:2])
+        rows = unletterbox(self._run(nb, tuple(classes))[0], nb.meta[0], *image.shape[:2])
         return torch.from_numpy(rows)
 
     def detect(self, image: torch.Tensor, threshold: float | None = None) -> list[Detection]:
@@ -233,39 +193,13 @@ class YoloDetector:
             k = meta[1]
             H, W = images[k].shape[:2]
             if meta[0] == "whole":
-                per_image[k]["whole"] = self._unletterbox(rows, meta, H, W)
+                per_image[k]["whole"] = unletterbox(rows, meta, H, W)
             elif len(rows):
                 _, _, t, tiles, zoom, dh, dw = meta
                 b, s, c = tile_boxes(rows, t, tiles, self.imgsz, dh, dw)
                 per_image[k]["tiles"].append((b / zoom, s, c))
-        return [self._merge(images[k], p["whole"], p["tiles"], thr) for k, p in enumerate(per_image)]
-
-    def _merge(self, image: torch.Tensor, whole: np.ndarray, tiles: list, thr: float) -> list[Detection]:
-        """One image's whole-pass rows and tile boxes -> its detections (merged, thresholded, filtered)."""
-        H, W = image.shape[:2]
-        boxes, scores = whole[:, :4].astype(np.float32), whole[:, 4].astype(np.float32)
-        if tiles:
-            tb = np.concatenate([t[0] for t in tiles]).astype(np.float32)
-            tb[:, [0, 2]] = tb[:, [0, 2]].clip(0, W)
-            tb[:, [1, 3]] = tb[:, [1, 3]].clip(0, H)
-            ts = np.concatenate([t[1] for t in tiles]).astype(np.float32)
-            tc = np.concatenate([t[2] for t in tiles])
-            self.stats["tile_boxes"] += len(tb)
-            n_in = len(boxes) + len(tb)
-            boxes, scores = merge_tiled_boxes(np.concatenate([boxes, tb]), np.concatenate([scores, ts]),
-                                              np.concatenate([np.zeros((len(boxes), 4), bool), tc]), iou_threshold=0.5)
-            self.stats["joined_or_dropped"] += n_in - len(boxes)
-        order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= thr]
-        min_area = self.min_box_area * H * W
-        dets = []
-        for i in order[: self.max_det]:
-            box = boxes[i].astype(np.float32)
-            if box[2] - box[0] < 1 or box[3] - box[1] < 1:
-                continue  # degenerate after clipping to the image
-            if (box[2] - box[0]) * (box[3] - box[1]) < min_area:
-                continue  # too small to matte usefully (distant specks, false positives)
-            dets.append(Detection(box=box, score=float(scores[i])))
-        return dets
+        return [finish_image(p["whole"], p["tiles"], *images[k].shape[:2], thr, self.max_det, self.min_box_area,
+                             self.stats) for k, p in enumerate(per_image)]
 
 
 def _shape_counts(nb: NetBatch) -> list[int]:

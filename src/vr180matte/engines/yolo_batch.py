@@ -14,12 +14,50 @@ for that input alone; the batch changes only float rounding of batched kernels (
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vr180matte.compat.torchvision_ops import ensure_torchvision_ops
+
+
+PAD = 114 / 255.0  # ultralytics' letterbox grey
+
+
+def to_float(image: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float in [0, 1] on ``device``."""
+    if image.dim() != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {tuple(image.shape)}")
+    return image.to(device, non_blocking=True).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def letterbox(image: torch.Tensor, device: torch.device, imgsz: int, stride: int
+              ) -> tuple[torch.Tensor, float, tuple[int, int]]:
+    """(1,3,h,w) float batch scaled to fit ``imgsz``, padded to a stride multiple, on the device; returns the gain
+    and (pad_x, pad_y). A square image fills the network input exactly (so it batches with the tiles)."""
+    H, W = image.shape[:2]
+    x = to_float(image, device)
+    gain = min(imgsz / H, imgsz / W)
+    h, w = max(1, round(H * gain)), max(1, round(W * gain))
+    if (h, w) != (H, W):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=gain < 1)
+    ph = math.ceil(h / stride) * stride - h
+    pw = math.ceil(w / stride) * stride - w
+    top, left = ph // 2, pw // 2
+    x = F.pad(x, (left, pw - left, top, ph - top), value=PAD)
+    return x, gain, (left, top)
+
+
+def unletterbox(rows: np.ndarray, meta, H: int, W: int) -> np.ndarray:
+    """Whole-pass rows from network-input pixels back to image pixels (``meta``: ("whole", k, gain, left, top))."""
+    _, _, gain, left, top = meta
+    rows = rows.copy()
+    rows[:, [0, 2]] = ((rows[:, [0, 2]] - left) / np.float32(gain)).clip(0, W)
+    rows[:, [1, 3]] = ((rows[:, [1, 3]] - top) / np.float32(gain)).clip(0, H)
+    return rows
 
 
 def _xywh2xyxy(x: torch.Tensor) -> torch.Tensor:

@@ -133,3 +133,34 @@ def tile_boxes(out: np.ndarray, tile: tuple[int, int, int, int], tiles: list[tup
     ], dtype=bool).reshape(-1)
     keep = ~(c.any(axis=1) & whole)
     return b[keep], out[keep, 4], c[keep]
+
+
+def finish_image(whole: np.ndarray, tiles: list, H: int, W: int, thr: float, max_det: int, min_box_area: float,
+                 stats: dict) -> list:
+    """One image's whole-pass rows (image pixels) and tile boxes ``[(boxes, scores, cut)]`` -> its detections:
+    merged, thresholded, best first, degenerate and too-small boxes dropped (``stats`` counters updated)."""
+    from vr180matte.engines.base import Detection
+
+    boxes, scores = whole[:, :4].astype(np.float32), whole[:, 4].astype(np.float32)
+    if tiles:
+        tb = np.concatenate([t[0] for t in tiles]).astype(np.float32)
+        tb[:, [0, 2]] = tb[:, [0, 2]].clip(0, W)
+        tb[:, [1, 3]] = tb[:, [1, 3]].clip(0, H)
+        ts = np.concatenate([t[1] for t in tiles]).astype(np.float32)
+        tc = np.concatenate([t[2] for t in tiles])
+        stats["tile_boxes"] += len(tb)
+        n_in = len(boxes) + len(tb)
+        boxes, scores = merge_tiled_boxes(np.concatenate([boxes, tb]), np.concatenate([scores, ts]),
+                                          np.concatenate([np.zeros((len(boxes), 4), bool), tc]), iou_threshold=0.5)
+        stats["joined_or_dropped"] += n_in - len(boxes)
+    order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= thr]
+    min_area = min_box_area * H * W
+    dets = []
+    for i in order[:max_det]:
+        box = boxes[i].astype(np.float32)
+        if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            continue  # degenerate after clipping to the image
+        if (box[2] - box[0]) * (box[3] - box[1]) < min_area:
+            continue  # too small to matte usefully (distant specks, false positives)
+        dets.append(Detection(box=box, score=float(scores[i])))
+    return dets

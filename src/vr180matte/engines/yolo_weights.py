@@ -52,3 +52,25 @@ def load_checkpoint_model(path: Path) -> torch.nn.Module:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_detector_net(weights: Path | None, model: str, random_init: bool, device: torch.device, half: bool
+                      ) -> torch.nn.Module:
+    """The detection network ready to run: ``{model}.yaml`` with random weights (tests) or the checkpoint, in eval
+    mode on ``device``, BatchNorm folded into the convolutions (as ultralytics' own predictor does: ~10% less
+    time), half precision when ``half``."""
+    if random_init:
+        from ultralytics import YOLO
+
+        net = YOLO(f"{model}.yaml", task="detect").model
+    else:
+        if weights is None:
+            raise EngineError(f"no weights given for detector {model}: pass the path from resolve_weights()")
+        net = load_checkpoint_model(Path(weights))
+    if not isinstance(net, torch.nn.Module):
+        raise EngineError(f"{weights} is not a PyTorch YOLO model")
+    net = net.float().to(device).eval()
+    fuse = getattr(net, "fuse", None)
+    if callable(fuse):
+        net = fuse(verbose=False)
+    return net.half() if half else net
