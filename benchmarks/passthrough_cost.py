@@ -51,7 +51,8 @@ def main() -> None:
     _, rep = decontaminate(rgb.clone(), alpha, threads=args.threads)
     t_dec = time.perf_counter() - t
     print(json.dumps({"bench": "passthrough_cost", "eye": E, "threads": args.threads, "grid_s": round(t_grid, 2),
-                      "tables_s": round(t_tables, 2), "setup_s": round(t_grid + t_tables, 2), "pack_frame_s": round(t_pack, 2), "decontaminate_eye_s": round(t_dec, 2), **rep}))
+                      "tables_s": round(t_tables, 2), "setup_s": round(t_grid + t_tables, 2),
+                      "pack_frame_s": round(t_pack, 2), "decontaminate_eye_s": round(t_dec, 2), **rep}))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,10 @@ def smoke_keys(path: Path) -> tuple[str, ...]:
     """The literal module-level ``SMOKE_KEYS`` tuple of a benchmark script (read with ast, never imported)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        else:
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else []
         if any(isinstance(t, ast.Name) and t.id == "SMOKE_KEYS" for t in targets) and node.value is not None:
             value = ast.literal_eval(node.value)
             if not isinstance(value, (tuple, list)) or not value or not all(isinstance(k, str) for k in value):

@@ -164,7 +164,8 @@ def unwritable_folder(tmp_path):
         undo.append(lambda: ro.chmod(0o700))
     elif shutil.which("chattr") and subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0:
         undo.append(lambda: subprocess.run(["chattr", "-i", str(ro)], capture_output=True))
-    elif shutil.which("mount") and subprocess.run(["mount", "--bind", str(ro), str(ro)], capture_output=True).returncode == 0:
+    elif shutil.which("mount") and subprocess.run(["mount", "--bind", str(ro), str(ro)],
+                                                  capture_output=True).returncode == 0:
         undo.append(lambda: subprocess.run(["umount", str(ro)], capture_output=True))
         subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], capture_output=True)
     try:
