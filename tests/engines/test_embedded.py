@@ -195,3 +195,52 @@ def test_engine_factory(device):
     out = seg.segment(0, img)
     assert out[0].device.type == device.type and out[0].shape == (480, 854)
     seg.close()
+
+
+def _tiny_scene(width: float):
+    """A DAVIS dancer ``width`` px wide pasted into a real background with nobody in it (a 256 px image)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stereo"))
+    from stereo_synth import pasted
+
+    left, _, gl, _ = pasted(256, [("davis2016_dance-twirl", 40, width, 120.0, 110.0, 2.0)])
+    ys, xs = np.nonzero(gl[0])
+    return left, gl[0], np.array([xs.min() - 1, ys.min() - 1, xs.max() + 2, ys.max() + 2], np.float32)
+
+
+def test_a_person_too_small_for_the_pose_model_gets_the_box_prior():
+    """A 6 px wide person (8 px and up the pose model still segments, given a tight box): the pose model finds
+    nobody in the box, so without the prior the track's mask is empty (stillborn); with it the mask covers most of
+    the person, nothing outside the box, and the track is listed as a prior."""
+    img, gt, box = _tiny_scene(6.0)
+    masks = {}
+    for prior in (0.0, 64.0):
+        seg = EmbeddedSegmenter(prior_max_px=prior)
+        seg.add_prompt(1, box=box)
+        p = seg.segment(0, torch.from_numpy(img))[1].numpy()
+        masks[prior] = (p > 0.5, set(seg.prior_ids))
+        p2 = seg.segment(1, torch.from_numpy(img))[1].numpy()  # kept alive on the next frame, in the same box
+        assert ((p2 > 0.5).sum() > 0.5 * (p > 0.5).sum() > 0) == (prior > 0)
+        seg.close()
+    assert masks[0.0][0].sum() == 0 and masks[0.0][1] == set()
+    on, ids = masks[64.0]
+    assert ids == {1}
+    assert (on & gt).sum() / gt.sum() >= 0.5  # most of the person matted
+    assert _iou(on, gt) > 0.25
+    x0, y0, x1, y1 = box.astype(int)
+    assert on[:y0].sum() == on[y1:].sum() == on[:, :x0].sum() == on[:, x1:].sum() == 0  # nothing outside the box
+
+
+def test_box_prior_follows_the_person_not_the_box():
+    """GrabCut separates the person from the box's surroundings: the prior overlaps the person better than the
+    ellipse it starts from."""
+    from vr180matte.engines.embedded_prior import _ellipse, box_prior
+
+    img, gt, box = _tiny_scene(40.0)
+    prior = box_prior(img, box) > 0.5
+    x0, y0, x1, y1 = box.astype(int)
+    ell = np.zeros_like(gt)
+    ell[y0:y1, x0:x1] = _ellipse(y1 - y0, x1 - x0, (0, 0, x1 - x0, y1 - y0))
+    assert _iou(prior, gt) > _iou(ell, gt)

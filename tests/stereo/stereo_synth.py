@@ -274,3 +274,44 @@ class GTSegmenter:
             if nb is not None:
                 self.boxes[tid] = nb
         return out
+
+
+def parkour_background(size: int) -> np.ndarray:
+    """A real background with nobody in it: DAVIS parkour frame 0 with the runner inpainted away, resized to a
+    ``size``-high image (wider than high), float32 RGB."""
+    frames, masks = davis_frames("davis2016_parkour", 1)
+    rgb = cv2.cvtColor(cv2.imread(str(frames[0])), cv2.COLOR_BGR2RGB)
+    m = cv2.dilate((cv2.imread(str(masks[0]), cv2.IMREAD_GRAYSCALE) > 127).astype(np.uint8), np.ones((15, 15)))
+    clean = cv2.inpaint(rgb, m, 7, cv2.INPAINT_TELEA)
+    w = int(round(clean.shape[1] * size / clean.shape[0]))
+    return cv2.resize(clean, (w, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def pasted(size: int, people: list[tuple[str, int, float, float, float, float]], identical: bool = False
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One stereo frame of DAVIS people pasted flat into :func:`parkour_background`: ``people`` as
+    ``(sequence, source frame, width px, x, y, disparity)``; the right eye has each person ``disparity`` px to the
+    left (the background 1 px), or is the left eye itself when ``identical``. Returns (left, right, gt_left,
+    gt_right) with (P, H, W) boolean visible masks (nearer people, larger disparity, occlude farther ones)."""
+    bg = parkour_background(size)
+    x0 = (bg.shape[1] - size) // 2
+    out, gts = [], []
+    order = np.argsort([p[5] for p in people])
+    for eye in ("l", "r"):
+        img = cv2.warpAffine(bg, np.float32([[1, 0, -x0 + (1.0 if eye == "r" else 0.0)], [0, 1, 0]]), (size, size))
+        gt = np.zeros((len(people), size, size), np.float32)
+        for k in order:
+            seq, idx, width, x, y, d = people[k]
+            rgb, a = sprite(seq, idx)
+            s = width / a.shape[1]
+            M = np.float32([[s, 0, x - (d if eye == "r" else 0.0)], [0, s, y]])
+            col = cv2.warpAffine(rgb, M, (size, size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+            al = cv2.warpAffine(a, M, (size, size))
+            img = img * (1 - al[..., None]) + col * al[..., None]
+            gt *= (1 - al)[None]
+            gt[k] = np.maximum(gt[k], al)
+        out.append(np.clip(img, 0, 255).round().astype(np.uint8))
+        gts.append(gt > 0.5)
+    if identical:
+        out[1], gts[1] = out[0].copy(), gts[0].copy()
+    return out[0], out[1], gts[0], gts[1]

@@ -183,3 +183,17 @@ def test_stereo_validation_measures_all_persons_in_one_batched_call(clip, mode, 
     assert len(calls) == clip.frames and max(calls) == 2  # one call a frame, both persons in it
     for a, b in zip(batched, ref):
         assert a.disparity == b.disparity and a.agreement == b.agreement
+
+
+def test_an_exact_match_has_an_integer_disparity():
+    """Identical eyes (or a layer shifted by whole pixels): the peak is an exact match and the disparity is that
+    integer, not moved by a parabola through asymmetric neighbours (identical eyes must give identical mattes)."""
+    rng = np.random.default_rng(3)
+    img = torch.from_numpy((rng.random((64, 96, 3)) * 255).astype(np.uint8))
+    mask = torch.zeros((64, 96))
+    mask[20:44, 30:50] = 1.0
+    d, conf = measure_disparity(img, img, mask, max_disp=12)
+    assert d == 0.0 and conf > 0.99
+    shifted = torch.roll(img, -3, dims=1)
+    d, _ = measure_disparity(img, shifted, mask, max_disp=12)
+    assert d == 3.0

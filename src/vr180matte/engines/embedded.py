@@ -28,9 +28,12 @@ log = logging.getLogger(__name__)
 __all__ = ["EmbeddedEngine", "EmbeddedDetector", "EmbeddedSegmenter", "EMBEDDED_MAX_THRESHOLD"]
 
 # The bundled two-class YOLOv8s scores people lower than COCO YOLO does (0.6-0.8 for clearly visible children on
-# the bedroom clip), and every detection is verified by the landmark model's presence check before it becomes a
-# track, so a YOLO-tuned threshold is capped at this value.
-EMBEDDED_MAX_THRESHOLD = 0.5
+# the bedroom clip, 0.3-0.6 for people 20-60 px wide), so a YOLO-tuned threshold is capped at this value. Chosen by
+# the sweep of benchmarks/small_people.py --sweep (docs/benchmarks.md): the lowest threshold with at most 50% more
+# false boxes than at 0.5 on the small-people scenes and the bedroom clip; at 0.5 a third of the people 20-35 px
+# wide and the lone distant person were lost. Stereo vouching (down to stereo.vouch_ratio x this) and the tracker's
+# confirmation keep spill low.
+EMBEDDED_MAX_THRESHOLD = 0.4
 
 
 class EmbeddedEngine:

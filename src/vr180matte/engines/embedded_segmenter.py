@@ -29,6 +29,7 @@ import torch
 from .base import EngineError
 from ..boxes import iou as box_iou, mask_box
 from .embedded_detector import PoseGraphs, Roi
+from .embedded_prior import PRIOR_MAX_PX, box_prior
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class _Track:
     lost_frames: int = 0
     frames: int = field(default=0)
     body_box: np.ndarray | None = None  # box of this frame's landmarks (who owns a contested pixel)
+    prior_box: np.ndarray | None = None  # box the box prior was drawn in (kept: a prior's own mask box shrinks)
 
 
 class EmbeddedSegmenter:
@@ -59,12 +61,15 @@ class EmbeddedSegmenter:
         search_margin: float = 0.5,
         reanchor_iou: float = 0.5,
         closeup_fusion: bool = True,
+        prior_max_px: float = PRIOR_MAX_PX,
     ) -> None:
         """``smoothing``: mediapipe's combine-with-previous ratio (0 = off); ``search_margin``: how far around the
         last box (as a fraction of its size) a lost person is searched for; ``reanchor_iou``: a prompt box that
         overlaps the track's current box at least this much keeps the current ROI; ``closeup_fusion``: for people whose
         hips are below the frame (close-ups, talking heads), where pose segmentation is weak, fuse in the bundled
-        selfie-segmentation model near the pose mask."""
+        selfie-segmentation model near the pose mask; ``prior_max_px``: a person whose box is at most this long
+        (image px) and whom the pose model does not find gets the box prior (engines/embedded_prior.py) instead of
+        an empty mask; 0 = off. Such tracks are listed in :attr:`prior_ids` after each :meth:`segment`."""
         self.view = view
         self.device = torch.device(device)
         self.smoothing = float(smoothing)
@@ -72,6 +77,8 @@ class EmbeddedSegmenter:
         self.reanchor_iou = float(reanchor_iou)
         self._tracks: dict[int, _Track] = {}
         self.closeup_fusion = closeup_fusion
+        self.prior_max_px = float(prior_max_px)
+        self.prior_ids: set[int] = set()  # tracks whose mask on the last segment() call is the box prior
         self._graphs: PoseGraphs | None = None
         self._selfie = None  # mp.solutions.selfie_segmentation instance, made on the first close-up
 
@@ -128,6 +135,7 @@ class EmbeddedSegmenter:
             raise EngineError(f"embedded segmenter needs an (H, W, 3) uint8 RGB image, got {tuple(rgb.shape)} {rgb.dtype}")
         h, w = rgb.shape[:2]
         probs: dict[int, np.ndarray] = {}
+        self.prior_ids = set()
         for tid, tr in self._tracks.items():
             probs[tid] = self._segment_track(tid, tr, rgb)
         self._resolve_overlaps(probs, {tid: self._tracks[tid].body_box for tid in probs})
@@ -135,7 +143,10 @@ class EmbeddedSegmenter:
         for tid, p in probs.items():
             tr = self._tracks[tid]
             tr.prev = p if p.any() else None
-            tr.last_box = mask_box(p) if tr.prev is not None else tr.last_box
+            if tid in self.prior_ids:
+                tr.last_box = tr.prior_box  # the prior's mask is smaller than its box: searching in it would shrink
+            else:
+                tr.last_box = mask_box(p) if tr.prev is not None else tr.last_box
             out[tid] = torch.from_numpy(p).to(self.device)
         log.debug(
             "%s frame %d: %d track(s) in %.1f ms", self.view, frame_idx, len(out), (time.perf_counter() - t0) * 1e3
@@ -156,10 +167,18 @@ class EmbeddedSegmenter:
             if res is not None:
                 log.debug("%s: track %d re-acquired by the detector", self.view, tid)
         if res is None:
-            tr.lost_frames += 1
             tr.roi = None
             tr.body_box = None
+            prior_box = tr.prior_box if tr.prior_box is not None and not fresh else tr.last_box
+            if prior_box is not None and self._small(prior_box):
+                # Too small for the pose model, but a detector (or the user) boxed a person here: the box prior.
+                tr.prior_box = np.asarray(prior_box, np.float32)
+                self.prior_ids.add(tid)
+                tr.lost_frames = 0
+                return box_prior(rgb, tr.prior_box)
+            tr.lost_frames += 1
             return np.zeros((h, w), dtype=np.float32)
+        tr.prior_box = None
         tr.body_box = res.landmark_box
         # Keep only what lies in the ROI the model was run on: other people nearby must not leak in.
         region = (tr.roi or res.next_roi).box()
@@ -183,6 +202,9 @@ class EmbeddedSegmenter:
         tr.lost_frames = 0
         tr.frames += 1
         return np.clip(cut, 0.0, 1.0).astype(np.float32, copy=False)
+
+    def _small(self, box: np.ndarray) -> bool:
+        return self.prior_max_px > 0 and max(float(box[2] - box[0]), float(box[3] - box[1])) <= self.prior_max_px
 
     def _fuse_selfie(self, rgb: np.ndarray, pose: np.ndarray) -> np.ndarray:
         """Close-up: pose segmentation misses shoulders and leaks into the background there; the selfie model is

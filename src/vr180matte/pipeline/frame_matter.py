@@ -196,7 +196,8 @@ class FrameMatter:
             guides = {eye: proxy8(img) for eye, img in eyes.items()} if frame.dtype != torch.uint8 else {}
             proc = {eye: to_processing(guides.get(eye, img), self.geo) for eye, img in eyes.items()}
         with tm("segment"):
-            res = self.stereo.step(idx, proc["left"], proc["right"], account=idx < chunk.write_end)
+            res = self.stereo.step(idx, proc["left"], proc["right"], account=idx < chunk.write_end,
+                                   source=(guides.get("left", eyes["left"]), guides.get("right", eyes["right"])))
         self.last_result = res  # per-person masks of this frame (chunk-parallel mode keeps them for id matching)
         self.corrections += len(res.corrections)
         probs = {"left": res.left.combined(size, self.device).float(),

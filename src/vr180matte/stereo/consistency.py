@@ -44,6 +44,7 @@ from .disparity import DisparityJob, DisparitySmoother, measure_disparities, mea
 from .equirect import EquirectDetector
 from .handoff import ChunkHandoff
 from .modes import make_mode
+from .source_detect import SourceEyes
 from .vouch import Vouching
 from ..boxes import iou, mask_box, overlap_small, shift_box
 
@@ -237,6 +238,7 @@ class StereoStage:
         self.track_iou = float(cfg.matting.track_iou_threshold)  # a candidate this close to a track is that person
         self._refused: list = []  # master_slave: unsure left boxes the right eye did not vouch for (detect_lead)
         self._vouching: Vouching | None = None  # built on first use: the detector's threshold is final by then
+        self.source = SourceEyes()  # this frame's source-resolution eyes: the detector runs on them (source_detect.py)
         self.prompts = None  # the input.prompts file (track/prompts.py), set by attach()
         self.trace = None  # debugging.person_trace (quality/debug.py PersonTrace), set by attach()
 
@@ -312,13 +314,15 @@ class StereoStage:
             disparity=self.smoother.state(), ref_area=dict(self._ref_area),
         )
 
-    def step(self, frame_idx: int, left_img: torch.Tensor, right_img: torch.Tensor, *, account: bool = True
-             ) -> StereoResult:
+    def step(self, frame_idx: int, left_img: torch.Tensor, right_img: torch.Tensor, *, account: bool = True,
+             source: tuple[torch.Tensor, torch.Tensor] | None = None) -> StereoResult:
         """Process one stereo frame: both views, coupled per mode, validated and corrected.
 
         ``account=False`` leaves the frame out of :meth:`report` (the pipeline passes it for the overlap frames a
         chunk processes only to hand them to the next chunk, which processes and reports them again).
+        ``source``: the (left, right) eyes at source resolution (8-bit), for the detector (stereo/source_detect.py).
         """
+        self.source.set((left_img, right_img), source)
         eye_w = int(left_img.shape[1])
         self.max_disp = max(1, int(round(self.max_disp_frac * eye_w)))
         detect_now = self.is_detection_frame(frame_idx)
@@ -423,6 +427,7 @@ class StereoStage:
             "disparity_px": {str(k): round(s / max(n, 1), 3) for k, (s, n) in sorted(self._disp_sum.items())},
             "correction_log": list(self._corr_log),
             "correction_log_truncated": self._n_corr > len(self._corr_log),
+            "source_detections": self.source.used,
         }
         if self.equirect is not None:
             out["equirect"] = dict(self.equirect.stats)
@@ -444,7 +449,9 @@ class StereoStage:
 
     def detect_eye(self, img: torch.Tensor, threshold: float | None = None) -> list[Detection]:
         """Detections of one eye at the detector's threshold, or down to ``threshold`` (vouching candidates)."""
-        return detect_at(self.equirect if self.equirect is not None else self.detector, img, threshold)
+        det = self.equirect if self.equirect is not None else self.detector
+        found = self.source.detect(det, img, threshold, inner=self.detector)
+        return found if found is not None else detect_at(det, img, threshold)
 
     def _detect_band(self, img: torch.Tensor, around: list[Detection], threshold: float) -> list[Detection]:
         """Detections in the full-width band of rows holding ``around`` (grown by a quarter of the tallest box):
@@ -459,7 +466,8 @@ class StereoStage:
         self._vouching.stats.band_rows += y1 - y0
         self._vouching.stats.eye_rows += H
         out = []
-        for d in detect_at(self.detector, img[y0:y1], threshold):
+        found = self.source.detect(self.detector, img, threshold, rows=slice(y0, y1))
+        for d in found if found is not None else detect_at(self.detector, img[y0:y1], threshold):
             box = np.asarray(d.box, np.float32).copy()
             box[[1, 3]] += y0
             out.append(Detection(box=box, score=float(d.score), mask=d.mask))

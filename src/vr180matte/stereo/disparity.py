@@ -80,13 +80,19 @@ def _ncc_curve(left: torch.Tensor, right: torch.Tensor, weight: torch.Tensor, bo
     return torch.flip(ncc, dims=[0])
 
 
+# A peak NCC this close to 1 is the same pixels at an integer shift (identical eyes, a flat synthetic layer): the
+# parabola through its asymmetric neighbours would move it by up to a tenth of a pixel, and the mask shifted by that
+# would differ between eyes that are the same image (issue 21: identical eyes must give identical mattes).
+EXACT_MATCH = 1.0 - 1e-4
+
+
 def _parabola(c: torch.Tensor, k: int) -> float:
     """Subpixel offset of the peak at index ``k`` of curve ``c`` (parabola through three points)."""
     if k <= 0 or k >= c.numel() - 1:
         return 0.0
     a, b, d = float(c[k - 1]), float(c[k]), float(c[k + 1])
     den = a - 2 * b + d
-    if den >= 0:  # not a maximum
+    if den >= 0 or b >= EXACT_MATCH:  # not a maximum, or the integer shift matches pixel for pixel
         return 0.0
     return max(-0.5, min(0.5, 0.5 * (a - d) / den))
 
@@ -280,7 +286,7 @@ class _Plan:
             return (float(self.job.prior) if self.job.prior is not None else 0.0, 0.0)
         n = self.hi - self.lo + 1
         off = 0.0
-        if 0 < k < n - 1:
+        if 0 < k < n - 1 and b < EXACT_MATCH:
             den = a - 2 * b + d
             off = 0.0 if den >= 0 else max(-0.5, min(0.5, 0.5 * (a - d) / den))
         return float(self.lo + k + off), float(max(0.0, min(1.0, b)))
