@@ -98,3 +98,29 @@ def test_eyes_composed_into_their_views_of_the_frame_equal_the_joined_frame(mode
     assert all(torch.equal(a, k) for a, k in zip(alphas, kept))
     with pytest.raises(ValueError, match="does not fit"):
         compose(frame, lay.join(*alphas), out=torch.empty(40, 96, 3 if mode == "alpha" else 4, dtype=dtype), **kw)
+
+
+@pytest.mark.parametrize("mode,premultiplied", [("alpha", False), ("alpha", True), ("greenscreen", False)])
+@pytest.mark.parametrize("layout", ["sbs", "sbs_rl", "tb"])
+def test_both_eyes_composed_in_one_call_over_strided_views(mode, premultiplied, layout):
+    """The GPU policy composes both eyes in one call over (2, H, W, C) views of the decoded and the output
+    frame (frame_matter.eye_stack): the same bytes as composing each eye into its own view."""
+    from vr180matte.io.layouts import get_layout
+    from vr180matte.matte.composite import channels
+    from vr180matte.pipeline.frame_matter import eye_stack
+
+    lay = get_layout(layout)
+    g = torch.Generator().manual_seed(3)
+    shape = (40, 2 * 48, 3) if lay.axis == 1 else (2 * 40, 48, 3)
+    frame = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+    left, right = lay.split(frame)
+    alphas = {"left": torch.rand(left.shape[:2], generator=g), "right": torch.rand(right.shape[:2], generator=g)}
+    kw = dict(mode=mode, premultiplied=premultiplied, background=(10, 200, 30))
+    ref = torch.empty((*shape[:2], channels(mode)), dtype=torch.uint8)
+    for eye, view in zip(("left", "right"), lay.split(ref)):
+        compose(lay.split(frame)[0 if eye == "left" else 1], alphas[eye], out=view, **kw)
+    order = ("left", "right") if lay.left_first else ("right", "left")
+    out = torch.empty_like(ref)
+    res = compose(eye_stack(lay, frame), torch.stack([alphas[e] for e in order]), out=eye_stack(lay, out), **kw)
+    assert res.shape == (2, 40, 48, channels(mode)) and res.data_ptr() == out.data_ptr()
+    assert torch.equal(out, ref)
