@@ -215,8 +215,8 @@ def main() -> None:
             s1 = summarise(count_run(eng, one, tmp / f"{eng}-1", args.smoke, args.detect_interval))
             ratio = (round(s8["frame_path_ops_per_frame"] / s1["frame_path_ops_per_frame"], 3)
                      if s1["frame_path_ops_per_frame"] else None)
-            met = {k: (s8[k] is not None and s8[k] <= t) if k != "ops_ratio_8_vs_1" else (ratio is not None and ratio <= t)
-                   for k, t in TARGETS.items()}
+            got = {"reads_plain": s8["reads_plain"], "reads_detection": s8["reads_detection"], "ops_ratio_8_vs_1": ratio}
+            met = {k: got[k] is not None and got[k] <= t for k, t in TARGETS.items()}
             result[eng] = {"reads_plain": s8["reads_plain"], "reads_detection": s8["reads_detection"],
                            "ops_ratio_8_vs_1": ratio, "targets_met": met, "many": s8,
                            "one": {k: s1[k] for k in ("frame_path_ops_per_frame", "frame_path_reads_per_frame",
