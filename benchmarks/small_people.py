@@ -27,7 +27,7 @@ Targets (issue 21): recall_20px >= 0.95, spill <= 0.10, identical_eyes_agreement
 lone_iou >= 0.6. Last line: one JSON object for the embedded engine (keys in ``SMOKE_KEYS`` and more).
 
 Usage: ``.venv/bin/python benchmarks/small_people.py [--frames 24] [--set key=value ...] [--keep DIR]``;
-``--smoke``: 2 frames of smaller scenes (checks the script; its figures are not measurements).
+``--smoke``: 1 frame of smaller scenes (checks the script; its figures are not measurements).
 """
 from __future__ import annotations
 
@@ -317,7 +317,7 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every pipeline run (threshold sweeps)")
     ap.add_argument("--keep", type=Path, default=None, help="keep clips and outputs in this folder")
-    ap.add_argument("--smoke", action="store_true", help="2 frames of small scenes: checks the script only")
+    ap.add_argument("--smoke", action="store_true", help="1 frame of small scenes: checks the script only")
     ap.add_argument("--sweep", action="store_true", help="the detection threshold sweep only (detector, no pipeline)")
     ns = ap.parse_args()
     if ns.sweep:
@@ -325,7 +325,7 @@ def main() -> None:
         return
     size_crowd, size_lone = 512, 540
     if ns.smoke:
-        ns.frames, ns.people, size_crowd, size_lone = 2, 3, 256, 256
+        ns.frames, ns.people, size_crowd, size_lone = 1, 3, 256, 256
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
