@@ -158,6 +158,11 @@ def count_run(engine: str, clip: Path, out: Path, smoke: bool, interval: int) ->
     sets = ["hardware.device=cpu", "hardware.policy=gpu", f"matting.engine={engine}", "processing.scale_factor=0.5",
             "processing.memory_pipeline=false", "processing.chunk_size=0", f"detection.detect_interval={interval}",
             "performance.profile_enabled=false"]
+    if smoke:
+        # Seconds, not minutes, on 2 cores: small detector tiles (the GPU policy's fixed batch is padded to
+        # policy.detector_batch images) and whole-eye segmentation only (no per-person crop lanes, whose 1024 px
+        # encoder inputs dominate a CPU run). The counts of a smoke run check the script, not the targets.
+        sets += ["detection.tile_size=160", "matting.roi_max_frac=0"]
     with HostReadCounter() as c, _FrameLabels(c) as lab:
         run(clip, out_dir=out, overrides=sets, quiet=True, engine=engine_factory(engine, smoke))
     per = defaultdict(lambda: {"reads": Counter(), "ops": Counter(), "downloads": Counter()})
