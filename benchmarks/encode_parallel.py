@@ -33,7 +33,7 @@ import numpy as np
 from vr180matte.io import budget, codecs
 from vr180matte.io.planes import PlaneBuilder
 from vr180matte.io.writer import SegmentWriter
-from vr180matte.runtime.policy import available_cores
+from vr180matte.compat.machine import available_cores
 
 SMOKE_KEYS = ("n", "fps_1", "fps_n", "identical", "encoder", "threads", "valid", "convert_ms.swscale",
               "convert_ms.planes")

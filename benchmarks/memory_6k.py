@@ -52,9 +52,9 @@ def child(clip: str, out_dir: str) -> None:
     """One pipeline run as on a 16-core machine; prints one JSON line with tracemalloc's peak."""
     import tracemalloc
 
-    import vr180matte.runtime.policy as policy
+    import vr180matte.compat.machine as machine
 
-    policy.available_cores = lambda: THREADS  # the policy (encoders, FFmpeg threads) and the decoder rule see 16
+    machine.available_cores = lambda: THREADS  # the policy (encoders, FFmpeg threads) and the decoder rule see 16
     import vr180matte.io.reader as reader
 
     orig = reader.FrameReader.__init__

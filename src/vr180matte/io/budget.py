@@ -33,9 +33,9 @@ def _yuv420_bytes(width: int, height: int, bit_depth: int) -> int:
 
 def decoder_threads(threads: int, width: int, height: int, bit_depth: int = 8) -> int:
     """FFmpeg decoder threads for ``threads`` asked (0 = one per core, as FFmpeg does) within DECODER_BUDGET."""
-    from ..runtime.policy import available_cores
+    from ..compat import machine
 
-    asked = threads if threads > 0 else available_cores()
+    asked = threads if threads > 0 else machine.available_cores()
     per_thread = DECODER_FRAMES_PER_THREAD * _yuv420_bytes(width, height, bit_depth)
     return max(2, min(asked, int(DECODER_BUDGET // per_thread))) if asked > 1 else 1
 

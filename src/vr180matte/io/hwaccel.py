@@ -75,9 +75,9 @@ def choose_decoder(
     if not dev.startswith("cuda"):
         return DecodeChoice(False, "CPU run")
     if cores is None:
-        from vr180matte.runtime.policy import available_cores
+        from vr180matte.compat import machine
 
-        cores = available_cores()
+        cores = machine.available_cores()
     if not resident and cores >= NVDEC_BELOW_CORES:
         return DecodeChoice(False, f"frames are used on the host and {cores} cores decode faster than NVDEC + "
                                    f"download (measured {CPU_FPS_PER_CORE:.1f} fps/core vs {NVDEC_DOWNLOAD_FPS:g} fps)")

@@ -13,20 +13,13 @@ is frozen and travels in the run plan.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 import torch
 
+from ..compat import machine
+
 POLICIES = ("auto", "gpu", "cpu")
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's count: containers and taskset)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -74,7 +67,7 @@ def choose_policy(device: torch.device, *, force: str = "auto", cores: int | Non
     the kind. The numbers come from measurements recorded in docs/benchmarks.md; the reasons say so."""
     if force not in POLICIES:
         raise ValueError(f"hardware.policy must be one of {', '.join(POLICIES)}, got {force!r}")
-    n = max(1, int(cores if cores is not None else available_cores()))
+    n = max(1, int(cores if cores is not None else machine.available_cores()))
     gpu = device.type == "cuda"
     kind = ("gpu" if gpu else "cpu") if force == "auto" else force
     reason = f"{kind} policy: " + ("device is " + device.type if force == "auto" else f"forced (hardware.policy={force})")
