@@ -65,23 +65,11 @@ class Person:
     disparity: float  # x_left - x_right
 
 
-_SPRITES: dict = {}
-
-
 def sprite(sequence: str, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rgb float32, alpha float32) of the DAVIS person cropped to its mask."""
-    from synth import davis_frames
+    """(rgb float32, alpha float32) of the DAVIS person cropped to its mask (the tests' :func:`synth.sprite`)."""
+    import synth
 
-    key = (sequence, index)
-    if key not in _SPRITES:
-        frames, masks = davis_frames(sequence)
-        i = index % len(frames)
-        rgb = cv2.cvtColor(cv2.imread(str(frames[i])), cv2.COLOR_BGR2RGB).astype(np.float32)
-        alpha = (cv2.imread(str(masks[i]), cv2.IMREAD_GRAYSCALE) > 127).astype(np.float32)
-        ys, xs = np.nonzero(alpha)
-        _SPRITES[key] = (rgb[ys.min():ys.max() + 1, xs.min():xs.max() + 1],
-                         alpha[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
-    return _SPRITES[key]
+    return synth.sprite(sequence, index, margin=0)
 
 
 def background(size: int, frame: int = 0) -> np.ndarray:

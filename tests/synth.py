@@ -124,6 +124,27 @@ def davis_sbs_clip(path: Path, sequence: str = "davis2016_parkour", count: int |
     return write_video(path, sbs, n=len(frames), fps=fps, options={"crf": "12"})
 
 
+_SPRITES: dict = {}
+
+
+def sprite(sequence: str, index: int, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(rgb float32 (h, w, 3), alpha float32 (h, w)) of a DAVIS person cut out by its ground-truth mask and
+    cropped to the mask's box grown by ``margin`` pixels: a person to paste into other footage with exact truth."""
+    import cv2
+
+    key = (sequence, index, margin)
+    if key not in _SPRITES:
+        frames, masks = davis_frames(sequence)
+        i = index % len(frames)
+        rgb = cv2.cvtColor(cv2.imread(str(frames[i])), cv2.COLOR_BGR2RGB).astype(np.float32)
+        alpha = (cv2.imread(str(masks[i]), cv2.IMREAD_GRAYSCALE) > 127).astype(np.float32)
+        ys, xs = np.nonzero(alpha)
+        y0, y1 = max(ys.min() - margin, 0), min(ys.max() + margin + 1, alpha.shape[0])
+        x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, alpha.shape[1])
+        _SPRITES[key] = (rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1])
+    return _SPRITES[key]
+
+
 def sbs_iou_to_davis(alphas: Iterable[np.ndarray], masks: list[Path]) -> dict[str, list[float]]:
     """Per-frame IoU of each eye's alpha (>= 0.5; SBS, both eyes showing the DAVIS frame) to its ground truth."""
     import cv2

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import synth  # noqa: E402
 from synth import davis_frames  # noqa: E402
 
 from vr180matte.engines.base import Detection  # noqa: E402
@@ -62,23 +63,9 @@ class StereoClip:
         return torch.from_numpy(self.left[t]).to(device), torch.from_numpy(self.right[t]).to(device)
 
 
-_SPRITES: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-
-
 def sprite(sequence: str, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rgb float32 (h, w, 3), alpha float32 (h, w)) of the DAVIS person, cropped to its mask with a margin."""
-    key = (sequence, index)
-    if key not in _SPRITES:
-        frames, masks = davis_frames(sequence)
-        i = index % len(frames)
-        rgb = cv2.cvtColor(cv2.imread(str(frames[i])), cv2.COLOR_BGR2RGB).astype(np.float32)
-        alpha = (cv2.imread(str(masks[i]), cv2.IMREAD_GRAYSCALE) > 127).astype(np.float32)
-        ys, xs = np.nonzero(alpha)
-        m = 4
-        y0, y1 = max(ys.min() - m, 0), min(ys.max() + m + 1, alpha.shape[0])
-        x0, x1 = max(xs.min() - m, 0), min(xs.max() + m + 1, alpha.shape[1])
-        _SPRITES[key] = (rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1])
-    return _SPRITES[key]
+    """The DAVIS person cut out by its mask, cropped with a 4 px margin (:func:`synth.sprite`)."""
+    return synth.sprite(sequence, index, margin=4)
 
 
 def render_billboard(rgb: np.ndarray, alpha: np.ndarray, size: int, yaw: float, pitch: float, height_deg: float,
