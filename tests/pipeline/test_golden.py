@@ -95,7 +95,7 @@ def test_overlapped_stages_give_the_same_bytes_as_serial(tmp_path):
     """processing.memory_pipeline (decode | segment | finish | encode in threads) changes speed, never output."""
     clip = davis_sbs_clip(tmp_path / "p.mp4", "davis2016_parkour", count=6)
     sets = ["hardware.device=cpu", "processing.scale_factor=0.25", "processing.chunk_size=4",
-            "processing.overlap_frames=1"]
+            "processing.overlap_frames=1", "detection.image_size=640"]  # small detector input: not what is checked
     # the shortest queues between the threads (processing.stage_queue=1), so they block on each other most
     a = run(clip, out_dir=tmp_path / "a", overrides=sets + ["processing.memory_pipeline=true",
                                                              "processing.stage_queue=1"], quiet=True)
@@ -115,7 +115,8 @@ def test_parallel_eyes_batch_equals_eye_by_eye(tmp_path):
     import numpy as np
 
     clip = davis_sbs_clip(tmp_path / "p.mp4", "davis2016_parkour", count=4)
-    sets = ["hardware.device=cpu", "processing.scale_factor=0.25", "processing.chunk_size=0"]
+    sets = ["hardware.device=cpu", "processing.scale_factor=0.25", "processing.chunk_size=0",
+            "detection.image_size=640"]  # a small detector input: detection is not what this checks
     outs = []
     for flag in ("true", "false"):
         r = run(clip, out_dir=tmp_path / flag, overrides=sets + [f"processing.parallel_eyes={flag}"], quiet=True)
