@@ -8,11 +8,13 @@ policy sees 16 cores (``hardware.policy=gpu``: 8 encoder contexts) and the reade
 FFmpeg threads each (the writer splits its 16 over its contexts). The child also reports tracemalloc's peak (numpy frames
 in flight; FFmpeg's own buffers are not traced) and its glibc arena cap.
 
-Runs: the default (MALLOC_ARENA_MAX as the product sets it) at N and 4N, and N with glibc's default arena
-cap as on a 16-core machine (8 x 16 = 128) to show what bounding the arenas is worth.
+Runs: the default (MALLOC_ARENA_MAX not set: this machine's glibc default) at N and 4N, and N with glibc's
+default arena cap as on a 16-core machine (8 x 16 = 128). The long run's RSS is also sampled from ``/proc``:
+the highest RSS of each half of its wall time tells a plateau from growth. ``--engine auto`` runs the default
+config's engine instead of passthrough (models included; the CPU policy, as this machine has no GPU).
 Targets (issue 20): peak <= 4096 MB and 4N / N <= 1.1. Last line: one JSON object (SMOKE_KEYS first).
 
-    flock /tmp/vr180-heavy.lock nice .venv/bin/python benchmarks/memory_6k.py [--frames 8]
+    flock /tmp/vr180-heavy.lock nice .venv/bin/python benchmarks/memory_6k.py [--frames 24] [--engine auto]
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ def make_clip(path: Path, frames: int, width: int, height: int) -> Path:
     return path
 
 
-def child(clip: str, out_dir: str) -> None:
+def child(clip: str, out_dir: str, engine: str) -> None:
     """One pipeline run as on a 16-core machine; prints one JSON line with tracemalloc's peak."""
     import tracemalloc
 
@@ -78,19 +80,23 @@ def child(clip: str, out_dir: str) -> None:
     from vr180matte.pipeline import run
 
     tracemalloc.start()
-    result = run(clip, out_dir=out_dir, overrides=["hardware.device=cpu", "hardware.policy=gpu",
-                                                   "matting.engine=passthrough"], quiet=True)
+    # the passthrough (I/O) run takes the GPU policy's encoder count; a model engine runs here on the CPU, where a
+    # forced GPU policy would put its "device" tensors (whole-frame work) in host memory, so it keeps the policy
+    # the machine gets (auto: the CPU policy, seeing 16 cores)
+    policy = "gpu" if engine == "passthrough" else "auto"
+    result = run(clip, out_dir=out_dir, overrides=["hardware.device=cpu", f"hardware.policy={policy}",
+                                                   f"matting.engine={engine}"], quiet=True)
     _, peak = tracemalloc.get_traced_memory()
     print(json.dumps({"py_peak_mb": round(peak / 2**20, 1), "io": result.stats.get("io"),
                       "frames": result.stats["frames_out"]}))
 
 
-def measure(clip: Path, out_dir: Path, arenas: str | None) -> dict:
+def measure(clip: Path, out_dir: Path, arenas: str | None, engine: str = "passthrough") -> dict:
     env = dict(os.environ)
     env.pop("MALLOC_ARENA_MAX", None)
     if arenas is not None:
         env["MALLOC_ARENA_MAX"] = arenas
-    proc = subprocess.Popen([sys.executable, __file__, "--child", str(clip), str(out_dir)], env=env,
+    proc = subprocess.Popen([sys.executable, __file__, "--child", str(clip), str(out_dir), engine], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     trace: list[tuple[float, float]] = []  # (s since start, RSS MB): does the run plateau, or keep growing?
     done = threading.Event()
@@ -125,7 +131,7 @@ def measure(clip: Path, out_dir: Path, arenas: str | None) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        return child(sys.argv[2], sys.argv[3])
+        return child(sys.argv[2], sys.argv[3], sys.argv[4])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # N must be past the ramp-up, or the comparison measures the filling, not growth with length: RSS sampled
     # through a 64-frame run at 6K rose for its first ~20 frames (read-ahead, stage queues, encoder contexts,
@@ -133,6 +139,9 @@ def main() -> None:
     # inside the ramp (16 -> 64 frames: 1.12, with the same plateau)
     ap.add_argument("--frames", type=int, default=24, help="N (the long run has 4N)")
     ap.add_argument("--width", type=int, default=6144)
+    ap.add_argument("--engine", default="passthrough",
+                    help="matting.engine of the runs: passthrough (the I/O path alone, the default) or auto (the "
+                         "default config's engine: the whole default run, models included)")
     ap.add_argument("--smoke", action="store_true", help="tiny run (512x256, N=2)")
     args = ap.parse_args()
     if args.smoke:
@@ -142,19 +151,20 @@ def main() -> None:
         t = Path(tmp)
         clip_n = make_clip(t / "n.mp4", n, w, w // 2)
         clip_4n = make_clip(t / "4n.mp4", 4 * n, w, w // 2)
-        a = measure(clip_n, t / "o1", None)
+        a = measure(clip_n, t / "o1", None, args.engine)
         print(f"{n} frames: peak RSS {a['rss_mb']} MB (tracemalloc peak {a['py_peak_mb']} MB)", flush=True)
-        b = measure(clip_4n, t / "o2", None)
+        b = measure(clip_4n, t / "o2", None, args.engine)
         print(f"{4 * n} frames: peak RSS {b['rss_mb']} MB (tracemalloc peak {b['py_peak_mb']} MB; highest RSS in the "
               f"first and second half of the run: {b['rss_mb_halves']} MB)", flush=True)
-        c = None if args.smoke else measure(clip_n, t / "o3", "128")  # the smoke run stays short
+        # the arena comparison is of the I/O path; the smoke run stays short
+        c = None if args.smoke or args.engine != "passthrough" else measure(clip_n, t / "o3", "128", args.engine)
         if c is not None:
             print(f"{n} frames, MALLOC_ARENA_MAX=128: peak RSS {c['rss_mb']} MB", flush=True)
     ratio = round(b["rss_mb"] / a["rss_mb"], 3)
     out = {"frames_n": n, "rss_mb_n": a["rss_mb"], "rss_mb_4n": b["rss_mb"], "threads": THREADS, "ratio": ratio,
            "py_peak_mb_n": a["py_peak_mb"], "py_peak_mb_4n": b["py_peak_mb"], "rss_mb_n_arenas_128": c and c["rss_mb"],
            "rss_mb_4n_halves": b["rss_mb_halves"],
-           "width": w, "height": w // 2, "target_mb": 4096, "target_ratio": 1.1,
+           "engine": args.engine, "width": w, "height": w // 2, "target_mb": 4096, "target_ratio": 1.1,
            "met": bool(max(a["rss_mb"], b["rss_mb"]) <= 4096 and ratio <= 1.1), "io": a["io"]}
     print(json.dumps(out))
 
