@@ -244,3 +244,15 @@ def test_box_prior_follows_the_person_not_the_box():
     ell = np.zeros_like(gt)
     ell[y0:y1, x0:x1] = _ellipse(y1 - y0, x1 - x0, (0, 0, x1 - x0, y1 - y0))
     assert _iou(prior, gt) > _iou(ell, gt)
+
+
+def test_box_prior_is_the_same_on_the_same_pixels():
+    """Identical eyes must give identical mattes: GrabCut's k-means start comes from OpenCV's RNG, so the prior
+    fixes its seed (without it, two calls on the same box gave different masks)."""
+    from vr180matte.engines.embedded_prior import box_prior
+
+    img, _, box = _tiny_scene(24.0)
+    first = box_prior(img, box)
+    assert first.sum() > 0
+    for _ in range(3):
+        assert np.array_equal(box_prior(img, box), first)

@@ -59,6 +59,9 @@ def box_prior(rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
     if (mask == cv2.GC_BGD).any():  # GrabCut needs some sure background
         try:
             bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            # GrabCut seeds its colour models with k-means from OpenCV's per-thread RNG: without a fixed seed the
+            # same box on the same pixels gives another mask on each call, and identical eyes would disagree.
+            cv2.setRNGSeed(0)
             cv2.grabCut(crop, mask, None, bgd, fgd, _ITERS, cv2.GC_INIT_WITH_MASK)
             cut = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
             if 0.15 * area <= cut.sum() <= 0.85 * area:

@@ -93,6 +93,13 @@ class EmbeddedSegmenter:
         """Live track ids (for tests and logging)."""
         return list(self._tracks)
 
+    @property
+    def prior_boxes(self) -> dict[int, np.ndarray]:
+        """``{track id: box}`` of the tracks whose mask on the last :meth:`segment` call was the box prior (image
+        px): the box the prior was drawn in, which only a new prompt moves (stereo/follow.py supplies one)."""
+        return {tid: self._tracks[tid].prior_box for tid in sorted(self.prior_ids)
+                if tid in self._tracks and self._tracks[tid].prior_box is not None}
+
     # -- prompts -----------------------------------------------------------------------------------------------
     def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
         """Start ``track_id`` or re-anchor it at ``box`` (or the box of ``mask``) from the next frame on."""

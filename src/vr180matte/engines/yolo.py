@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from vr180matte.compat.torchvision_ops import ensure_torchvision_ops
 from vr180matte.engines.base import Detection
-from vr180matte.engines.yolo_batch import PAD, NetBatch, letterbox, to_float, unletterbox
+from vr180matte.engines.yolo_batch import PAD, NetBatch, letterbox, to_float, unletterbox, window_batch
 from vr180matte.engines.yolo_tiles import TILE_OVERLAP, finish_image, merge_tiled_boxes, tile_boxes, tile_grid  # noqa: F401
 from vr180matte.engines.yolo_weights import load_checkpoint_model, load_detector_net  # noqa: F401 - re-exported
 from vr180matte.runtime.policy import DevicePolicy, choose_policy
@@ -78,7 +78,7 @@ class YoloDetector:
         self.batch = max(1, int(batch))
         self.weights = None if weights is None else Path(weights)
         self.source = source or ("random" if random_init else "file")
-        self.stats = {"calls": 0, "tiles": 0, "tile_boxes": 0, "joined_or_dropped": 0, "forwards": 0}
+        self.stats = {"calls": 0, "tiles": 0, "tile_boxes": 0, "joined_or_dropped": 0, "forwards": 0, "windows": 0}
         self.last_tiles = 0
         self.half = bool(fp16 and self.device.type == "cuda")  # half precision only where it is fast and safe
         self.net = load_detector_net(weights, model, random_init, self.device, self.half)
@@ -200,6 +200,28 @@ class YoloDetector:
                 per_image[k]["tiles"].append((b / zoom, s, c))
         return [finish_image(p["whole"], p["tiles"], *images[k].shape[:2], thr, self.max_det, self.min_box_area,
                              self.stats) for k, p in enumerate(per_image)]
+
+    def detect_windows(self, image: torch.Tensor, windows: np.ndarray, size: int, threshold: float
+                       ) -> list[np.ndarray]:
+        """Per square window (``windows``: (n, 4) xyxy in ``image`` px), its persons as (k, 5) rows ``x0 y0 x1 y1
+        score`` in image px, best first: every window resampled to ``size`` x ``size`` and all of them through the
+        network in one batch, one NMS, one download (no tiles, no merging: a window is already at the person's
+        scale). For following known people between detection frames (stereo/follow.py)."""
+        windows = np.asarray(windows, np.float32).reshape(-1, 4)
+        if not len(windows):
+            return []
+        x = window_batch(image, windows, int(size), self.device)
+        if self.half:
+            x = x.half()
+        nb = NetBatch()
+        for i in range(len(windows)):
+            nb.add(x[i], threshold, i)
+        self.stats["windows"] += len(windows)
+        out = []
+        for rows, (wx0, wy0, wx1, wy1) in zip(self._run(nb, self.person_classes), windows):
+            f = np.float32([(wx1 - wx0) / size, (wy1 - wy0) / size] * 2)
+            out.append(np.concatenate([rows[:, :4] * f + np.float32([wx0, wy0, wx0, wy0]), rows[:, 4:5]], 1))
+        return out
 
 
 def _shape_counts(nb: NetBatch) -> list[int]:

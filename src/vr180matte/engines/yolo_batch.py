@@ -60,6 +60,32 @@ def unletterbox(rows: np.ndarray, meta, H: int, W: int) -> np.ndarray:
     return rows
 
 
+def window_batch(image: torch.Tensor, windows: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+    """(n, 3, size, size) network inputs: the square ``windows`` (n, 4 xyxy, image px, may reach past the image,
+    where the letterbox grey fills in) of the (H, W, 3) uint8 ``image``, resampled bilinearly in one
+    ``grid_sample``. Only the region the windows cover is converted to float (a 6K eye is 113 MB as float)."""
+    H, W = int(image.shape[0]), int(image.shape[1])
+    n = len(windows)
+    x0 = int(max(0, np.floor(windows[:, 0].min())))
+    y0 = int(max(0, np.floor(windows[:, 1].min())))
+    x1 = int(min(W, np.ceil(windows[:, 2].max()) + 1))
+    y1 = int(min(H, np.ceil(windows[:, 3].max()) + 1))
+    if x1 <= x0 or y1 <= y0:
+        return torch.full((n, 3, size, size), PAD, device=device)
+    region = to_float(image[y0:y1, x0:x1], device) - PAD  # zero padding below is the letterbox grey
+    rh, rw = region.shape[-2:]
+    # Pixel centres of every window's output grid, in the region's normalised coordinates (align_corners=False).
+    t = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size
+    w = torch.as_tensor(windows, dtype=torch.float32, device=device)
+    gx = w[:, None, 0] + t[None] * (w[:, None, 2] - w[:, None, 0]) - x0  # (n, size) region px
+    gy = w[:, None, 1] + t[None] * (w[:, None, 3] - w[:, None, 1]) - y0
+    grid = torch.stack([(2 * gx / rw - 1)[:, None, :].expand(n, size, size),
+                        (2 * gy / rh - 1)[:, :, None].expand(n, size, size)], -1)  # (n, size, size, 2)
+    out = F.grid_sample(region, grid.reshape(1, n * size, size, 2), mode="bilinear", padding_mode="zeros",
+                        align_corners=False)  # one sample for all windows: (1, 3, n * size, size)
+    return out.reshape(3, n, size, size).transpose(0, 1) + PAD
+
+
 def _xywh2xyxy(x: torch.Tensor) -> torch.Tensor:
     """Centre/size boxes to corners, the same ops as ultralytics' ``xywh2xyxy`` (same rounding)."""
     y = torch.empty_like(x)

@@ -126,7 +126,8 @@ class PersonTrace:
     """``debugging.person_trace``: where every detected person went, per eye (stats.json ``person_trace`` and the
     ``<stem>.persons.tsv`` table).
 
-    Fed by events from the views (track/view_matter.py: ``start``, ``matched``, ``frame``, ``end``, ``dropped``)
+    Fed by events from the views (track/view_matter.py: ``start``, ``matched``, ``frame``, ``end``, ``dropped``;
+    stereo/follow.py: ``followed``)
     and the stereo stage (``seeded``, ``agreement``, ``correction``, ``end`` with the stereo reason). Per person
     (id, shared by both eyes in the coupled stereo modes) it keeps counters and the last values only; detections
     that never became a track are kept as rows up to ``max_dropped`` (their count per reason is always exact).
@@ -142,7 +143,7 @@ class PersonTrace:
 
     @staticmethod
     def _eye() -> dict:
-        return {"start": None, "origin": None, "frames": 0, "segmented": 0, "prior": 0, "area_px_sum": 0.0,
+        return {"start": None, "origin": None, "frames": 0, "segmented": 0, "prior": 0, "followed": 0, "area_px_sum": 0.0,
                 "area_px_min": None, "area_px_last": 0.0, "matched": 0, "end": None, "end_reason": None}
 
     def _person(self, tid: int) -> dict | None:
@@ -202,6 +203,8 @@ class PersonTrace:
                 e["area_px_sum"] += area
                 e["area_px_min"] = area if e["area_px_min"] is None else min(e["area_px_min"], area)
                 e["area_px_last"] = area
+        elif kind == "followed":  # a box-prior track's box moved by the detector between detections
+            e["followed"] += 1
         elif kind == "end":
             e["end"], e["end_reason"] = int(frame), str(info.get("reason"))
 
@@ -244,14 +247,14 @@ class PersonTrace:
     def write_table(self, path: Path) -> None:
         """One row per person (tab-separated), written under a temporary name and renamed."""
         cols = ["id", "fate", "det_score", "det_w", "det_h", "start_L", "origin_L", "frames_L", "segmented_L",
-                "prior_L", "area_mean_L", "end_L", "end_reason_L", "start_R", "origin_R", "segmented_R", "end_R",
+                "prior_L", "followed_L", "area_mean_L", "end_L", "end_reason_L", "start_R", "origin_R", "segmented_R", "end_R",
                 "end_reason_R", "seeded", "disparity", "agreement_mean", "agreement_min", "corrections"]
         lines = ["\t".join(cols)]
         for row in self.summary()["persons"]:
             l, r, st, b = row["left"], row["right"], row["stereo"], row["det_box"]
             vals = [row["id"], row["fate"], row["det_score"], None if b is None else round(b[2] - b[0], 1),
                     None if b is None else round(b[3] - b[1], 1), l["start"], l["origin"], l["frames"],
-                    l["segmented"], l["prior"], l["area_px_mean"], l["end"], l["end_reason"], r["start"],
+                    l["segmented"], l["prior"], l["followed"], l["area_px_mean"], l["end"], l["end_reason"], r["start"],
                     r["origin"], r["segmented"], r["end"], r["end_reason"], st["seeded"], st["disparity"],
                     st["agreement_mean"], st["agreement_min"], st["corrections"]]
             lines.append("\t".join("" if v is None else str(v) for v in vals))

@@ -44,6 +44,7 @@ from .disparity import DisparityJob, DisparitySmoother, measure_disparities, mea
 from .equirect import EquirectDetector
 from .handoff import ChunkHandoff
 from .modes import make_mode
+from .follow import PriorFollower
 from .source_detect import SourceEyes
 from .vouch import Vouching
 from ..boxes import iou, mask_box, overlap_small, shift_box
@@ -239,6 +240,9 @@ class StereoStage:
         self._refused: list = []  # master_slave: unsure left boxes the right eye did not vouch for (detect_lead)
         self._vouching: Vouching | None = None  # built on first use: the detector's threshold is final by then
         self.source = SourceEyes()  # this frame's source-resolution eyes: the detector runs on them (source_detect.py)
+        # detection.follow_small: box-prior tracks re-found by the detector between detection frames (follow.py)
+        self.follower = PriorFollower(detector) if cfg.detection.follow_small and PriorFollower.usable(detector) \
+            else None
         self.prompts = None  # the input.prompts file (track/prompts.py), set by attach()
         self.trace = None  # debugging.person_trace (quality/debug.py PersonTrace), set by attach()
 
@@ -329,6 +333,8 @@ class StereoStage:
         self._first = False
         if self.prompts is not None:
             self._add_prompted(frame_idx, left_img, right_img)
+        if self.follower is not None and not detect_now:
+            self.follower.follow(self, frame_idx, left_img, right_img)
         self._prefetch(frame_idx, left_img, right_img, detect_now)
         res = self.strategy.step(self, frame_idx, left_img, right_img, detect_now)
         if self.prompts is not None and self.prompts.has_excludes(frame_idx):
@@ -428,6 +434,7 @@ class StereoStage:
             "correction_log": list(self._corr_log),
             "correction_log_truncated": self._n_corr > len(self._corr_log),
             "source_detections": self.source.used,
+            "follow": dict(self.follower.stats) if self.follower is not None else None,
         }
         if self.equirect is not None:
             out["equirect"] = dict(self.equirect.stats)

@@ -39,6 +39,7 @@ class StereoMode:
     name: str = ""
     needs_detector = False  # the mode detects itself, so the engine must provide a detector
     corrects = True  # validated frames below the threshold are corrected (independent only reports)
+    coupled = True  # the right eye follows the left under the same ids (independent: each eye on its own)
 
     def step(self, stage: "StereoStage", frame_idx: int, left_img: torch.Tensor, right_img: torch.Tensor,
              detect_now: bool) -> "StereoResult":
@@ -51,6 +52,7 @@ class Independent(StereoMode):
 
     name = "independent"
     corrects = False
+    coupled = False
 
     def step(self, stage, frame_idx, left_img, right_img, detect_now):
         from .consistency import mask_iou, pair_boxes
