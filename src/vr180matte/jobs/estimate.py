@@ -44,7 +44,7 @@ class GpuFigure:
     basis: str  # where, when, on what code and with what settings it was measured
 
 
-# Only measured figures. The one GPU run so far (the lent H200 of issue 19, recorded in ../shared/DESIGN.md and
+# Only measured figures. The one GPU run so far (the lent H200 of issue 19, recorded in docs/cluster.md and
 # docs/benchmarks.md) ran the code *before* the GPU frame path work; benchmarks/gpu_check.sh re-measures it.
 GPU_TABLE: dict[str, GpuFigure] = {
     "h200": GpuFigure(0.61, "measured", "H200 + 16 cores, 2026-12-04, 60-frame 6K street clip, det-sam2 hiera-tiny "
