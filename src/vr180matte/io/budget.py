@@ -10,16 +10,18 @@ cores alone took the run to 10-13 GB (issue 20). Measured on 6144x3072 (benchmar
   151 MB, plus the packet buffer FFmpeg sizes for the worst case and the coded packet, up to 128 MB);
 * a read-ahead frame: 54 MB (RGB, 8-bit), 108 MB for a 10-bit source read as 16-bit.
 
-Each count is capped so its part stays within its budget below (together ~2.5 GB, leaving the rest of a 4 GB
-host budget to the stage queues, the models' host side and the interpreter), and never below what keeps the
-path working (1 context, 2 threads, 2 frames). Small frames are not capped in practice: at 1920x960 the
+Each count is capped so its part stays within its budget below (together ~1.66 GB, leaving ~2.4 GB of a 4 GB
+host budget to the stage queues, the models' host side and the interpreter, ~1.8 GB measured with the embedded
+engine at 6K), and never below what keeps the path working (1 context, 2 threads, 2 frames). At 6144x3072 that
+is 8 decoder threads (4 for 10-bit) and 2 ProRes contexts: with 11 threads and 3 contexts the default config
+peaked at 4.2-4.5 GB, with 8 and 2 at 3.7 GB (docs/benchmarks.md, issue 20). Small frames are not capped in practice: at 1920x960 the
 caps are far above any core count.
 """
 from __future__ import annotations
 
 MB = 2**20
-DECODER_BUDGET = 512 * MB  # FFmpeg's decoder threads (frame pools)
-ENCODER_BUDGET = 1536 * MB  # parallel ProRes/PNG contexts
+DECODER_BUDGET = 384 * MB  # FFmpeg's decoder threads (frame pools)
+ENCODER_BUDGET = 1024 * MB  # parallel ProRes/PNG contexts
 READ_AHEAD_BUDGET = 256 * MB  # decoded RGB frames queued ahead of the stages
 
 #: measured multipliers (module docstring)
