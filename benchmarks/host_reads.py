@@ -165,7 +165,12 @@ def count_run(engine: str, clip: Path, out: Path, smoke: bool, interval: int) ->
         sets += ["detection.tile_size=160", "matting.roi_max_frac=0"]
     with HostReadCounter() as c, _FrameLabels(c) as lab:
         run(clip, out_dir=out, overrides=sets, quiet=True, engine=engine_factory(engine, smoke))
-    per = defaultdict(lambda: {"reads": Counter(), "ops": Counter(), "downloads": Counter()})
+    per = defaultdict(lambda: {"reads": Counter(), "ops": Counter(), "downloads": Counter(), "sites": Counter()})
+    for label, v in c.read_sites.items():
+        frame_stage, _, site = label.partition("|")
+        frame, _, stage = frame_stage.partition("/")
+        if frame.isdigit():
+            per[int(frame)]["sites"][f"{stage} {site}"] += v
     for what in ("reads", "ops", "downloads"):
         for label, v in getattr(c, what).items():
             frame, _, stage = label.partition("/")
@@ -183,8 +188,10 @@ def summarise(r: dict) -> dict:
         return round(float(np.mean([sum(r["per_frame"][f]["reads"].values()) for f in fs])), 2) if fs else None
 
     stages: Counter = Counter()
+    sites: Counter = Counter()
     for f in frames:
         stages.update(r["per_frame"][f]["reads"])
+        sites.update(r["per_frame"][f]["sites"])
     ops = [sum(r["per_frame"][f]["ops"][s] for s in FRAME_STAGES) for f in frames]
     return {
         "reads_plain": mean_reads(plain),
@@ -192,6 +199,8 @@ def summarise(r: dict) -> dict:
         "frames_plain": len(plain),
         "frames_detection": len(det),
         "reads_per_frame_by_stage": {k: round(v / max(1, len(frames)), 2) for k, v in sorted(stages.items())},
+        # where the reads are asked (stage, module:function:line), the ten most frequent, per frame
+        "top_read_sites": {k: round(v / max(1, len(frames)), 2) for k, v in sites.most_common(10)},
         "frame_path_reads_per_frame": round(sum(stages[s] for s in FRAME_STAGES) / max(1, len(frames)), 2),
         "frame_path_ops_per_frame": round(float(np.mean(ops)), 1) if ops else None,
         "live_tracks": [r["tracks"].get(f) for f in frames],
@@ -231,6 +240,8 @@ def main() -> None:
                   f"ops 8 vs 1 persons {ratio} (target <= 1.3)")
             print(f"  reads per frame by stage: {s8['reads_per_frame_by_stage']}")
             print(f"  live tracks per measured frame (many): {s8['live_tracks']}")
+            for site, n in s8["top_read_sites"].items():
+                print(f"  {n:8.2f} reads/frame at {site}")
     print(json.dumps({**result, "eye": args.eye, "frames": args.frames, "smoke": args.smoke,
                       "machine": "2-core CPU VM, 24 GB, no GPU (GPU policy forced)"}))
 

@@ -31,6 +31,8 @@ def test_every_read_kind_is_counted_under_its_label():
     assert y.shape == x.shape
     bool(x[0] > 0)  # outside: not counted
     assert c.total("reads") == 9
+    # where each read was asked: these are in a test, outside the product package
+    assert c.read_sites == {"a|outside the package": 8, "b|outside the package": 1}
 
 
 def test_nothing_counted_for_pure_device_work():

@@ -13,8 +13,10 @@ e.g. ``"frame 3/refine"``) is what the counts are filed under.
 """
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -22,6 +24,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 #: tensor methods that read a value back to the host (``__array__`` is numpy's conversion, e.g. np.asarray(t))
 READS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__", "__array__"})
+_PACKAGE = str(Path(__file__).resolve().parents[1])
+_HERE = str(Path(__file__).resolve())
+
+
+def _site() -> str:
+    """``module.py:function:line`` of the innermost product frame below this module: where a read was asked."""
+    f = sys._getframe(2)
+    while f is not None:
+        name = f.f_code.co_filename
+        if name.startswith(_PACKAGE) and name != _HERE:
+            return f"{name[len(_PACKAGE) + 1:]}:{f.f_code.co_name}:{f.f_lineno}"
+        f = f.f_back
+    return "outside the package"
 
 
 def _to_host(func, args, kwargs) -> bool:
@@ -50,6 +65,7 @@ class _Reads(TorchFunctionMode):
         if name in READS:
             self.owner.reads[self.owner.label] += 1
             self.owner.read_kinds[name] += 1
+            self.owner.read_sites[f"{self.owner.label}|{_site()}"] += 1
         elif _to_host(func, args, kwargs):
             self.owner.downloads[self.owner.label] += 1
         return func(*args, **(kwargs or {}))
@@ -66,8 +82,9 @@ class _Ops(TorchDispatchMode):
 
 
 class HostReadCounter:
-    """``with HostReadCounter() as c: ...`` then ``c.reads`` / ``c.ops`` / ``c.downloads`` (Counters by label)
-    and ``c.read_kinds`` (by method name). Set ``c.label`` (or use :meth:`labelled`) to file counts."""
+    """``with HostReadCounter() as c: ...`` then ``c.reads`` / ``c.ops`` / ``c.downloads`` (Counters by label),
+    ``c.read_kinds`` (by method name) and ``c.read_sites`` (by label and the product line that asked).
+    Set ``c.label`` (or use :meth:`labelled`) to file counts."""
 
     def __init__(self, label: str = "other") -> None:
         self.label = label
@@ -75,6 +92,7 @@ class HostReadCounter:
         self.ops: Counter = Counter()  # aten ops dispatched
         self.downloads: Counter = Counter()  # .cpu() / .to("cpu") calls: device-to-host copies on a GPU
         self.read_kinds: Counter = Counter()
+        self.read_sites: Counter = Counter()  # "<label>|<module>:<function>:<line>": where each read was asked
         self._stack: ExitStack | None = None
 
     def __enter__(self) -> "HostReadCounter":
