@@ -256,7 +256,7 @@ def test_master_slave_vouching_keeps_an_unsure_person_and_checks_a_poster_once(c
 def test_validation_on_the_persons_rows_equals_the_whole_eye(clip, mode, method, monkeypatch):
     """Validation works on the rows where a person's masks are non-zero (disparity is horizontal); forcing it onto
     the whole eye must give bit-identical masks, boxes, agreements, disparities and corrections."""
-    from vr180matte.stereo import consistency
+    from vr180matte.stereo import validation
 
     def snapshot(results):
         return [({t: (m.prob.clone(), None if m.box is None else m.box.tolist()) for t, m in r.left.tracks.items()},
@@ -265,17 +265,18 @@ def test_validation_on_the_persons_rows_equals_the_whole_eye(clip, mode, method,
 
     banded = snapshot(run(build(clip, mode, method), clip))
     used = []
-    real_of = consistency._Rows.of.__func__
+    real_bands = validation._row_bands
 
-    def spy(cls, *masks):
-        rows = real_of(cls, *masks)
-        used.append(rows.r1 - rows.r0 < rows.height)
-        return rows
+    def spy(people):
+        bands = real_bands(people)
+        used.extend(rows.r1 - rows.r0 < rows.height for rows in bands)
+        return bands
 
-    monkeypatch.setattr(consistency._Rows, "of", classmethod(spy))
+    monkeypatch.setattr(validation, "_row_bands", spy)
     run(build(clip, mode, method), clip, 3)
     assert any(used)  # the synthetic people do not fill the eye's height: the banded path really ran
-    monkeypatch.setattr(consistency._Rows, "of", classmethod(lambda cls, *m: cls(0, m[0].shape[0], m[0].shape[0])))
+    monkeypatch.setattr(validation, "_row_bands",
+                        lambda people: [validation._Rows(0, p.pl.shape[0], p.pl.shape[0]) for p in people])
     whole = snapshot(run(build(clip, mode, method), clip))
     assert len(banded) == len(whole)
     for (bl, br, ba, bd, bc), (wl, wr, wa, wd, wc) in zip(banded, whole):
@@ -284,3 +285,34 @@ def test_validation_on_the_persons_rows_equals_the_whole_eye(clip, mode, method,
             assert b.keys() == w.keys()
             for tid in b:
                 assert torch.equal(b[tid][0], w[tid][0]) and b[tid][1] == w[tid][1]
+
+
+def test_validation_reads_do_not_grow_with_persons(clip, monkeypatch):
+    """Validation reads device values back a fixed number of times a frame (the disparity measurement's three,
+    one for the row bands, one for agreement, fused boxes and areas), however many persons it compares."""
+    from stereo_synth import Person, make_clip
+    from vr180matte.runtime.host_reads import HostReadCounter
+    from vr180matte.stereo import validation
+
+    one = make_clip([Person("davis2016_dance-twirl", yaw=lambda t: -32 + 0.8 * t, pitch=lambda t: -5.0,
+                            height_deg=55, disparity=lambda t: 9.0 + 0.35 * t)], frames=4, size=256)
+    per_frame = {}
+    for name, c in (("one", one), ("two", clip)):
+        stage = build(c, "master_slave", corrupt={})
+        real = validation.StereoValidator.validate
+        reads = []
+
+        def counted(self, *a, **k):
+            with HostReadCounter() as hc:
+                out = real(self, *a, **k)
+            reads.append((hc.total("reads"), len(out.agreement), len(out.corrections)))
+            return out
+
+        monkeypatch.setattr(validation.StereoValidator, "validate", counted)
+        run(stage, c, 4)
+        monkeypatch.undo()
+        per_frame[name] = reads
+    assert {n for _, n, _ in per_frame["one"]} == {1} and {n for _, n, _ in per_frame["two"]} == {2}
+    assert all(k == 0 for _, _, k in per_frame["one"] + per_frame["two"])  # no correction: the plain path
+    assert [r for r, _, _ in per_frame["one"]] == [r for r, _, _ in per_frame["two"]]
+    assert max(r for r, _, _ in per_frame["two"]) <= 5

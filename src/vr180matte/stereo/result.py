@@ -1,0 +1,35 @@
+"""What the stereo stage returns for one frame, and the agreement measure it is judged by.
+
+A module of its own because every part of the stage uses both (the modes, validation, correction, the run report)
+while the stage module (stereo/consistency.py) imports those parts: kept here, nobody imports in a circle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..engines.base import FrameMatte
+
+__all__ = ["MASK_T", "StereoResult", "mask_iou"]
+
+MASK_T = 0.5  # a probability mask's pixel belongs to the person above this
+
+
+@dataclass
+class StereoResult:
+    left: FrameMatte
+    right: FrameMatte
+    agreement: dict[int, float]  # per person: IoU of left mask vs right mask mapped back by disparity
+    disparity: dict[int, float]  # per person, pixels at processing res (left x minus right x), smoothed
+    corrections: list[dict] = field(default_factory=list)
+    detected: bool = False  # the detector ran on this frame
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor, thresh: float = MASK_T) -> float:
+    """IoU of two probability masks thresholded at ``thresh`` (1.0 when both are empty)."""
+    ma, mb = a > thresh, b > thresh
+    union = (ma | mb).sum()
+    if int(union) == 0:
+        return 1.0
+    return float((ma & mb).sum().float() / union.float())

@@ -1,0 +1,282 @@
+"""Validation of the two eyes: does each person's right mask, mapped back by disparity, match the left one?
+
+Every frame, for every person, the right mask is mapped back by the (smoothed) disparity and compared with the
+left mask (IoU = "agreement"). Below ``stereo.validation_threshold`` the person is corrected (stereo/correction.py);
+a person that passes gets both eyes' aligned probabilities averaged (``fuse_edges``) so the two eyes carry the
+same edge. The per-person state kept across frames (the smoothed disparity and the agreed mask area the
+correction judges the weaker eye by) lives here, bounded: it is dropped when the person's left track ends.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..boxes import mask_box
+from ..config import Config
+from ..engines.base import FrameMatte, TrackMask
+from ..track.tracker import _stats_on_device
+from .correction import StereoCorrector
+from .disparity import DisparityJob, DisparitySmoother, measure_disparities, measure_disparity, shift_mask
+from .result import MASK_T, StereoResult
+
+if TYPE_CHECKING:  # the stage builds this part; only type hints go the other way
+    from .consistency import StereoStage
+
+__all__ = ["StereoValidator"]
+
+
+class _Rows:
+    """The rows ``[r0, r1)`` of an (H, W) eye outside which a person's masks are exactly zero. ``eye[rows.band]``
+    cuts them; :meth:`full` zero-pads such a cut back to the eye, :meth:`box` is its mask box in the eye."""
+
+    def __init__(self, r0: int, r1: int, height: int) -> None:
+        self.r0, self.r1, self.height = r0, r1, height
+        self.band = slice(r0, r1)
+
+    def full(self, band: torch.Tensor) -> torch.Tensor:
+        if self.r0 == 0 and self.r1 == self.height:
+            return band
+        out = band.new_zeros((self.height, *band.shape[1:]))
+        out[self.band] = band
+        return out
+
+    def box(self, band: torch.Tensor) -> np.ndarray | None:
+        b = mask_box(band) if band.shape[0] else None
+        if b is not None:
+            b[[1, 3]] += self.r0
+        return b
+
+
+def _track_mask(tid: int, prob: torch.Tensor, own: TrackMask | None, other: TrackMask | None,
+                rows: _Rows) -> TrackMask:
+    """The eye-sized track mask of the person's rows ``prob``."""
+    score = own.score if own is not None and own.box is not None else (other.score if other else 0.0)
+    return TrackMask(track_id=tid, prob=rows.full(prob), box=rows.box(prob), score=float(score))
+
+
+def _score(own: TrackMask | None, other: TrackMask | None) -> float:
+    return float(own.score if own is not None and own.box is not None else (other.score if other else 0.0))
+
+
+@dataclass
+class _Person:
+    """One person of the frame as validation sees it: both eyes' eye-sized probabilities (zeros for an eye
+    without the person), the mapping disparity, and whether a passing person gets its edges fused."""
+
+    tid: int
+    lt: TrackMask | None
+    rt: TrackMask | None
+    dm: float
+    pl: torch.Tensor
+    pr: torch.Tensor
+    fuse: bool
+
+
+@dataclass
+class _Compared:
+    """What :func:`_compare` measured for a person, on the host: agreement before (and after fusing), the
+    fused rows of both eyes (device tensors, used when the person passes), their boxes in the eye, and the
+    agreed mask area (of the fused masks for a fused person, else of the masks as they came)."""
+
+    before: float
+    after: float
+    fused: tuple[torch.Tensor, torch.Tensor] | None
+    boxes: tuple[np.ndarray | None, np.ndarray | None]
+    area: float
+
+
+def _iou_on_device(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``mask_iou`` (stereo/result.py) without the read: the same float32 division, 1.0 where both masks are empty."""
+    ma, mb = a > MASK_T, b > MASK_T
+    union = (ma | mb).sum().float()
+    return torch.where(union == 0, torch.ones_like(union), (ma & mb).sum().float() / union)
+
+
+def _box(v: list[float], r0: int) -> np.ndarray | None:
+    """The eye box of a row band's ``[x0, y0, x1, y1, area, ...]`` stats (``_Rows.box``'s numbers)."""
+    if v[4] <= 0:
+        return None
+    b = np.array(v[:4], dtype=np.float32)
+    b[[1, 3]] += r0
+    return b
+
+
+def _row_bands(people: list[_Person]) -> list[_Rows]:
+    """Each person's rows where either eye's mask is non-zero, all persons in one download."""
+    spans = []
+    for p in people:
+        nz = (p.pl != 0).any(dim=-1) | (p.pr != 0).any(dim=-1)
+        idx = torch.arange(nz.shape[0], device=nz.device)
+        spans.append(torch.stack([torch.where(nz, idx, -1).max(), torch.where(nz, idx, nz.shape[0]).min()]))
+    return [_Rows(lo, hi + 1, int(p.pl.shape[0])) if hi >= 0 else _Rows(0, 0, int(p.pl.shape[0]))
+            for p, (hi, lo) in zip(people, torch.stack(spans).cpu().tolist())]
+
+
+def _compare(people: list[_Person]) -> tuple[list[_Rows], list[_Compared]]:
+    """Every person's row band, agreement, speculative edge fusion, boxes and areas, in two downloads for the
+    whole frame (one for the row bands, whose bounds slice the masks; one for the rest) instead of about nine
+    reads per person. The fusion is computed for every fusing person before the host knows who passes: a
+    person that fails (rare) wastes that work and is corrected from its original masks."""
+    if not people:
+        return [], []
+    bands = _row_bands(people)
+    rows_out, fused = [], []
+    for p, rows in zip(people, bands):
+        pl, pr = p.pl[rows.band], p.pr[rows.band]
+        if not pl.shape[0]:  # no pixel in either eye: nothing to fuse, agreement 1 as for two empty masks
+            fused.append(None)
+            rows_out.append(torch.cat([torch.ones(2, device=pl.device), torch.zeros(14, device=pl.device)]))
+            continue
+        v = [_iou_on_device(pl, shift_mask(pr, -p.dm))]
+        if p.fuse:
+            fl = 0.5 * (pl + shift_mask(pr, -p.dm))
+            fr = shift_mask(fl, p.dm)
+            fused.append((fl, fr))
+            v += [_iou_on_device(fl, shift_mask(fr, -p.dm)), _stats_on_device(fl, MASK_T),
+                  _stats_on_device(fr, MASK_T)]
+            v += [(fl > MASK_T).sum().float(), (fr > MASK_T).sum().float()]
+        else:
+            fused.append(None)
+            v += [torch.zeros(13, device=pl.device), (pl > MASK_T).sum().float(), (pr > MASK_T).sum().float()]
+        rows_out.append(torch.cat([t.reshape(-1).float() for t in v]))
+    got = []
+    for rows, f, v in zip(bands, fused, torch.stack(rows_out).cpu().tolist()):
+        boxes = (_box(v[2:8], rows.r0), _box(v[8:14], rows.r0)) if f is not None else (None, None)
+        got.append(_Compared(before=v[0], after=v[1], fused=f, boxes=boxes, area=0.5 * (v[14] + v[15])))
+    return bands, got
+
+
+class StereoValidator:
+    """Measures, compares and (via :class:`StereoCorrector`) corrects both eyes of each person of a frame.
+
+    Reads the stage's views, this frame's ``max_disp`` and ``use_mapping``. ``measure``: the batched disparity
+    measurement (stereo/disparity.py ``measure_disparities``).
+    """
+
+    def __init__(self, cfg: Config, stage: StereoStage, fuse_edges: bool = True,
+                 measure: Callable[[list[DisparityJob]], list] = measure_disparities) -> None:
+        st = cfg.stereo
+        self.stage = stage
+        self.corrector = StereoCorrector(str(st.correction_method), stage)
+        self.threshold = float(st.validation_threshold)
+        # Coupled modes: persons that pass validation get the average of both eyes' aligned probabilities, so the
+        # two eyes carry the same edge (independent segmenter noise otherwise shimmers between the eyes).
+        self.fuse_edges = bool(fuse_edges)
+        self.n_fused = 0
+        self.measure = measure
+        self.smoother = DisparitySmoother(float(st.disparity_smoothing))
+        self._ref_area: dict[int, float] = {}  # person -> agreed mask area on the last validated frame
+
+    def load(self, state: dict | None) -> None:
+        """Restore :meth:`state` (None: a fresh start)."""
+        self.smoother.load((state or {}).get("disparity"))
+        self._ref_area = {int(k): float(v) for k, v in (state or {}).get("ref_area", {}).items()}
+
+    def state(self) -> dict:
+        """Picklable hand-off: ``{"disparity": {id: (value, velocity)}, "ref_area": {id: area}}``."""
+        return {"disparity": self.smoother.state(), "ref_area": dict(self._ref_area)}
+
+    def disparity(self, tid: int, left_img, right_img, left_prob, prior: float | None) -> float:
+        """Measure this frame's disparity of ``tid`` and return the smoothed value."""
+        p = self.smoother.predict(tid)
+        d, conf = measure_disparity(left_img, right_img, left_prob, max_disp=self.stage.max_disp,
+                                    prior=p if p is not None else prior)
+        return self.smoother.update(tid, d, conf)
+
+    def _measure_all(self, ids, left_img, right_img, lm: FrameMatte, rm: FrameMatte, skip: set[int]) -> dict:
+        """This frame's disparity measurement ``{tid: (d, confidence)}`` of every person :meth:`validate` measures,
+        in one batched call (stereo/disparity.py ``measure_disparities``: three downloads a frame, not about ten
+        per person). A person seen by the left eye is searched left to right; one only the right eye has, right to
+        left (its ``d`` is negated by the caller). The prior is the smoother's prediction, as one by one."""
+        jobs, tids = [], []
+        max_disp = self.stage.max_disp
+        for tid in ids:
+            lt, rt = lm.tracks.get(tid), rm.tracks.get(tid)
+            if tid in skip:
+                continue
+            p = self.smoother.predict(tid)
+            if lt is not None and lt.box is not None:
+                jobs.append(DisparityJob(left_img, right_img, lt.prob, max_disp, prior=p))
+            elif rt is not None and rt.box is not None:
+                jobs.append(DisparityJob(right_img, left_img, rt.prob, max_disp // 4 + 1, min_disp=-max_disp,
+                                         prior=None if p is None else -p))
+            else:
+                continue
+            tids.append(tid)
+        return dict(zip(tids, self.measure(jobs)))
+
+    def validate(self, frame_idx, left_img, right_img, lm: FrameMatte, rm: FrameMatte,
+                 skip_measure: set[int]) -> StereoResult:
+        """Compare, fuse or correct every person of the frame. Host reads: the disparity measurement's three,
+        one for all persons' row bands and one for all persons' agreement, fused boxes and areas (:func:`_compare`);
+        a correction (rare: a person whose eyes disagree) reads its own few values."""
+        agreement: dict[int, float] = {}
+        before: dict[int, float] = {}
+        disparity: dict[int, float] = {}
+        corrections: list[dict] = []
+        left_live = set(self.stage.left.live_ids)
+        for tid in list(rm.tracks):
+            if tid not in left_live:
+                del rm.tracks[tid]
+        ids = sorted(set(lm.tracks) | set(rm.tracks))
+        measured = self._measure_all(ids, left_img, right_img, lm, rm, skip_measure)
+        people: list[_Person] = []
+        for tid in ids:
+            lt, rt = lm.tracks.get(tid), rm.tracks.get(tid)
+            l_ok = lt is not None and lt.box is not None
+            r_ok = rt is not None and rt.box is not None
+            if not l_ok and not r_ok:
+                continue  # momentarily lost in both eyes: nothing to compare
+            if tid in skip_measure:
+                d = self.smoother.get(tid)
+            elif l_ok:
+                d = self.smoother.update(tid, *measured[tid])
+            else:
+                d_r, conf = measured[tid]
+                d = self.smoother.update(tid, -d_r, conf)
+            d = 0.0 if d is None else float(d)
+            disparity[tid] = d
+            pl = lt.prob if l_ok else torch.zeros_like(rt.prob)
+            pr = rt.prob if r_ok else torch.zeros_like(lt.prob)
+            fuse = self.fuse_edges and l_ok and r_ok
+            people.append(_Person(tid, lt, rt, d if self.stage.use_mapping else 0.0, pl, pr, fuse))
+        # Disparity is horizontal, so every step below is row by row: it runs on the rows where either mask is
+        # non-zero (a person's height, not the eye's) and the results are zero-padded back, bit for bit what the
+        # whole eye gives.
+        for p, rows, got in zip(people, *_compare(people)):
+            tid, lt, rt, dm = p.tid, p.lt, p.rt, p.dm
+            a = got.before
+            before[tid] = a
+            if a < self.threshold:
+                pl, pr = p.pl[rows.band], p.pr[rows.band]
+                pl, pr, a2, rec = self.corrector.correct(frame_idx, tid, lt, rt, pl, pr, dm, a, rows,
+                                                         self._ref_area)
+                corrections.append(rec)
+                lm.tracks[tid] = _track_mask(tid, pl, lt, rt, rows)
+                rm.tracks[tid] = _track_mask(tid, pr, rt, lt, rows)
+                a = a2
+                area = 0.5 * float((pl > MASK_T).sum() + (pr > MASK_T).sum())
+            elif p.fuse:
+                lm.tracks[tid] = TrackMask(track_id=tid, prob=rows.full(got.fused[0]), box=got.boxes[0],
+                                           score=_score(lt, None))
+                rm.tracks[tid] = TrackMask(track_id=tid, prob=rows.full(got.fused[1]), box=got.boxes[1],
+                                           score=_score(rt, None))
+                a = got.after
+                self.n_fused += 1
+                area = got.area
+            else:
+                area = got.area
+            agreement[tid] = a
+            self._ref_area[tid] = area
+        for tid in list(self._ref_area):
+            if tid not in left_live:
+                self.forget(tid)
+        return self.stage.result(lm, rm, agreement, disparity, corrections, before)
+
+    def forget(self, tid: int) -> None:
+        self.smoother.drop(tid)
+        self._ref_area.pop(tid, None)
