@@ -1,0 +1,86 @@
+"""Duplicate checks for one view: the same person detected twice must not become two tracks.
+
+Why its own module: box checks (in track/association.py) catch a second box on an already tracked person, but not
+a partial one (an upper-body box inside a tracked person's mask, or two boxes on the same person in the first
+frame). These checks use the masks instead: before a track starts, how much of the box a live mask covers; after
+the first segmentation, how much of a new track's mask lies inside another's. Each check reads its numbers from the
+device in one transfer.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .view_state import ViewState, log
+
+__all__ = ["Duplicates"]
+
+
+class Duplicates:
+    """Mask-based duplicate checks on one view's live tracks."""
+
+    def __init__(self, state: ViewState) -> None:
+        self.state = state
+
+    def coverage(self, boxes: list[np.ndarray], exclude: set[int]) -> np.ndarray | None:
+        """(n_boxes, n_tracks): fraction of each box covered by each trusted live mask (one host transfer)."""
+        s = self.state
+        probs = [p for tid, p in s.probs.items() if tid not in exclude and tid in s.tracks]
+        if not probs or not boxes:
+            return None
+        vals = []
+        for box in boxes:
+            for p in probs:
+                h, w = p.shape[-2:]
+                x0, y0 = int(np.clip(np.floor(box[0]), 0, w)), int(np.clip(np.floor(box[1]), 0, h))
+                x1, y1 = int(np.clip(np.ceil(box[2]), 0, w)), int(np.clip(np.ceil(box[3]), 0, h))
+                area = max((x1 - x0) * (y1 - y0), 1)
+                vals.append((p[y0:y1, x0:x1] > s.settings.mask_threshold).sum().float() / area)
+        return torch.stack(vals).cpu().numpy().reshape(len(boxes), len(probs))
+
+    def merge_new(self, frame_idx: int) -> None:
+        """End tracks started this frame whose first mask lies mostly inside another track's mask.
+
+        Box checks cannot tell a partial duplicate (an upper-body box of someone already tracked, or two boxes on
+        the same person in the first frame) from a second person; the first masks can. Only new tracks are tested,
+        so established tracks are never merged away; ids forced by the caller (seeds, re-prompts) are kept.
+        """
+        s = self.state
+        born = [
+            tid
+            for tid, t in s.tracks.items()
+            if t.start_frame == frame_idx and t.origin == "detection" and t.box is not None
+        ]
+        if not born:
+            return
+        others = [tid for tid, t in s.tracks.items() if t.box is not None and tid in s.probs]
+        pairs = [(a, b) for a in born for b in others if a != b and a in s.probs]
+        if not pairs:
+            return
+        thr = s.settings.mask_threshold
+        vals = []
+        for a, b in pairs:
+            ma, mb = s.probs[a] > thr, s.probs[b] > thr
+            vals.append(torch.stack([(ma & mb).sum(), ma.sum()]).float())
+        frac = torch.stack(vals).cpu().numpy()
+        ended: set[int] = set()
+        for (a, b), (inter, area) in zip(pairs, frac):
+            if a in ended or b in ended or area <= 0:
+                continue
+            inside = inter / area
+            b_new = s.tracks[b].start_frame == frame_idx
+            # Two new tracks fully inside each other: keep the lower id (the better-scored detection).
+            if inside > s.settings.dup_inside and (not b_new or b < a or self._inside(b, a) <= s.settings.dup_inside):
+                log.debug("%s: frame %d: new track %d duplicates track %d, ended", s.view, frame_idx, a, b)
+                ended.add(a)
+        for a in sorted(ended):
+            s.event("end", frame_idx, a, reason="duplicate_of_track")
+            s.end_track(a)
+            s.stats["duplicates_merged"] += 1
+
+    def _inside(self, a: int, b: int) -> float:
+        """Fraction of track ``a``'s mask inside track ``b``'s mask."""
+        s = self.state
+        ma, mb = s.probs[a] > s.settings.mask_threshold, s.probs[b] > s.settings.mask_threshold
+        area = float(ma.sum())
+        return float((ma & mb).sum()) / area if area > 0 else 0.0
