@@ -16,36 +16,30 @@ its 256x256 input, so a person 30 px tall is segmented at the same model resolut
 the mask is pasted back into the view. Overlapping people do not swallow each other: the pose model is not
 instance-aware inside a ROI, so where two tracks both claim a pixel it belongs to the track whose own body
 (its landmark box) contains it, then to the more confident one; the others are capped below it.
+
+This module manages the tracks of a view and assembles the frame's masks; one track's step through the pose model
+is :mod:`.embedded_track`, close-up fusion :mod:`.embedded_closeup`, the overlap rule :mod:`.embedded_overlaps` and
+the box prior :mod:`.embedded_prior`.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .base import EngineError
 from ..boxes import iou as box_iou, mask_box
+from .embedded_closeup import SelfieFusion
 from .embedded_detector import PoseGraphs, Roi
+from .embedded_overlaps import resolve_overlaps
 from .embedded_prior import PRIOR_MAX_PX, box_prior
+from .embedded_track import TrackState, follow, roi_near
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class _Track:
-    """Streaming state of one person; O(1) in the number of frames seen (one previous mask)."""
-
-    roi: Roi | None = None
-    prompt_box: np.ndarray | None = None  # pending (re-)anchor, applied on the next segment() call
-    last_box: np.ndarray | None = None  # box of the previous output mask
-    prev: np.ndarray | None = None  # previous smoothed probability, full image
-    lost_frames: int = 0
-    frames: int = field(default=0)
-    body_box: np.ndarray | None = None  # box of this frame's landmarks (who owns a contested pixel)
-    prior_box: np.ndarray | None = None  # box the box prior was drawn in (kept: a prior's own mask box shrinks)
+_Track = TrackState  # its name when it was defined here
 
 
 class EmbeddedSegmenter:
@@ -75,12 +69,12 @@ class EmbeddedSegmenter:
         self.smoothing = float(smoothing)
         self.search_margin = float(search_margin)
         self.reanchor_iou = float(reanchor_iou)
-        self._tracks: dict[int, _Track] = {}
+        self._tracks: dict[int, TrackState] = {}
         self.closeup_fusion = closeup_fusion
         self.prior_max_px = float(prior_max_px)
         self.prior_ids: set[int] = set()  # tracks whose mask on the last segment() call is the box prior
         self._graphs: PoseGraphs | None = None
-        self._selfie = None  # mp.solutions.selfie_segmentation instance, made on the first close-up
+        self._closeup = SelfieFusion()  # the selfie-segmentation model, made on the first close-up
 
     @property
     def graphs(self) -> PoseGraphs:
@@ -108,7 +102,7 @@ class EmbeddedSegmenter:
         if box is None:
             raise EngineError(f"track {track_id}: a prompt needs a box or a non-empty mask")
         box = np.asarray(box, dtype=np.float32).reshape(4)
-        tr = self._tracks.setdefault(track_id, _Track())
+        tr = self._tracks.setdefault(track_id, TrackState())
         if tr.roi is not None and tr.last_box is not None and box_iou(tr.last_box, box) >= self.reanchor_iou:
             log.debug("%s: track %d prompt agrees with its mask (IoU >= %.2f); kept", self.view, track_id, self.reanchor_iou)
             return
@@ -129,9 +123,7 @@ class EmbeddedSegmenter:
         if self._graphs is not None:
             self._graphs.close()
             self._graphs = None
-        if self._selfie is not None:
-            self._selfie.close()
-            self._selfie = None
+        self._closeup.close()
 
     # -- per frame ---------------------------------------------------------------------------------------------
     def segment(self, frame_idx: int, image: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -160,7 +152,7 @@ class EmbeddedSegmenter:
         )
         return out
 
-    def _segment_track(self, tid: int, tr: _Track, rgb: np.ndarray) -> np.ndarray:
+    def _segment_track(self, tid: int, tr: TrackState, rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]
         fresh = False
         if tr.prompt_box is not None:
@@ -185,114 +177,17 @@ class EmbeddedSegmenter:
                 return box_prior(rgb, tr.prior_box)
             tr.lost_frames += 1
             return np.zeros((h, w), dtype=np.float32)
-        tr.prior_box = None
-        tr.body_box = res.landmark_box
-        # Keep only what lies in the ROI the model was run on: other people nearby must not leak in.
-        region = (tr.roi or res.next_roi).box()
-        m = res.mask
-        x0, y0 = int(max(0, np.floor(region[0]))), int(max(0, np.floor(region[1])))
-        x1, y1 = int(min(w, np.ceil(region[2]))), int(min(h, np.ceil(region[3])))
-        cut = np.zeros_like(m)
-        if x1 > x0 and y1 > y0:
-            cut[y0:y1, x0:x1] = m[y0:y1, x0:x1]
-        if self.closeup_fusion and res.next_roi.cy > h:
-            cut = self._fuse_selfie(rgb, cut)
-        if self.smoothing > 0 and tr.prev is not None and not fresh:
-            # mediapipe SegmentationSmoothingCalculator: mix in the previous mask where the current is uncertain.
-            uncertainty = 1.0 - np.abs(2.0 * cut - 1.0)
-            cut = cut + (tr.prev - cut) * (uncertainty * self.smoothing)
-        roi = res.next_roi
-        if roi.size < 8 or roi.size > 8 * max(h, w) or not (-roi.size < roi.cx < w + roi.size and -roi.size < roi.cy < h + roi.size):
-            tr.roi = None  # degenerate: search again next frame
-        else:
-            tr.roi = roi
-        tr.lost_frames = 0
-        tr.frames += 1
-        return np.clip(cut, 0.0, 1.0).astype(np.float32, copy=False)
+        return follow(tr, res, rgb, fresh, self.smoothing, self._fuse_selfie if self.closeup_fusion else None)
 
     def _small(self, box: np.ndarray) -> bool:
         return self.prior_max_px > 0 and max(float(box[2] - box[0]), float(box[3] - box[1])) <= self.prior_max_px
 
     def _fuse_selfie(self, rgb: np.ndarray, pose: np.ndarray) -> np.ndarray:
-        """Close-up: pose segmentation misses shoulders and leaks into the background there; the selfie model is
-        made for this framing. It is not instance-aware, so it only counts near this person's pose mask."""
-        import cv2
-
-        box = mask_box(pose)
-        if box is None:
-            return pose
-        h, w = rgb.shape[:2]
-        bw, bh = box[2] - box[0], box[3] - box[1]
-        grow = 0.2
-        x0, y0 = int(max(0, box[0] - grow * bw)), int(max(0, box[1] - grow * bh))
-        x1, y1 = int(min(w, box[2] + grow * bw)), int(min(h, box[3] + grow * bh))
-        if self._selfie is None:
-            import mediapipe as mp
-
-            self._selfie = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1)
-            log.info("%s: close-up person: fusing the bundled selfie-segmentation model", self.view)
-        crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-        selfie = np.asarray(self._selfie.process(crop).segmentation_mask, dtype=np.float32)
-        px = max(3, int(0.15 * max(bw, bh)))
-        near = cv2.dilate((pose[y0:y1, x0:x1] > 0.5).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1)))
-        out = np.zeros_like(pose)
-        out[y0:y1, x0:x1] = selfie * near
-        return out
+        """Close-up fusion of the selfie model near this person's pose mask (engines/embedded_closeup.py)."""
+        return self._closeup.fuse(rgb, pose, self.view)
 
     def _roi_near(self, rgb: np.ndarray, box: np.ndarray, margin: float) -> Roi | None:
         """Detector ROI of the person best matching ``box``, searched in ``box`` grown by ``margin`` each side."""
-        h, w = rgb.shape[:2]
-        bw, bh = box[2] - box[0], box[3] - box[1]
-        x0 = int(max(0, box[0] - margin * bw))
-        y0 = int(max(0, box[1] - margin * bh))
-        x1 = int(min(w, box[2] + margin * bw))
-        y1 = int(min(h, box[3] + margin * bh))
-        if x1 - x0 < 8 or y1 - y0 < 8:
-            return None
-        cands = self.graphs.detect(rgb[y0:y1, x0:x1], offset=(x0, y0))
-        # Compare inside the image: a close-up's body circle extends far beyond the frame.
-        lim = np.array([w, h, w, h], dtype=np.float32)
-        target = np.clip(Roi.from_box(box).box(), 0, lim)
-        best, best_iou = None, 0.15
-        for _, roi in cands:
-            iou = box_iou(np.clip(roi.box(), 0, lim), target)
-            if iou > best_iou:
-                best, best_iou = roi, iou
-        return best
+        return roi_near(rgb, box, margin, lambda crop, offset: self.graphs.detect(crop, offset=offset))
 
-    @staticmethod
-    def _resolve_overlaps(
-        probs: dict[int, np.ndarray], bodies: dict[int, np.ndarray | None] | None = None, grow: float = 0.1
-    ) -> None:
-        """Give every contested pixel (two or more tracks above 0.5) to one track, in place.
-
-        The owner is the track whose body box (``bodies``, grown by ``grow`` of its size) contains the pixel, then
-        the most confident; every other track is capped at ``min(p, 1 - p_owner)`` there, so each pixel belongs to
-        one person while the union (max over tracks) is unchanged.
-        """
-        if len(probs) < 2:
-            return
-        ids = list(probs)
-        stack = np.stack([probs[i] for i in ids])
-        contested = (stack > 0.5).sum(axis=0) >= 2
-        if not contested.any():
-            return
-        ys, xs = np.nonzero(contested)
-        vals = stack[:, ys, xs]  # (n_tracks, n_contested)
-        rank = vals.copy()
-        for k, tid in enumerate(ids):
-            b = (bodies or {}).get(tid)
-            if b is None:
-                continue
-            gx, gy = grow * (b[2] - b[0]), grow * (b[3] - b[1])
-            inside = (xs >= b[0] - gx) & (xs < b[2] + gx) & (ys >= b[1] - gy) & (ys < b[3] + gy)
-            rank[k] = np.where(inside, vals[k] + 1.0, vals[k])  # own body first, then confidence
-        owner = rank.argmax(axis=0)
-        p_owner = vals[owner, np.arange(len(owner))]
-        for k, tid in enumerate(ids):
-            lose = owner != k
-            if not lose.any():
-                continue
-            p = probs[tid].copy()
-            p[ys[lose], xs[lose]] = np.minimum(vals[k, lose], 1.0 - p_owner[lose])
-            probs[tid] = p
+    _resolve_overlaps = staticmethod(resolve_overlaps)  # engines/embedded_overlaps.py

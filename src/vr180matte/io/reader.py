@@ -4,15 +4,15 @@ Why a thread: decoding (libavcodec, which releases the GIL) then overlaps with t
 bounded queue: a 6144x3072 RGB frame is 54 MiB, so the reader must never run ahead by more than ``read_ahead`` frames.
 Why exact indices: chunked processing and resume need frame N to be the same frame whether decoding started at 0 or at
 a seek; a seek lands on the keyframe before ``start`` and the frames before it are decoded and dropped.
+
+The thread and its queue are :mod:`vr180matte.io.read_ahead`; the decoding steps (decoder set-up, seek, frame
+placement, RGB conversion) are :mod:`vr180matte.io.frame_decode`; this module keeps the frame range and its checks.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -21,33 +21,12 @@ import numpy as np
 
 from vr180matte.io import budget
 from vr180matte.io.errors import InputError
+from vr180matte.io.frame_decode import DecodedFrame, configure, decoded, frame_rgb, index_of, seek
 from vr180matte.io.hwaccel import open_for
 from vr180matte.io.probe import VideoInfo
-from vr180matte.io.rotation import upright
+from vr180matte.io.read_ahead import _END, ReadAhead, _Failure  # noqa: F401  (re-exported: they lived here)
 
 log = logging.getLogger(__name__)
-
-_END = object()  # sentinel: decoding finished normally
-
-
-@dataclass
-class DecodedFrame:
-    """One decoded frame: its exact index in presentation order, its source timestamp and full-resolution RGB."""
-
-    index: int
-    pts: int | None
-    time_s: float
-    rgb: np.ndarray  # (H, W, 3) uint8, or uint16 (rgb48) for a >8-bit source read with ``high_bit_depth``
-    #: the frame's duration in time_base ticks when the container says (passed to the writer so the last frame of a
-    #: variable-rate video keeps its own length)
-    duration: int | None = None
-
-
-class _Failure:
-    """Carries an exception from the decode thread to the consumer."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
 
 
 class FrameReader:
@@ -93,13 +72,19 @@ class FrameReader:
         self.read_ahead = budget.read_ahead(read_ahead, info.width, info.height, wide)
         self.threads_asked = threads
         self.threads = budget.decoder_threads(threads, info.width, info.height, info.bit_depth)
-        self._queue: queue.Queue = queue.Queue(maxsize=self.read_ahead)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ahead = ReadAhead(self.read_ahead)
         #: frames the decode thread has produced (for tests and progress); at most read_ahead + 1 ahead of the consumer
         self.frames_decoded = 0
-        #: largest queue size observed (proves the bound in tests)
-        self.max_queued = 0
+
+    @property
+    def max_queued(self) -> int:
+        """Largest queue size observed (proves the bound in tests)."""
+        return self._ahead.max_queued
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        """The decode thread, once iteration started."""
+        return self._ahead.thread
 
     # -- consumer side -------------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[DecodedFrame]:
@@ -107,35 +92,15 @@ class FrameReader:
             raise RuntimeError("a FrameReader can be iterated once; make a new one")
         if self.start == self.end:
             return
-        self._thread = threading.Thread(target=self._run, name="vr180matte-decode", daemon=True)
-        self._thread.start()
+        self._ahead.start(self._run, name="vr180matte-decode")
         try:
-            while True:
-                item = self._queue.get()
-                if item is _END:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.exc
-                yield item
+            yield from self._ahead.items()
         finally:
             self.close()
 
     def close(self) -> None:
         """Stop the decode thread and drop queued frames; safe to call twice."""
-        self._stop.set()
-        t = self._thread
-        if t is not None and t.is_alive():
-            while t.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    pass
-                t.join(timeout=0.05)
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
+        self._ahead.close()
 
     def __enter__(self) -> "FrameReader":
         return self
@@ -144,26 +109,15 @@ class FrameReader:
         self.close()
 
     # -- producer side -------------------------------------------------------------------------------------------
-    def _put(self, item) -> bool:
-        """Blocking put that gives up when the reader is closed; False means stop."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                self.max_queued = max(self.max_queued, self._queue.qsize())
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def _run(self) -> None:
         try:
             self._decode()
         except InputError as exc:
-            self._put(_Failure(exc))
+            self._ahead.fail(exc)
         except av.error.FFmpegError as exc:
-            self._put(_Failure(self._corrupt(self.frames_decoded + self.start, str(exc))))
+            self._ahead.fail(self._corrupt(self.frames_decoded + self.start, str(exc)))
         except BaseException as exc:  # surface anything else in the consumer's thread, not as a silent death
-            self._put(_Failure(exc))
+            self._ahead.fail(exc)
 
     def _corrupt(self, at: int, why: str) -> InputError:
         short = " ".join(why.split())[:160]
@@ -174,7 +128,6 @@ class FrameReader:
 
     def _decode(self) -> None:
         info = self.info
-        tb = info.time_base
         frame_pts = info.frame_pts
         use_pts = frame_pts is not None and len(frame_pts) == info.frame_count
         try:
@@ -183,26 +136,15 @@ class FrameReader:
             raise self._corrupt(self.start, str(exc)) from None
         with container:
             vs = container.streams[self.info.stream_index]
-            cc = vs.codec_context
-            cc.thread_type = "AUTO"
-            cc.thread_count = self.threads
-            self.decoder = {"name": f"{cc.name} ({'NVDEC' if choice.hardware else 'CPU'})",
-                            "hardware": choice.hardware, "threads": self.threads, "threads_asked": self.threads_asked,
-                            "read_ahead": self.read_ahead, "reason": choice.reason}
-            next_index = 0
-            if self.start > 0:
-                if use_pts:
-                    container.seek(int(frame_pts[self.start]), stream=vs, backward=True, any_frame=False)
-                    next_index = -1  # unknown until the first frame's pts is mapped
-                else:
-                    log.warning("no frame timestamps for %s: decoding from frame 0 to reach %d", self.path, self.start)
+            self.decoder = configure(vs.codec_context, choice, self.threads, self.threads_asked, self.read_ahead)
+            next_index = seek(container, vs, self.start, frame_pts if use_pts else None, self.path)
             expected = self.start
             for packet in container.demux(vs):
                 t0 = time.perf_counter()
                 for frame in packet.decode():
-                    if self._stop.is_set():
+                    if self._ahead.stopped:
                         return
-                    index = self._index_of(frame.pts, next_index, frame_pts if use_pts else None)
+                    index = index_of(frame.pts, next_index, frame_pts if use_pts else None)
                     next_index = index + 1
                     if index < self.start:
                         continue
@@ -211,14 +153,12 @@ class FrameReader:
                     if index != expected:
                         # a frame was skipped by the decoder (corrupt packet concealed by dropping)
                         raise self._corrupt(expected, f"frame {expected} missing, decoder jumped to {index}")
-                    rgb = upright(frame.to_ndarray(format=self.rgb_format), info.rotation)  # display matrix
+                    rgb = frame_rgb(frame, self.rgb_format, info.rotation)
                     if self._timer is not None:
                         self._timer.add("decode", time.perf_counter() - t0)
-                    pts = frame.pts
-                    time_s = float(pts * tb) if pts is not None else float(index / info.fps)
+                    item = decoded(frame, index, rgb, info)
                     self.frames_decoded += 1
-                    dur = int(frame.duration) if getattr(frame, "duration", None) else None
-                    if not self._put(DecodedFrame(index=index, pts=pts, time_s=time_s, rgb=rgb, duration=dur)):
+                    if not self._ahead.put(item):
                         return
                     expected += 1
                     t0 = time.perf_counter()
@@ -227,18 +167,7 @@ class FrameReader:
     def _finish(self, expected: int) -> None:
         if expected < self.end:
             raise self._corrupt(expected, f"stream ended after {expected} frames")
-        self._put(_END)
-
-    @staticmethod
-    def _index_of(pts: int | None, next_index: int, frame_pts: np.ndarray | None) -> int:
-        """Exact presentation index of a decoded frame: from its pts when known, else the running count."""
-        if frame_pts is not None and pts is not None:
-            i = int(np.searchsorted(frame_pts, pts))
-            if i < len(frame_pts) and frame_pts[i] == pts:
-                return i
-        if next_index < 0:
-            raise InputError(f"cannot place a decoded frame (pts {pts}) after a seek; the file's timestamps are broken")
-        return next_index
+        self._ahead.finish()
 
 
 def split_eyes(rgb: np.ndarray, layout: str) -> tuple[np.ndarray, np.ndarray]:

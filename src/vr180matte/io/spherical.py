@@ -20,21 +20,37 @@ Layout (Spherical Video V2 RFC, google/spatial-media ``docs/spherical-video-v2-r
 VR180 equirectangular = left and right bounds 0x40000000 (a quarter of the sphere cropped on each side).
 V1 is a ``uuid`` box (ffcc8263-f855-4a93-8814-587a02521fdd) in the video ``trak`` holding RDF/XML with
 ``GSpherical:*`` elements; we read it but always write V2, which is what YouTube and headsets read.
+
+The box tree (parsing, serializing, chunk offsets) is :mod:`vr180matte.io.mp4_boxes`; the fisheye ``mshp`` mesh
+is :mod:`vr180matte.io.spherical_mesh`. This module knows what the boxes mean.
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shutil
 import struct
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
-import numpy as np
+# the box tree (io/mp4_boxes.py) and the fisheye mesh (io/spherical_mesh.py) lived here; their names, under the
+# ones they had here, stay importable from this module
+from vr180matte.io.mp4_boxes import _CONTAINERS, _VISUAL_ENTRY_FIELDS  # noqa: F401
+from vr180matte.io.mp4_boxes import Box as _Box
+from vr180matte.io.mp4_boxes import _parse_children, _parse_sample_entry  # noqa: F401
+from vr180matte.io.mp4_boxes import chunk_offset_boxes as _chunk_offset_boxes
+from vr180matte.io.mp4_boxes import full_box as _full_box
+from vr180matte.io.mp4_boxes import handler as _handler
+from vr180matte.io.mp4_boxes import iter_boxes as _iter_boxes  # noqa: F401
+from vr180matte.io.mp4_boxes import load_moov as _load_moov
+from vr180matte.io.mp4_boxes import parse_box as _parse  # noqa: F401
+from vr180matte.io.mp4_boxes import top_level as _top_level  # noqa: F401
+from vr180matte.io.mp4_boxes import video_entry as _video_entry
+from vr180matte.io.spherical_mesh import _Bits, _mesh_box, _unzigzag, _zigzag  # noqa: F401
+from vr180matte.io.spherical_mesh import fisheye_mesh, mshp_payload, read_mesh  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +59,8 @@ STEREO_CODES = {"mono": 0, "top-bottom": 1, "left-right": 2}
 V1_UUID = bytes.fromhex("ffcc8263f8554a938812587a02521fdd")
 METADATA_SOURCE = "vr180matte"
 
-# Boxes that only hold other boxes, on the way from moov down to the sample table.
-_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf", b"sv3d", b"proj"}
 # Optional boxes that the RFC says must stay *after* st3d/sv3d at the end of a sample entry.
 _TRAILING_OPTIONAL = {b"clap", b"pasp"}
-# Bytes between a visual sample entry's header and its child boxes (ISO 14496-12 VisualSampleEntry and
-# the QuickTime ImageDescription share this 78-byte layout).
-_VISUAL_ENTRY_FIELDS = 78
 _FULL_CIRCLE = 1 << 32
 
 
@@ -74,152 +85,7 @@ class SphericalMeta:
     source: str
 
 
-# --------------------------------------------------------------------------------------------- boxes
-
-
-@dataclass
-class _Box:
-    """One parsed box. ``payload`` is the raw body for leaves; containers keep ``children`` instead,
-    with ``prefix`` holding the bytes between the header and the first child (FullBox fields, sample
-    entry fields) and ``suffix`` any trailing bytes that are not boxes (QuickTime zero terminators)."""
-
-    type: bytes
-    payload: bytes = b""
-    children: list["_Box"] | None = None
-    prefix: bytes = b""
-    suffix: bytes = b""
-    extra: dict = field(default_factory=dict)
-
-    def find(self, kind: bytes) -> "_Box | None":
-        for child in self.children or ():
-            if child.type == kind:
-                return child
-        return None
-
-    def body(self) -> bytes:
-        if self.children is None:
-            return self.payload
-        return self.prefix + b"".join(c.serialize() for c in self.children) + self.suffix
-
-    def serialize(self) -> bytes:
-        body = self.body()
-        if len(body) + 8 <= 0xFFFFFFFF:
-            return struct.pack(">I4s", len(body) + 8, self.type) + body
-        return struct.pack(">I4sQ", 1, self.type, len(body) + 16) + body
-
-
-def _iter_boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int, int]]:
-    """(type, box_start, body_start, box_end) for each box in ``data[start:end]``; stops at trailing junk."""
-    end = len(data) if end is None else end
-    pos = start
-    while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        header = 8
-        if size == 1:
-            if pos + 16 > end:
-                return
-            size = struct.unpack_from(">Q", data, pos + 8)[0]
-            header = 16
-        elif size == 0:
-            size = end - pos
-        if size < header or pos + size > end:
-            return
-        yield kind, pos, pos + header, pos + size
-        pos += size
-
-
-def _parse(data: bytes, kind: bytes, body_start: int, box_end: int) -> _Box:
-    """Parse the path we care about into a tree; everything else stays raw bytes (copied verbatim)."""
-    if kind == b"stsd":
-        return _parse_children(data, kind, body_start, box_end, prefix_len=8, entry_level=True)
-    if kind in _CONTAINERS:
-        return _parse_children(data, kind, body_start, box_end, prefix_len=0)
-    return _Box(kind, payload=data[body_start:box_end])
-
-
-def _parse_children(
-    data: bytes, kind: bytes, body_start: int, box_end: int, prefix_len: int, entry_level: bool = False
-) -> _Box:
-    box = _Box(kind, children=[], prefix=data[body_start : body_start + prefix_len])
-    pos = body_start + prefix_len
-    for child_kind, c_start, c_body, c_end in _iter_boxes(data, pos, box_end):
-        if entry_level:
-            box.children.append(_parse_sample_entry(data, child_kind, c_body, c_end))
-        else:
-            box.children.append(_parse(data, child_kind, c_body, c_end))
-        pos = c_end
-    box.suffix = data[pos:box_end]
-    return box
-
-
-def _parse_sample_entry(data: bytes, kind: bytes, body_start: int, box_end: int) -> _Box:
-    """A sample entry; only visual ones (78 fixed bytes, then boxes) are opened up."""
-    if box_end - body_start < _VISUAL_ENTRY_FIELDS:
-        return _Box(kind, payload=data[body_start:box_end])
-    box = _parse_children(data, kind, body_start, box_end, prefix_len=_VISUAL_ENTRY_FIELDS)
-    box.extra["visual"] = True
-    return box
-
-
-def _handler(trak: _Box) -> bytes | None:
-    mdia = trak.find(b"mdia")
-    hdlr = mdia.find(b"hdlr") if mdia else None
-    if hdlr is None or len(hdlr.payload) < 12:
-        return None
-    return hdlr.payload[8:12]
-
-
-def _video_entry(trak: _Box) -> _Box | None:
-    """The first sample entry of a video trak, when it has a visual layout with child boxes."""
-    if _handler(trak) != b"vide":
-        return None
-    node: _Box | None = trak
-    for kind in (b"mdia", b"minf", b"stbl", b"stsd"):
-        node = node.find(kind) if node else None
-    if node is None or not node.children:
-        return None
-    entry = node.children[0]
-    return entry if entry.children is not None else None
-
-
 # -------------------------------------------------------------------------------------------- reading
-
-
-def _top_level(f: BinaryIO, file_size: int) -> list[tuple[bytes, int, int, int]]:
-    """Top-level boxes as (type, start, header_len, size), reading only headers (seeks over mdat)."""
-    boxes = []
-    pos = 0
-    while pos + 8 <= file_size:
-        f.seek(pos)
-        head = f.read(16)
-        if len(head) < 8:
-            break
-        size, kind = struct.unpack_from(">I4s", head)
-        header = 8
-        if size == 1:
-            if len(head) < 16:
-                break
-            size = struct.unpack_from(">Q", head, 8)[0]
-            header = 16
-        elif size == 0:
-            size = file_size - pos
-        if size < header or not re.fullmatch(rb"[\x20-\x7e\xa9]{4}", kind):
-            break  # not (or no longer) an ISO BMFF box stream
-        boxes.append((kind, pos, header, min(size, file_size - pos)))
-        pos += size
-    return boxes
-
-
-def _load_moov(path: Path) -> tuple[list[tuple[bytes, int, int, int]], _Box | None]:
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        boxes = _top_level(f, size)
-        for kind, start, header, length in boxes:
-            if kind == b"moov":
-                f.seek(start)
-                data = f.read(length)
-                return boxes, _parse(data, b"moov", header, len(data))
-    return boxes, None
 
 
 def _read_v2(entry: _Box) -> SphericalMeta | None:
@@ -348,146 +214,6 @@ def read_spherical(path: str | Path) -> SphericalMeta | None:
 # -------------------------------------------------------------------------------------------- writing
 
 
-def _full_box(kind: bytes, body: bytes) -> _Box:
-    return _Box(kind, payload=b"\x00\x00\x00\x00" + body)
-
-
-class _Bits:
-    """Big-endian, most-significant-bit-first bit writer (the mesh box's packed fields)."""
-
-    def __init__(self) -> None:
-        self.value, self.n = 0, 0
-
-    def put(self, v: int, bits: int) -> None:
-        if v < 0 or v >= (1 << bits):
-            raise ValueError(f"{v} does not fit in {bits} bits")
-        self.value = (self.value << bits) | v
-        self.n += bits
-
-    def bytes(self) -> bytes:
-        pad = -self.n % 8  # 0-7 padding bits to the next byte boundary
-        return ((self.value << pad)).to_bytes((self.n + pad) // 8, "big") if self.n else b""
-
-
-def _zigzag(n: int) -> int:
-    return n * 2 if n >= 0 else -n * 2 - 1
-
-
-def _unzigzag(z: int) -> int:
-    return z // 2 if z % 2 == 0 else -(z + 1) // 2
-
-
-def fisheye_mesh(fov_deg: float, rings: int = 32, segments: int = 64) -> tuple[list[tuple[float, ...]], list[int]]:
-    """Vertices (x, y, z, u, v) and triangle indices of an equidistant fisheye image circle of ``fov_deg``.
-
-    Positions on the unit sphere in the RFC's OpenGL frame (-Z forward, +X right, +Y up); texture coordinates
-    with the origin at the lower left: a point ``theta`` off the axis at angle ``phi`` sits at radius
-    ``theta / (fov / 2)`` of the circle inscribed in the (eye's) frame. Triangles wind counter-clockwise as seen
-    from the viewer at the centre.
-    """
-    half = math.radians(fov_deg) / 2.0
-    verts: list[tuple[float, ...]] = [(0.0, 0.0, -1.0, 0.5, 0.5)]
-    for i in range(1, rings + 1):
-        r = i / rings
-        t = r * half
-        for j in range(segments):
-            phi = 2.0 * math.pi * j / segments
-            c, s = math.cos(phi), math.sin(phi)
-            verts.append((math.sin(t) * c, math.sin(t) * s, -math.cos(t), 0.5 + 0.5 * r * c, 0.5 + 0.5 * r * s))
-
-    def at(i: int, j: int) -> int:
-        return 0 if i == 0 else 1 + (i - 1) * segments + j % segments
-
-    tris: list[int] = []
-    for j in range(segments):
-        tris += [at(0, 0), at(1, j), at(1, j + 1)]
-    for i in range(1, rings):
-        for j in range(segments):
-            tris += [at(i, j), at(i + 1, j), at(i + 1, j + 1), at(i, j), at(i + 1, j + 1), at(i, j + 1)]
-    return verts, tris
-
-
-def _mesh_box(verts: list[tuple[float, ...]], tris: list[int]) -> bytes:
-    """A ``mesh`` box (Spherical Video V2 RFC): every coordinate listed once per vertex, indices as zig-zag deltas."""
-    coords = [c for v in verts for c in v]
-    ccsb = max(1, math.ceil(math.log2(len(coords) * 2)))
-    vcsb = max(1, math.ceil(math.log2(len(verts) * 2)))
-    out = struct.pack(">I", len(coords)) + struct.pack(f">{len(coords)}f", *coords) + struct.pack(">I", len(verts))
-    bits, prev = _Bits(), [0] * 5
-    for k in range(len(verts)):
-        for c in range(5):
-            idx = 5 * k + c
-            bits.put(_zigzag(idx - prev[c]), ccsb)
-            prev[c] = idx
-    out += bits.bytes()
-    out += struct.pack(">I", 1)  # one vertex list
-    bits, prev_i = _Bits(), 0
-    for idx in tris:
-        bits.put(_zigzag(idx - prev_i), vcsb)
-        prev_i = idx
-    out += struct.pack(">BBI", 0, 0, len(tris)) + bits.bytes()  # texture 0 (this video), type 0 (triangles)
-    return struct.pack(">I4s", len(out) + 8, b"mesh") + out
-
-
-def mshp_payload(fov_deg: float) -> bytes:
-    """The ``mshp`` FullBox body for a fisheye of ``fov_deg``: CRC32, 'dfl8' (raw deflate), one mesh (both eyes'
-    texture coordinates follow from the st3d stereo mode, as the RFC specifies)."""
-    import zlib
-
-    verts, tris = fisheye_mesh(fov_deg)
-    comp = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate: no zlib header or checksum
-    data = b"dfl8" + comp.compress(_mesh_box(verts, tris)) + comp.flush()
-    return b"\x00\x00\x00\x00" + struct.pack(">I", zlib.crc32(data) & 0xFFFFFFFF) + data
-
-
-def read_mesh(mshp: bytes) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Parse an ``mshp`` FullBox body (ours or a camera's): the first mesh's vertices (N, 5) and index lists."""
-    import zlib
-
-    crc, enc = struct.unpack_from(">I4s", mshp, 4)
-    if zlib.crc32(mshp[8:]) & 0xFFFFFFFF != crc:
-        raise SphericalError("mshp CRC mismatch")
-    body = mshp[12:]
-    if enc == b"dfl8":
-        body = zlib.decompress(body, -15)
-    elif enc != b"raw ":
-        raise SphericalError(f"unknown mesh encoding {enc!r}")
-    size, kind = struct.unpack_from(">I4s", body, 0)
-    if kind != b"mesh":
-        raise SphericalError("mshp holds no mesh box")
-    p = 8
-    (ncoord,) = struct.unpack_from(">I", body, p)
-    coords = np.frombuffer(body, ">f4", ncoord, p + 4).astype(np.float64)
-    p += 4 + 4 * ncoord
-    (nvert,) = struct.unpack_from(">I", body, p)
-    p += 4
-    ccsb = max(1, math.ceil(math.log2(ncoord * 2)))
-    vcsb = max(1, math.ceil(math.log2(nvert * 2)))
-
-    def read_bits(start: int, count: int, width: int) -> tuple[list[int], int]:
-        nbytes = (count * width + 7) // 8
-        v = int.from_bytes(body[start : start + nbytes], "big")
-        total = nbytes * 8
-        vals = [(v >> (total - (k + 1) * width)) & ((1 << width) - 1) for k in range(count)]
-        return vals, start + nbytes
-
-    raw, p = read_bits(p, nvert * 5, ccsb)
-    idx, prev = np.zeros((nvert, 5), np.int64), [0] * 5
-    for k in range(nvert):
-        for c in range(5):
-            prev[c] += _unzigzag(raw[5 * k + c])
-            idx[k, c] = prev[c]
-    verts = coords[idx]
-    (nlists,) = struct.unpack_from(">I", body, p)
-    p += 4
-    lists = []
-    for _ in range(nlists):
-        _tex, _typ, count = struct.unpack_from(">BBI", body, p)
-        raw, p = read_bits(p + 6, count, vcsb)
-        lists.append(np.cumsum([_unzigzag(z) for z in raw]))
-    return verts, lists
-
-
 def _v2_boxes(stereo: str, projection: str | None, fov_deg: float) -> list[_Box]:
     boxes = [_full_box(b"st3d", bytes([STEREO_CODES[stereo]]))]
     if projection == "fisheye":
@@ -504,18 +230,6 @@ def _v2_boxes(stereo: str, projection: str | None, fov_deg: float) -> list[_Box]
         proj = _Box(b"proj", children=[prhd, equi])
         boxes.append(_Box(b"sv3d", children=[svhd, proj]))
     return boxes
-
-
-def _chunk_offset_boxes(moov: _Box) -> Iterator[_Box]:
-    for trak in moov.children or ():
-        if trak.type != b"trak":
-            continue
-        node: _Box | None = trak
-        for kind in (b"mdia", b"minf", b"stbl"):
-            node = node.find(kind) if node else None
-        for child in (node.children or ()) if node else ():
-            if child.type in (b"stco", b"co64"):
-                yield child
 
 
 def _shift_chunk_offsets(moov: _Box, threshold: int, delta: int) -> int:

@@ -26,6 +26,10 @@ when the GPU has no NVENC (A100/H100 class) or the driver refuses, it falls back
 
 Parallel: ``encoders`` > 1 for an intra-only codec (ProRes, PNG: ``Codec.intra``) encodes consecutive frames on
 that many contexts (:mod:`vr180matte.io.parallel_encode`); the packets are the ones a single context makes.
+
+The FFmpeg side of a segment (encoder opening and fallback, parallel contexts, muxing) is
+:class:`vr180matte.io.av_segment.AvSegment`; a PNG folder is :class:`vr180matte.io.png_sequence.PngSequence`. This
+module keeps what a segment is and the checks every frame passes.
 """
 from __future__ import annotations
 
@@ -38,13 +42,18 @@ import av
 import numpy as np
 
 from vr180matte.io import budget
+from vr180matte.io.av_segment import AvSegment
 from vr180matte.io.codecs import CODECS as _TABLE
 from vr180matte.io.codecs import get_codec
-from vr180matte.io.encoder_config import EncoderSettings, open_stream, sws_colorspace, swscale_frame
+from vr180matte.io.encoder_config import EncoderSettings, sws_colorspace
 from vr180matte.io.errors import OutputError
-from vr180matte.io.parallel_encode import EncodePool, FilePool
-from vr180matte.io.planes import PlaneBuilder
-from vr180matte.io.planes import supports as planes_support
+from vr180matte.io.png_sequence import PngSequence, write_png  # noqa: F401  (write_png lived here)
+
+# what this module imported before encoding moved to io/av_segment.py: still importable from here
+from vr180matte.io.encoder_config import open_stream, swscale_frame  # noqa: F401
+from vr180matte.io.parallel_encode import EncodePool, FilePool  # noqa: F401
+from vr180matte.io.planes import PlaneBuilder  # noqa: F401
+from vr180matte.io.planes import supports as planes_support  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +77,6 @@ def mov_options(time_base: Fraction) -> dict[str, str]:
 def container_suffix(codec: str) -> str:
     """File suffix of a segment/output for ``codec`` ("" for a PNG folder)."""
     return get_codec(codec).suffix
-
-
-def write_png(folder: Path, image: np.ndarray, index: int) -> None:
-    """``{index:06d}.png`` in ``folder``; cv2 writes uint16 arrays as 16-bit PNG, so a 10-bit source keeps its
-    precision."""
-    import cv2
-
-    code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
-    target = folder / f"{index:06d}.png"
-    if not cv2.imwrite(str(target), cv2.cvtColor(image, code)):
-        raise OutputError(f"cannot write {target}; check free space and permissions")
 
 
 class SegmentWriter:
@@ -116,11 +114,9 @@ class SegmentWriter:
         self.frames_written = 0
         self._closed = False
         self._last_pts: int | None = None
-        self._durations: dict[int, int] = {}  # pts -> source frame duration, until its packet is muxed
-        self._container = None
-        self._stream = None
-        #: intra-only codecs: N contexts on consecutive frames (None: the stream's own context, inline)
-        self._pool: EncodePool | FilePool | None = None
+        #: where the frames go: the FFmpeg encoder(s) and muxer, or the PNG folder (None until opened)
+        self._av: AvSegment | None = None
+        self._png: PngSequence | None = None
         # intra-only codecs only; as many contexts as io/budget.py's host-memory budget affords at this size
         self.encoders_asked = max(1, int(encoders)) if self.spec.intra else 1
         self.encoders = budget.encoder_contexts(self.encoders_asked, width, height)
@@ -129,7 +125,6 @@ class SegmentWriter:
         self.threads = int(threads)
         self.context_threads = max(1, self.threads // self.encoders) if self.encoders > 1 else self.threads
         self.encoder_reason = "CPU run"
-        self._builders: dict[int, PlaneBuilder] = {}  # id(encoder context) -> its reused frame (yuva444p10le)
         # The reader converted YUV->RGB with the input's tagged matrix; encode back with the same matrix and the
         # same tags, or players (which assume BT.709 for HD and larger when untagged) shift the colours.
         # Untagged input stays untagged and uses swscale's default, exactly as it was read.
@@ -138,42 +133,30 @@ class SegmentWriter:
             self.spec, self.pix_fmt, self.width, self.height, self.fps, self.time_base,
             dict(color or {}) if self._sws_colorspace is not None else {}, crf, preset, self.context_threads)
         if self.spec.is_sequence:
-            self._open_png()
+            self._png = PngSequence(self.path, self.encoders)
         else:
-            self._open_av(hardware)
+            self._av = AvSegment(self.path, self._settings, mov_options(self.time_base), hardware, self.encoders,
+                                 self.encoders_asked, self._sws_colorspace)
+            self.encoder, self.encoder_reason = self._av.encoder, self._av.reason
 
     @property
     def busy_s(self) -> float:
         """Seconds the parallel encoder contexts worked (0 when encoding inline: the caller times that)."""
         return self._pool.busy_s if self._pool is not None else 0.0
 
-    # -- setup ---------------------------------------------------------------------------------------------------
-    def _open_png(self) -> None:
-        import cv2  # noqa: F401  (fail here, not at the first frame)
+    @property
+    def _pool(self):
+        """The parallel contexts (EncodePool) or PNG writer threads (FilePool); None when encoding inline."""
+        sink = self._av or self._png
+        return sink.pool if sink is not None else None
 
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output folder {self.path}: {exc.strerror}; choose a writable path") from None
-        if self.encoders > 1:
-            self._pool = FilePool(self.encoders, lambda item: self._write_png(*item))
+    @property
+    def _container(self):
+        return self._av.container if self._av is not None else None
 
-    def _open_av(self, hardware: bool) -> None:
-        self._container, self._stream, self.encoder, self.encoder_reason = open_stream(
-            self.path, self._settings, mov_options(self.time_base), hardware)
-        if self.encoder != self.spec.encoder:
-            return  # NVENC: an inter codec, one context
-        contexts = [self._stream.codec_context]
-        if self.encoders > 1:
-            # the stream's context is context 0; the others are configured the same way
-            contexts += [self._settings.context(self.spec.encoder) for _ in range(self.encoders - 1)]
-            self._pool = EncodePool(contexts, self._encode_job, self._mux)
-            self.encoder_reason += f"; {self.encoders} {self.spec.encoder} contexts on consecutive frames"
-        if self.encoders < self.encoders_asked:
-            self.encoder_reason += f" ({self.encoders_asked} asked; host-memory budget at {self.width}x{self.height})"
-        if self.pix_fmt == "yuva444p10le":
-            # one reused frame per context, its planes written straight (io/planes.py), no swscale
-            self._builders = {id(c): PlaneBuilder(self.width, self.height, self._sws_colorspace) for c in contexts}
+    @property
+    def _stream(self):
+        return self._av.stream if self._av is not None else None
 
     # -- writing -------------------------------------------------------------------------------------------------
     def write(self, image: np.ndarray, pts: int | None, index: int, duration: int | None = None) -> None:
@@ -190,76 +173,21 @@ class SegmentWriter:
         if self._last_pts is not None and pts <= self._last_pts:
             raise ValueError(f"pts must increase: {pts} after {self._last_pts} (frame {index})")
         self._last_pts = pts
-        if self.spec.is_sequence:
-            if self._pool is not None:
-                self._pool.submit((image, index))
-            else:
-                self._write_png(image, index)
+        if self._png is not None:
+            self._png.write(image, index)
         else:
-            self._encode(image, pts, duration)
+            self._av.encode(image, pts, duration, self.frames_written)
         self.frames_written += 1
-
-    def _write_png(self, image: np.ndarray, index: int) -> None:
-        write_png(self.path, image, index)
-
-    def _encode(self, image: np.ndarray, pts: int, duration: int | None) -> None:
-        if duration:
-            # PyAV's pixel-format conversion drops frame.duration, so the packet gets it back in _mux
-            self._durations[pts] = int(duration)
-        try:
-            if self._pool is not None:
-                self._pool.submit((image, pts), pts)  # converted and encoded in a worker, muxed here in order
-                return
-            for packet in self._stream.encode(self._frame(image, pts, self._stream.codec_context)):
-                self._mux(packet)
-        except av.error.FFmpegError as exc:
-            raise OutputError(f"encoding {self.path} failed at frame {self.frames_written}: {exc}") from None
-
-    def _encode_job(self, ctx, item) -> list:
-        """One frame on one of the parallel contexts (a worker thread): convert, encode, return its packets."""
-        image, pts = item
-        return ctx.encode(self._frame(image, pts, ctx))
-
-    def _frame(self, image: np.ndarray, pts: int, ctx) -> av.VideoFrame:
-        """The encoder's frame for ``image`` (RGB(A), 8 or 16 bit): ``ctx``'s reused frame with its planes built
-        directly where :mod:`vr180matte.io.planes` covers the pixel format, else a swscale conversion."""
-        builder = self._builders.get(id(ctx))
-        if builder is not None and planes_support(self.pix_fmt, image):
-            frame = builder.build(image)
-        else:
-            frame = swscale_frame(image, self.spec.alpha, self._stream.pix_fmt, self._sws_colorspace)
-        frame.pts = pts
-        frame.time_base = self.time_base
-        frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose frame types
-        return frame
-
-    def _mux(self, packet: av.Packet) -> None:
-        if self._pool is not None:
-            packet.stream = self._stream  # from a bare context: the muxer needs to know its stream
-        dur = self._durations.pop(packet.pts, None)
-        if dur and not packet.duration:
-            packet.duration = dur
-        self._container.mux(packet)
 
     def close(self) -> None:
         """Flush the encoder and finish the file; idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._container is None:
-            if self._pool is not None:
-                self._pool.close()
-            return
-        try:
-            if self._pool is not None:
-                self._pool.close(flush=lambda ctx: ctx.encode(None))
-            else:
-                for packet in self._stream.encode():
-                    self._mux(packet)
-        except av.error.FFmpegError as exc:
-            raise OutputError(f"finishing {self.path} failed: {exc}") from None
-        finally:
-            self._container.close()
+        if self._png is not None:
+            self._png.close()
+        else:
+            self._av.close()
 
     def __enter__(self) -> "SegmentWriter":
         return self
