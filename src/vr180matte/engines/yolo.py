@@ -17,21 +17,24 @@ several images (both eyes, the equirect crops) through the network together, in 
 policy's ``detector_batch`` images, with one batched NMS and one download (engines/yolo_batch.py). On a GPU the
 fixed input shape is warmed up when the model loads (the policy's ``detector_warmup``).
 
-Checkpoints are data (engines/yolo_weights.py).
+Checkpoints are data (engines/yolo_weights.py). The detector's other parts, a file each: stride, input size
+and warm-up of the network (engines/yolo_net.py); the network inputs of a detection frame and the detection
+resolution (engines/yolo_inputs.py); the downloaded rows back to each image's boxes (engines/yolo_outputs.py).
 """
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vr180matte.compat.torchvision_ops import ensure_torchvision_ops
 from vr180matte.engines.base import Detection
-from vr180matte.engines.yolo_batch import PAD, NetBatch, letterbox, to_float, unletterbox, window_batch
+from vr180matte.engines.yolo_batch import PAD, NetBatch, letterbox, to_float, unletterbox, window_batch  # noqa: F401
+from vr180matte.engines.yolo_inputs import DetectionInputs
+from vr180matte.engines.yolo_net import input_size, warm_up
+from vr180matte.engines.yolo_outputs import image_detections, window_rows
 from vr180matte.engines.yolo_tiles import TILE_OVERLAP, finish_image, merge_tiled_boxes, tile_boxes, tile_grid  # noqa: F401
 from vr180matte.engines.yolo_weights import load_checkpoint_model, load_detector_net  # noqa: F401 - re-exported
 from vr180matte.runtime.policy import DevicePolicy, choose_policy
@@ -41,6 +44,12 @@ log = logging.getLogger(__name__)
 PERSON_CLASS = 0  # COCO "person"
 BUNDLED_MAX_THRESHOLD = 0.6  # det-sam2 / mobilesam with the bundled detector (the embedded engine uses 0.5 + checks)
 _PASS_CONF = 0.25  # candidates kept by the whole-eye pass before merging; the threshold applies after the merge
+
+
+def _on_inputs(name: str) -> property:
+    """A detection-resolution setting or counter kept on the detector, living on its :class:`DetectionInputs`
+    (callers set ``source_scale`` for a while: stereo/source_detect.py; tests reset ``_eye_side``)."""
+    return property(lambda self: getattr(self.inputs, name), lambda self, value: setattr(self.inputs, name, value))
 
 
 class YoloDetector:
@@ -58,6 +67,12 @@ class YoloDetector:
     #: ``detect`` takes ``threshold=``: the stereo stage asks for candidates below the threshold (stereo/vouch.py)
     supports_threshold = True
 
+    image_size = _on_inputs("image_size")
+    upscale = _on_inputs("upscale")
+    source_scale = _on_inputs("source_scale")
+    last_tiles = _on_inputs("last_tiles")
+    _eye_side = _on_inputs("eye_side")
+
     def __init__(self, weights: Path | None, model: str = "yolov8n", confidence_threshold: float = 0.7,
                  device: torch.device | str = "cpu", imgsz: int = 640, random_init: bool = False,
                  iou_threshold: float = 0.7, max_det: int = 100, fp16: bool = False, min_box_area: float = 0.0,
@@ -72,26 +87,21 @@ class YoloDetector:
         self.max_det = int(max_det)
         self.min_box_area = float(min_box_area)  # fraction of the image area; smaller boxes are dropped
         self.person_classes = tuple(int(c) for c in person_classes)
-        self.image_size = None if image_size is None else int(image_size)
-        self.upscale = float(upscale)
-        self.source_scale = float(source_scale)
         self.batch = max(1, int(batch))
         self.weights = None if weights is None else Path(weights)
         self.source = source or ("random" if random_init else "file")
         self.stats = {"calls": 0, "tiles": 0, "tile_boxes": 0, "joined_or_dropped": 0, "forwards": 0, "windows": 0}
-        self.last_tiles = 0
         self.half = bool(fp16 and self.device.type == "cuda")  # half precision only where it is fast and safe
         self.net = load_detector_net(weights, model, random_init, self.device, self.half)
-        self.stride = int(max(int(self.net.stride.max()), 32)) if hasattr(self.net, "stride") else 32
-        self.imgsz = int(math.ceil(imgsz / self.stride) * self.stride)
+        self.stride, self.imgsz = input_size(self.net, imgsz)
+        self.inputs = DetectionInputs(self.device, self.imgsz, self.stride, self.half, image_size, upscale,
+                                      source_scale, self.stats)
         names = getattr(self.net, "names", None) or {}
         self.class_names = {int(k): str(v) for k, v in dict(names).items()}
         if self.person_classes == (PERSON_CLASS,) and names and names.get(PERSON_CLASS, "person") != "person":
             log.warning("class 0 of %s is %r, not 'person'", weights or model, names.get(PERSON_CLASS))
         if warmup:  # the fixed shape of a full batch of tiles, so the first detection frame does not pay for it
-            with torch.inference_mode():
-                dtype = torch.float16 if self.half else torch.float32
-                self.net(torch.full((self.batch, 3, self.imgsz, self.imgsz), PAD, device=self.device, dtype=dtype))
+            warm_up(self.net, self.batch, self.imgsz, self.device, self.half)
 
     @property
     def info(self) -> dict:
@@ -102,53 +112,15 @@ class YoloDetector:
                 **self.stats}
 
     def _float(self, image: torch.Tensor) -> torch.Tensor:
-        return to_float(image, self.device)
+        return self.inputs.to_float(image)
 
     def _letterbox(self, image: torch.Tensor) -> tuple[torch.Tensor, float, tuple[int, int]]:
-        return letterbox(image, self.device, self.imgsz, self.stride)
+        return self.inputs.letterbox(image)
 
     def detection_zoom(self, h: int, w: int) -> float:
-        """Pixels of the detection image per pixel of an ``h`` x ``w`` input (1.0 when tiling is off).
-
-        The zoom is set by the *eye*, the largest image this detector has been given (its short side, so a joint
-        side-by-side frame counts as one eye high): the eye side becomes ``min(image_size, upscale x its source
-        size)``. Smaller images (the equirect perspective crops) get the same zoom, i.e. the eye's pixel density,
-        not a zoom of their own that would multiply their tiles.
-        """
-        if self.image_size is None:
-            return 1.0
-        self._eye_side = max(getattr(self, "_eye_side", 0), min(h, w))
-        return min(float(self.image_size) / self._eye_side, self.upscale * self.source_scale)
-
-    # ------------------------------------------------------------------ building one batch
-    def _add_whole(self, nb: NetBatch, k: int, image: torch.Tensor, conf: float) -> None:
-        x, gain, (left, top) = self._letterbox(image)
-        nb.add((x.half() if self.half else x)[0], conf, ("whole", k, gain, left, top))
-
-    def _add_tiles(self, nb: NetBatch, k: int, image: torch.Tensor, conf: float) -> None:
-        """The tiles of ``image`` at the detection resolution (none when that fits the network input: the whole
-        pass already sees it all)."""
-        H, W = image.shape[:2]
-        zoom = self.detection_zoom(H, W)
-        dh, dw = max(1, round(H * zoom)), max(1, round(W * zoom))
-        if max(dh, dw) <= self.imgsz * 1.15:  # one pass at the network input is the same resolution
-            self.last_tiles = 0
-            return
-        x = self._float(image)
-        if (dh, dw) != (H, W):
-            x = F.interpolate(x, size=(dh, dw), mode="bilinear", align_corners=False, antialias=zoom < 1)
-        if self.half:
-            x = x.half()
-        tiles = tile_grid(dh, dw, self.imgsz)
-        self.last_tiles = len(tiles)
-        self.stats["tiles"] += len(tiles)
-        S = self.imgsz
-        for t in tiles:
-            x0, y0, x1, y1 = t
-            crop = x[0, :, y0:y1, x0:x1]
-            if crop.shape[-2:] != (S, S):  # a side shorter than a tile: padded as the letterbox pads
-                crop = F.pad(crop, (0, S - (x1 - x0), 0, S - (y1 - y0)), value=PAD)
-            nb.add(crop, conf, ("tile", k, t, tiles, zoom, dh, dw))
+        """Pixels of the detection image per pixel of an ``h`` x ``w`` input (1.0 when tiling is off); set by the
+        eye, the largest image seen (:meth:`DetectionInputs.zoom`)."""
+        return self.inputs.zoom(h, w)
 
     def _run(self, nb: NetBatch, classes: tuple[int, ...]) -> list[np.ndarray]:
         self.stats["forwards"] += sum(-(-n // self.batch) for n in _shape_counts(nb))
@@ -166,7 +138,7 @@ class YoloDetector:
         if classes is None:
             classes = tuple(range(len(self.class_names) or 80))
         nb = NetBatch()
-        self._add_whole(nb, 0, image, self.confidence_threshold if conf is None else conf)
+        self.inputs.add_whole(nb, 0, image, self.confidence_threshold if conf is None else conf)
         rows = unletterbox(self._run(nb, tuple(classes))[0], nb.meta[0], *image.shape[:2])
         return torch.from_numpy(rows)
 
@@ -185,21 +157,10 @@ class YoloDetector:
             # The whole-eye pass keeps candidates down to _PASS_CONF: a whole-body box just under the threshold must
             # survive until a confident tile fragment of the same person vouches for it (merge); the threshold
             # applies after that. Tiles keep the threshold, so only confident fragments are joined or vouch.
-            self._add_whole(nb, k, image, min(thr, _PASS_CONF))
-            self._add_tiles(nb, k, image, thr)
+            self.inputs.add_whole(nb, k, image, min(thr, _PASS_CONF))
+            self.inputs.add_tiles(nb, k, image, thr)
         found = self._run(nb, self.person_classes)
-        per_image: list[dict] = [{"whole": None, "tiles": []} for _ in images]
-        for rows, meta in zip(found, nb.meta):
-            k = meta[1]
-            H, W = images[k].shape[:2]
-            if meta[0] == "whole":
-                per_image[k]["whole"] = unletterbox(rows, meta, H, W)
-            elif len(rows):
-                _, _, t, tiles, zoom, dh, dw = meta
-                b, s, c = tile_boxes(rows, t, tiles, self.imgsz, dh, dw)
-                per_image[k]["tiles"].append((b / zoom, s, c))
-        return [finish_image(p["whole"], p["tiles"], *images[k].shape[:2], thr, self.max_det, self.min_box_area,
-                             self.stats) for k, p in enumerate(per_image)]
+        return image_detections(found, nb.meta, images, self.imgsz, thr, self.max_det, self.min_box_area, self.stats)
 
     def detect_windows(self, image: torch.Tensor, windows: np.ndarray, size: int, threshold: float
                        ) -> list[np.ndarray]:
@@ -210,18 +171,10 @@ class YoloDetector:
         windows = np.asarray(windows, np.float32).reshape(-1, 4)
         if not len(windows):
             return []
-        x = window_batch(image, windows, int(size), self.device)
-        if self.half:
-            x = x.half()
         nb = NetBatch()
-        for i in range(len(windows)):
-            nb.add(x[i], threshold, i)
+        self.inputs.add_windows(nb, image, windows, size, threshold)
         self.stats["windows"] += len(windows)
-        out = []
-        for rows, (wx0, wy0, wx1, wy1) in zip(self._run(nb, self.person_classes), windows):
-            f = np.float32([(wx1 - wx0) / size, (wy1 - wy0) / size] * 2)
-            out.append(np.concatenate([rows[:, :4] * f + np.float32([wx0, wy0, wx0, wy0]), rows[:, 4:5]], 1))
-        return out
+        return window_rows(self._run(nb, self.person_classes), windows, size)
 
 
 def _shape_counts(nb: NetBatch) -> list[int]:

@@ -1,0 +1,44 @@
+"""Merging the ROI segmenter's lanes back into the eye (engines/roi.py): each lane's crop mask pasted into an
+eye-sized map, then the pixels several people claim given to one of them.
+
+Lanes are separate segmenters, so two people whose windows overlap may both claim a pixel; each pixel then
+belongs to the most confident track and the others are capped below 0.5 there, so one person's matte never
+swallows the other's before the union is taken.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def paste(crop_prob: torch.Tensor, window: tuple[int, int, int, int], H: int, W: int) -> torch.Tensor:
+    """An (H, W) map, zero outside ``window``, with ``crop_prob`` inside it."""
+    x0, y0, x1, y1 = window
+    full = crop_prob.new_zeros((H, W))
+    full[y0:y1, x0:x1] = crop_prob
+    return full
+
+
+def resolve_overlaps(out: dict[int, torch.Tensor], stats: dict) -> None:
+    """Each pixel claimed (> 0.5) by several tracks belongs to the most confident one (ties: the lower id).
+
+    Runs every frame on eye-sized maps, so it keeps three eye-sized buffers whatever the number of people
+    (no stack of every track's map) and stops after one pass when nobody overlaps. Counts the contested pixels
+    in ``stats``."""
+    ids = sorted(out)
+    count = torch.zeros_like(out[ids[0]], dtype=torch.uint8)
+    for t in ids:
+        count += out[t] > 0.5
+    contested = count > 1
+    if not bool(contested.any()):
+        return
+    stats["contested_pixels"] += int(contested.sum())
+    top = out[ids[0]].clone()
+    owner = torch.zeros_like(count)
+    for k, t in enumerate(ids[1:], start=1):
+        better = out[t] > top  # strictly: a tie stays with the earlier (lower) id
+        top = torch.where(better, out[t], top)
+        owner[better] = k
+    for k, tid in enumerate(ids):
+        lose = contested & (out[tid] > 0.5) & (owner != k)
+        if bool(lose.any()):
+            out[tid] = torch.where(lose, torch.clamp(1.0 - top, max=0.49), out[tid])
