@@ -170,17 +170,26 @@ def test_stereo_validation_measures_all_persons_in_one_batched_call(clip, mode, 
     """StereoStage.validate measures every person of a frame with one measure_disparities call; disparities and
     agreements equal measuring person by person (the previous path)."""
     import test_consistency as tc
-    from vr180matte.stereo import consistency
+    from vr180matte.stereo import consistency, validation
 
-    calls = []
+    calls, seeding = [], []
     real = consistency.measure_disparities
     monkeypatch.setattr(consistency, "measure_disparities", lambda jobs: calls.append(len(jobs)) or real(jobs))
+    real_seed = validation.StereoValidator.seed_disparities
+
+    def seed(self, left_img, right_img, seeds):  # new left tracks seeding the right eye: one batched call too
+        seeding.extend([len(seeds)] if seeds else [])
+        return real_seed(self, left_img, right_img, seeds)
+
+    monkeypatch.setattr(validation.StereoValidator, "seed_disparities", seed)
     batched = tc.run(tc.build(clip, mode), clip)
+    seeded = list(seeding)  # the batched run's
     one_by_one = lambda jobs: [measure_disparity(j.src, j.dst, j.mask, max_disp=j.max_disp,  # noqa: E731
                                                  min_disp=j.min_disp, prior=j.prior) for j in jobs]
     monkeypatch.setattr(consistency, "measure_disparities", one_by_one)
     ref = tc.run(tc.build(clip, mode), clip)
-    assert len(calls) == clip.frames and max(calls) == 2  # one call a frame, both persons in it
+    # one validation call a frame with both persons in it, and one call per frame that seeds new right tracks
+    assert seeded and set(seeded) == {2} and len(calls) == clip.frames + len(seeded) and max(calls) == 2
     for a, b in zip(batched, ref):
         assert a.disparity == b.disparity and a.agreement == b.agreement
 

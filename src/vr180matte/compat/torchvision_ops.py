@@ -10,36 +10,49 @@ from __future__ import annotations
 import logging
 import sys
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
 _done = False
 
 
-def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression; same contract as ``torchvision.ops.nms`` (indices, best first)."""
-    if boxes.numel() == 0:
-        return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    boxes = boxes.float()
-    order = scores.argsort(descending=True)
-    x0, y0, x1, y1 = boxes.unbind(1)
-    area = (x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0)
+def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression on host arrays: indices kept, best score first (``torchvision.ops.nms``'s
+    contract). Stable sort, so equal scores keep their input order."""
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    boxes = np.asarray(boxes, dtype=np.float32)
+    order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
+    x0, y0, x1, y1 = boxes.T
+    area = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
     # The pairwise IoU matrix is O(n^2) but n is the detector's candidate count (thousands at most).
-    xx0 = torch.maximum(x0[:, None], x0[None, :])
-    yy0 = torch.maximum(y0[:, None], y0[None, :])
-    xx1 = torch.minimum(x1[:, None], x1[None, :])
-    yy1 = torch.minimum(y1[:, None], y1[None, :])
-    inter = (xx1 - xx0).clamp(min=0) * (yy1 - yy0).clamp(min=0)
-    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-9)
-    suppressed = torch.zeros(len(order), dtype=torch.bool)
-    iou_sorted = (iou[order][:, order] > iou_threshold).cpu()
+    ix = np.clip(np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :]), 0, None)
+    iy = np.clip(np.minimum(y1[:, None], y1[None, :]) - np.maximum(y0[:, None], y0[None, :]), 0, None)
+    inter = ix * iy
+    iou = inter / np.clip(area[:, None] + area[None, :] - inter, 1e-9, None)
+    over = iou[order][:, order] > iou_threshold
+    suppressed = np.zeros(len(order), dtype=bool)
     keep = []
     for i in range(len(order)):
         if suppressed[i]:
             continue
         keep.append(i)
-        suppressed |= iou_sorted[i]
-    return order[torch.tensor(keep, dtype=torch.int64, device=order.device)]
+        suppressed |= over[i]
+    return order[np.asarray(keep, dtype=np.int64)]
+
+
+def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression; same contract as ``torchvision.ops.nms`` (indices, best first).
+
+    The greedy pass is sequential, so it runs on the host (:func:`nms_numpy`) over one download of the boxes and
+    scores, as torchvision's CUDA kernel does with its overlap bit mask, not over per-box reads of device values.
+    """
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    host = torch.cat([boxes.float(), scores.float()[:, None]], 1).cpu().numpy()
+    keep = nms_numpy(host[:, :4], host[:, 4], iou_threshold)
+    return torch.from_numpy(keep).to(boxes.device)
 
 
 def _compiled_nms_available() -> bool:

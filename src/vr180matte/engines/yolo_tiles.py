@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
-from vr180matte.compat.torchvision_ops import nms_reference
+from vr180matte.compat.torchvision_ops import nms_numpy
 
 TILE_OVERLAP = 0.3  # share of a tile repeated in its neighbour: people up to this size fit whole in one tile
 _EDGE_PX = 2.0  # minimum gap for "goes past a border" when joining
@@ -105,8 +104,8 @@ def merge_tiled_boxes(
     boxes, scores = boxes[keep], scores[keep]
     if len(boxes) == 0:
         return boxes, scores
-    # A few dozen boxes: the pure-torch reference NMS (same contract as torchvision's) needs no compiled ops.
-    order = nms_reference(torch.from_numpy(boxes), torch.from_numpy(scores), iou_threshold).numpy()
+    # A few dozen boxes already on the host: greedy NMS there (same contract as torchvision's), no tensors.
+    order = nms_numpy(boxes, scores, iou_threshold)
     return boxes[order], scores[order]
 
 

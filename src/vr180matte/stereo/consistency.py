@@ -173,6 +173,7 @@ class StereoStage:
     view_kwargs = _Part("detection")
     smoother = _Part("validator")
     disparity = _Part("validator")
+    seed_disparities = _Part("validator")
     validate = _Part("validator")
     forget = _Part("validator")
     result = _Part("tally")

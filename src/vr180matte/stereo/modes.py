@@ -112,12 +112,14 @@ class MasterSlave(StereoMode):
                 stage.forget(tid)
         right_live = set(stage.right.live_ids)
         seeds: dict[int, tuple[np.ndarray | None, torch.Tensor | None]] = {}
-        for tid in sorted(left_live - right_live):
-            tm = lm.tracks.get(tid)
-            if tm is None or tm.box is None:
-                continue  # nothing to seed from yet; retried next frame
-            prior, rbox = self._partner(tm.box, ldets, rdets, pairs)
-            d = stage.disparity(tid, left_img, right_img, tm.prob, prior)
+        new = [tid for tid in sorted(left_live - right_live)
+               if lm.tracks.get(tid) is not None and lm.tracks[tid].box is not None]  # else retried next frame
+        partners = {tid: self._partner(lm.tracks[tid].box, ldets, rdets, pairs) for tid in new}
+        measured = stage.seed_disparities(left_img, right_img,
+                                          [(tid, lm.tracks[tid].prob, partners[tid][0]) for tid in new])
+        for tid, d in zip(new, measured):
+            tm = lm.tracks[tid]
+            rbox = partners[tid][1]
             dm = d if stage.use_mapping else 0.0
             mask = shift_mask(tm.prob, dm)
             box = rbox if rbox is not None else shift_box(tm.box, dm, eye_w)

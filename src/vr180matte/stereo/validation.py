@@ -187,6 +187,19 @@ class StereoValidator:
                                     prior=p if p is not None else prior)
         return self.smoother.update(tid, d, conf)
 
+    def seed_disparities(self, left_img, right_img, seeds: list[tuple[int, torch.Tensor, float | None]]
+                         ) -> list[float]:
+        """:meth:`disparity` of every ``(tid, left_prob, prior)`` (new left tracks the right eye is seeded from),
+        measured in one batched call (three downloads for all of them, not about ten reads each)."""
+        if not seeds:
+            return []
+        jobs = []
+        for tid, prob, prior in seeds:
+            p = self.smoother.predict(tid)
+            jobs.append(DisparityJob(left_img, right_img, prob, self.stage.max_disp,
+                                     prior=p if p is not None else prior))
+        return [self.smoother.update(tid, d, conf) for (tid, _, _), (d, conf) in zip(seeds, self.measure(jobs))]
+
     def _measure_all(self, ids, left_img, right_img, lm: FrameMatte, rm: FrameMatte, skip: set[int]) -> dict:
         """This frame's disparity measurement ``{tid: (d, confidence)}`` of every person :meth:`validate` measures,
         in one batched call (stereo/disparity.py ``measure_disparities``: three downloads a frame, not about ten

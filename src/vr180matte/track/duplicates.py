@@ -63,6 +63,9 @@ class Duplicates:
             ma, mb = s.probs[a] > thr, s.probs[b] > thr
             vals.append(torch.stack([(ma & mb).sum(), ma.sum()]).float())
         frac = torch.stack(vals).cpu().numpy()
+        # Both orders of two new tracks are among the pairs, so "how much of b lies inside a" is read from the
+        # same download (no second transfer per pair).
+        counts = {pair: (float(inter), float(area)) for pair, (inter, area) in zip(pairs, frac)}
         ended: set[int] = set()
         for (a, b), (inter, area) in zip(pairs, frac):
             if a in ended or b in ended or area <= 0:
@@ -70,7 +73,8 @@ class Duplicates:
             inside = inter / area
             b_new = s.tracks[b].start_frame == frame_idx
             # Two new tracks fully inside each other: keep the lower id (the better-scored detection).
-            if inside > s.settings.dup_inside and (not b_new or b < a or self._inside(b, a) <= s.settings.dup_inside):
+            dup = s.settings.dup_inside
+            if inside > dup and (not b_new or b < a or self._inside(b, a, counts) <= dup):
                 log.debug("%s: frame %d: new track %d duplicates track %d, ended", s.view, frame_idx, a, b)
                 ended.add(a)
         for a in sorted(ended):
@@ -78,9 +82,13 @@ class Duplicates:
             s.end_track(a)
             s.stats["duplicates_merged"] += 1
 
-    def _inside(self, a: int, b: int) -> float:
-        """Fraction of track ``a``'s mask inside track ``b``'s mask."""
-        s = self.state
-        ma, mb = s.probs[a] > s.settings.mask_threshold, s.probs[b] > s.settings.mask_threshold
-        area = float(ma.sum())
-        return float((ma & mb).sum()) / area if area > 0 else 0.0
+    def _inside(self, a: int, b: int, counts: dict) -> float:
+        """Fraction of track ``a``'s mask inside track ``b``'s mask: from this frame's download when the pair is
+        in it (two new detection tracks), else read for this pair (a new seeded or re-prompted track: rare)."""
+        if (a, b) in counts:
+            inter, area = counts[a, b]
+        else:
+            s = self.state
+            ma, mb = s.probs[a] > s.settings.mask_threshold, s.probs[b] > s.settings.mask_threshold
+            inter, area = (float(v) for v in torch.stack([(ma & mb).sum(), ma.sum()]).cpu().tolist())
+        return inter / area if area > 0 else 0.0
