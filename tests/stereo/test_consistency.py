@@ -316,3 +316,25 @@ def test_validation_reads_do_not_grow_with_persons(clip, monkeypatch):
     assert all(k == 0 for _, _, k in per_frame["one"] + per_frame["two"])  # no correction: the plain path
     assert [r for r, _, _ in per_frame["one"]] == [r for r, _, _ in per_frame["two"]]
     assert max(r for r, _, _ in per_frame["two"]) <= 5
+
+
+def test_a_corrected_person_costs_one_more_read(clip, monkeypatch):
+    """A correction (here: the right eye's segmenter loses part of every mask on frames 4 and 7) reads the
+    corrected person's agreement, boxes and areas in one download; nothing else is read per person."""
+    from vr180matte.runtime.host_reads import HostReadCounter
+    from vr180matte.stereo import validation
+
+    real = validation.StereoValidator.validate
+    reads = []
+
+    def counted(self, *a, **k):
+        with HostReadCounter() as hc:
+            out = real(self, *a, **k)
+        reads.append((hc.total("reads"), len(out.corrections)))
+        return out
+
+    monkeypatch.setattr(validation.StereoValidator, "validate", counted)
+    run(build(clip, "master_slave", "reprocess"), clip, 8)
+    base = {r for r, k in reads[1:] if k == 0}
+    assert len(base) == 1 and any(k for _, k in reads)
+    assert all(r == min(base) + k for r, k in reads[1:]), reads

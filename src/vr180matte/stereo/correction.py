@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..engines.base import TrackMask
+from ..track.tracker import _stats_on_device
 from .disparity import shift_mask
-from .result import MASK_T, mask_iou
+from .result import MASK_T, band_box, iou_on_device
 
 if TYPE_CHECKING:  # the stage builds this part; only type hints go the other way
     from .consistency import StereoStage
@@ -41,19 +42,21 @@ class StereoCorrector:
         self.n_reprompt = 0  # weaker-eye segmenters re-prompted (stats.json stereo.reprompts)
 
     @staticmethod
-    def _strength(tid: int, tm: TrackMask | None, prob: torch.Tensor, ref_area: dict[int, float]) -> float:
+    def _strength(tid: int, tm: TrackMask | None, area: float, ref_area: dict[int, float]) -> float:
+        """How much to trust an eye's mask of ``area`` pixels (validation's download) against the agreed area."""
         if tm is None or tm.box is None:
             return 0.0
-        area = float((prob > MASK_T).sum())
         ref = ref_area.get(tid)
         consistency = 1.0 if not ref else min(area, ref) / max(area, ref, 1e-6)
         return consistency * (0.5 + 0.5 * float(tm.score))
 
-    def correct(self, frame_idx, tid, lt, rt, pl, pr, dm, before, rows: _Rows, ref_area: dict[int, float]):
+    def correct(self, frame_idx, tid, lt, rt, pl, pr, dm, before, rows: _Rows, ref_area: dict[int, float],
+                areas: tuple[float, float]):
         """Apply the configured correction to the person's rows ``pl``/``pr`` (``rows`` of the eye); ``ref_area``:
-        each person's agreed mask area on the last validated frame. Returns (left rows, right rows, agreement
-        after, log record)."""
-        sl, sr = self._strength(tid, lt, pl, ref_area), self._strength(tid, rt, pr, ref_area)
+        each person's agreed mask area on the last validated frame; ``areas``: this frame's mask areas of ``pl``
+        and ``pr``. Returns (left rows, right rows, agreement after, their eye boxes, their areas, log record);
+        the corrected person's numbers come down in one download."""
+        sl, sr = self._strength(tid, lt, areas[0], ref_area), self._strength(tid, rt, areas[1], ref_area)
         # Ties go to the left eye (the master in master_slave; the detected eye in joint).
         weak = "right" if sl >= sr else "left"
         if self.method == "ensemble":
@@ -67,17 +70,18 @@ class StereoCorrector:
             else:
                 pl = shift_mask(pr, -dm)
             eye = weak
+        v = torch.cat([iou_on_device(pl, shift_mask(pr, -dm))[None], _stats_on_device(pl, MASK_T),
+                       _stats_on_device(pr, MASK_T)]).cpu().tolist()
+        after, boxes, new_areas = v[0], (band_box(v[1:7], rows.r0), band_box(v[7:13], rows.r0)), (v[5], v[11])
         weak_tm = rt if weak == "right" else lt
         lost = weak_tm is None or weak_tm.box is None
         if self.method == "reprocess" or (lost and self.method != "ensemble"):
             # Re-prompt the weaker eye's segmenter so the following frames recover (a lost track must be).
-            view, prob = (self.stage.right, pr) if weak == "right" else (self.stage.left, pl)
-            box = rows.box(prob)
+            view, prob, box = (self.stage.right, pr, boxes[1]) if weak == "right" else (self.stage.left, pl, boxes[0])
             if box is not None:
-                view.reprompt(tid, box=box, mask=rows.full(prob))
+                view.reprompt(tid, box=box.copy(), mask=rows.full(prob))
                 self.n_reprompt += 1
-        after = mask_iou(pl, shift_mask(pr, -dm))
         rec = {"frame": int(frame_idx), "track": int(tid), "eye": eye, "method": self.method,
                "before": round(float(before), 4), "after": round(float(after), 4)}
         log.debug("stereo correction %s", rec)
-        return pl, pr, after, rec
+        return pl, pr, after, boxes, new_areas, rec

@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..boxes import mask_box
 from ..config import Config
 from ..engines.base import FrameMatte, TrackMask
 from ..track.tracker import _stats_on_device
 from .correction import StereoCorrector
 from .disparity import DisparityJob, DisparitySmoother, measure_disparities, measure_disparity, shift_mask
-from .result import MASK_T, StereoResult
+from .result import MASK_T, StereoResult, band_box, iou_on_device
 
 if TYPE_CHECKING:  # the stage builds this part; only type hints go the other way
     from .consistency import StereoStage
@@ -31,7 +30,7 @@ __all__ = ["StereoValidator"]
 
 class _Rows:
     """The rows ``[r0, r1)`` of an (H, W) eye outside which a person's masks are exactly zero. ``eye[rows.band]``
-    cuts them; :meth:`full` zero-pads such a cut back to the eye, :meth:`box` is its mask box in the eye."""
+    cuts them; :meth:`full` zero-pads such a cut back to the eye (``band_box`` places a cut's box in the eye)."""
 
     def __init__(self, r0: int, r1: int, height: int) -> None:
         self.r0, self.r1, self.height = r0, r1, height
@@ -43,19 +42,6 @@ class _Rows:
         out = band.new_zeros((self.height, *band.shape[1:]))
         out[self.band] = band
         return out
-
-    def box(self, band: torch.Tensor) -> np.ndarray | None:
-        b = mask_box(band) if band.shape[0] else None
-        if b is not None:
-            b[[1, 3]] += self.r0
-        return b
-
-
-def _track_mask(tid: int, prob: torch.Tensor, own: TrackMask | None, other: TrackMask | None,
-                rows: _Rows) -> TrackMask:
-    """The eye-sized track mask of the person's rows ``prob``."""
-    score = own.score if own is not None and own.box is not None else (other.score if other else 0.0)
-    return TrackMask(track_id=tid, prob=rows.full(prob), box=rows.box(prob), score=float(score))
 
 
 def _score(own: TrackMask | None, other: TrackMask | None) -> float:
@@ -87,22 +73,7 @@ class _Compared:
     fused: tuple[torch.Tensor, torch.Tensor] | None
     boxes: tuple[np.ndarray | None, np.ndarray | None]
     area: float
-
-
-def _iou_on_device(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``mask_iou`` (stereo/result.py) without the read: the same float32 division, 1.0 where both masks are empty."""
-    ma, mb = a > MASK_T, b > MASK_T
-    union = (ma | mb).sum().float()
-    return torch.where(union == 0, torch.ones_like(union), (ma & mb).sum().float() / union)
-
-
-def _box(v: list[float], r0: int) -> np.ndarray | None:
-    """The eye box of a row band's ``[x0, y0, x1, y1, area, ...]`` stats (``_Rows.box``'s numbers)."""
-    if v[4] <= 0:
-        return None
-    b = np.array(v[:4], dtype=np.float32)
-    b[[1, 3]] += r0
-    return b
+    raw: tuple[float, float]  # mask areas of both eyes as they came (what a correction judges the eyes by)
 
 
 def _row_bands(people: list[_Person]) -> list[_Rows]:
@@ -131,22 +102,23 @@ def _compare(people: list[_Person]) -> tuple[list[_Rows], list[_Compared]]:
             fused.append(None)
             rows_out.append(torch.cat([torch.ones(2, device=pl.device), torch.zeros(14, device=pl.device)]))
             continue
-        v = [_iou_on_device(pl, shift_mask(pr, -p.dm))]
+        v = [iou_on_device(pl, shift_mask(pr, -p.dm))]
         if p.fuse:
             fl = 0.5 * (pl + shift_mask(pr, -p.dm))
             fr = shift_mask(fl, p.dm)
             fused.append((fl, fr))
-            v += [_iou_on_device(fl, shift_mask(fr, -p.dm)), _stats_on_device(fl, MASK_T),
+            v += [iou_on_device(fl, shift_mask(fr, -p.dm)), _stats_on_device(fl, MASK_T),
                   _stats_on_device(fr, MASK_T)]
-            v += [(fl > MASK_T).sum().float(), (fr > MASK_T).sum().float()]
         else:
             fused.append(None)
-            v += [torch.zeros(13, device=pl.device), (pl > MASK_T).sum().float(), (pr > MASK_T).sum().float()]
+            v += [torch.zeros(13, device=pl.device)]
+        v += [(pl > MASK_T).sum().float(), (pr > MASK_T).sum().float()]  # the masks as they came (correction)
         rows_out.append(torch.cat([t.reshape(-1).float() for t in v]))
     got = []
     for rows, f, v in zip(bands, fused, torch.stack(rows_out).cpu().tolist()):
-        boxes = (_box(v[2:8], rows.r0), _box(v[8:14], rows.r0)) if f is not None else (None, None)
-        got.append(_Compared(before=v[0], after=v[1], fused=f, boxes=boxes, area=0.5 * (v[14] + v[15])))
+        boxes = (band_box(v[2:8], rows.r0), band_box(v[8:14], rows.r0)) if f is not None else (None, None)
+        area = 0.5 * (v[6] + v[12]) if f is not None else 0.5 * (v[14] + v[15])
+        got.append(_Compared(before=v[0], after=v[1], fused=f, boxes=boxes, area=area, raw=(v[14], v[15])))
     return bands, got
 
 
@@ -266,13 +238,13 @@ class StereoValidator:
             before[tid] = a
             if a < self.threshold:
                 pl, pr = p.pl[rows.band], p.pr[rows.band]
-                pl, pr, a2, rec = self.corrector.correct(frame_idx, tid, lt, rt, pl, pr, dm, a, rows,
-                                                         self._ref_area)
+                pl, pr, a2, boxes, areas, rec = self.corrector.correct(frame_idx, tid, lt, rt, pl, pr, dm, a, rows,
+                                                                       self._ref_area, got.raw)
                 corrections.append(rec)
-                lm.tracks[tid] = _track_mask(tid, pl, lt, rt, rows)
-                rm.tracks[tid] = _track_mask(tid, pr, rt, lt, rows)
+                lm.tracks[tid] = TrackMask(track_id=tid, prob=rows.full(pl), box=boxes[0], score=_score(lt, rt))
+                rm.tracks[tid] = TrackMask(track_id=tid, prob=rows.full(pr), box=boxes[1], score=_score(rt, lt))
                 a = a2
-                area = 0.5 * float((pl > MASK_T).sum() + (pr > MASK_T).sum())
+                area = 0.5 * (areas[0] + areas[1])
             elif p.fuse:
                 lm.tracks[tid] = TrackMask(track_id=tid, prob=rows.full(got.fused[0]), box=got.boxes[0],
                                            score=_score(lt, None))
