@@ -44,6 +44,27 @@ def overlap_small(a, b) -> float:
     return ix * iy / max(amin, 1e-9)
 
 
+def _box_on_device(mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``[x0, y0, x1, y1]`` (int64, end-exclusive; x1 = 0 when empty) of ``mask > threshold``, on its device."""
+    m = mask > threshold
+    h, w = m.shape[-2:]
+    rows, cols = m.any(dim=-1), m.any(dim=-2)
+    ys = torch.arange(h, device=mask.device)
+    xs = torch.arange(w, device=mask.device)
+    return torch.stack([
+        torch.where(cols, xs, w).min(), torch.where(rows, ys, h).min(),
+        torch.where(cols, xs, -1).max() + 1, torch.where(rows, ys, -1).max() + 1,
+    ])
+
+
+def mask_boxes(masks: list[torch.Tensor], threshold: float = MASK_THRESHOLD) -> list[np.ndarray | None]:
+    """:func:`mask_box` of several tensors (any sizes, one device) in one download: one host read for all."""
+    if not masks:
+        return []
+    v = torch.stack([_box_on_device(m, threshold) for m in masks]).cpu().numpy()
+    return [None if b[2] <= 0 else b.astype(np.float32) for b in v]
+
+
 def mask_box(mask, threshold: float = MASK_THRESHOLD) -> np.ndarray | None:
     """Tight xyxy box of ``mask > threshold`` (float32, end-exclusive), or None when the mask is empty.
 
@@ -51,16 +72,7 @@ def mask_box(mask, threshold: float = MASK_THRESHOLD) -> np.ndarray | None:
     down to the host (see :func:`vr180matte.track.tracker.mask_stats` for many masks in one transfer).
     """
     if isinstance(mask, torch.Tensor):
-        m = mask > threshold
-        h, w = m.shape[-2:]
-        rows, cols = m.any(dim=-1), m.any(dim=-2)
-        ys = torch.arange(h, device=mask.device)
-        xs = torch.arange(w, device=mask.device)
-        v = torch.stack([
-            torch.where(cols, xs, w).min(), torch.where(rows, ys, h).min(),
-            torch.where(cols, xs, -1).max() + 1, torch.where(rows, ys, -1).max() + 1,
-        ]).cpu().numpy()
-        return None if v[2] <= 0 else v.astype(np.float32)
+        return mask_boxes([mask], threshold)[0]
     on = np.asarray(mask) > threshold
     rows = np.flatnonzero(on.any(axis=1))
     if rows.size == 0:

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..boxes import mask_box
+from ..boxes import mask_box, mask_boxes
 from .roi_lanes import BatchFn, _Lane, _Pending, crop, prefetch_views, run_inner
 from .roi_merge import paste, resolve_overlaps
 from .roi_windows import _EDGE, _GROW, _SHRINK, CropPlanner  # noqa: F401 - the thresholds re-exported
@@ -114,13 +114,17 @@ class RoiSegmenter:
         results = run_inner(segs, images, frame_idx, self.batch, ready)
         self._prefetched, self._prefetched_frame = set(), None
         out: dict[int, torch.Tensor] = dict(results[0])
+        check = []  # lanes whose window may no longer fit their person: their mask boxes come down together
         for (tid, lane), res in zip(lanes, results[1:]):
             crop_prob = res.get(tid)
             if crop_prob is None:
                 continue
             full = paste(crop_prob, lane.window, H, W)
             out[tid] = full
-            self._maybe_reanchor(tid, lane, crop_prob, full, H, W)
+            if tid not in self._pending:  # else re-prompted from outside already
+                check.append((tid, lane, crop_prob, full))
+        for (tid, lane, _, full), b in zip(check, mask_boxes([c[2] > 0.5 for c in check])):
+            self._maybe_reanchor(tid, lane, b, full, H, W)
         if len(out) > 1:
             resolve_overlaps(out, self.stats)
         return out
@@ -168,11 +172,9 @@ class RoiSegmenter:
                 self._full_ids.add(tid)
                 self.full.add_prompt(tid, box=p.box if p.mask is None else box, mask=p.mask)
 
-    def _maybe_reanchor(self, tid: int, lane: _Lane, crop_prob: torch.Tensor, full: torch.Tensor,
+    def _maybe_reanchor(self, tid: int, lane: _Lane, b: np.ndarray | None, full: torch.Tensor,
                         H: int, W: int) -> None:
-        if tid in self._pending:
-            return  # re-prompted from outside already
-        b = mask_box(crop_prob > 0.5)
+        """Re-prompt a lane whose person's box ``b`` (in its crop) no longer fits its window."""
         if b is None:
             return  # occluded or gone: keep the window, the person may come back into it
         x0, y0 = lane.window[:2]

@@ -29,9 +29,10 @@ def resolve_overlaps(out: dict[int, torch.Tensor], stats: dict) -> None:
     for t in ids:
         count += out[t] > 0.5
     contested = count > 1
-    if not bool(contested.any()):
+    n = int(contested.sum())  # the one read: whether anybody overlaps (and how much, for stats.json)
+    if n == 0:
         return
-    stats["contested_pixels"] += int(contested.sum())
+    stats["contested_pixels"] += n
     top = out[ids[0]].clone()
     owner = torch.zeros_like(count)
     for k, t in enumerate(ids[1:], start=1):
@@ -39,6 +40,6 @@ def resolve_overlaps(out: dict[int, torch.Tensor], stats: dict) -> None:
         top = torch.where(better, out[t], top)
         owner[better] = k
     for k, tid in enumerate(ids):
+        # No check whether this track lost anything: a where with nothing to take is a copy, a check a read.
         lose = contested & (out[tid] > 0.5) & (owner != k)
-        if bool(lose.any()):
-            out[tid] = torch.where(lose, torch.clamp(1.0 - top, max=0.49), out[tid])
+        out[tid] = torch.where(lose, torch.clamp(1.0 - top, max=0.49), out[tid])
