@@ -318,9 +318,9 @@ def test_validation_reads_do_not_grow_with_persons(clip, monkeypatch):
     assert max(r for r, _, _ in per_frame["two"]) <= 5
 
 
-def test_a_corrected_person_costs_one_more_read(clip, monkeypatch):
-    """A correction (here: the right eye's segmenter loses part of every mask on frames 4 and 7) reads the
-    corrected person's agreement, boxes and areas in one download; nothing else is read per person."""
+def test_corrections_cost_one_more_read_a_frame(clip, monkeypatch):
+    """Corrections (here: the right eye's segmenter loses part of every mask on frames 4 and 7) read the corrected
+    persons' agreement, boxes and areas in one download for all of them; nothing else is read per person."""
     from vr180matte.runtime.host_reads import HostReadCounter
     from vr180matte.stereo import validation
 
@@ -337,4 +337,4 @@ def test_a_corrected_person_costs_one_more_read(clip, monkeypatch):
     run(build(clip, "master_slave", "reprocess"), clip, 8)
     base = {r for r, k in reads[1:] if k == 0}
     assert len(base) == 1 and any(k for _, k in reads)
-    assert all(r == min(base) + k for r, k in reads[1:]), reads
+    assert all(r == min(base) + (k > 0) for r, k in reads[1:]), reads

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..boxes import mask_box, mask_boxes
+from ..boxes import mask_boxes
 from .roi_lanes import BatchFn, _Lane, _Pending, crop, prefetch_views, run_inner
 from .roi_merge import paste, resolve_overlaps
 from .roi_windows import _EDGE, _GROW, _SHRINK, CropPlanner  # noqa: F401 - the thresholds re-exported
@@ -138,11 +138,11 @@ class RoiSegmenter:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
+        masked = [tid for tid, p in pending.items() if p.mask is not None]  # their boxes: one download
+        from_masks = dict(zip(masked, mask_boxes([pending[tid].mask > 0.5 for tid in masked])))
         boxes = {}
         for tid, p in pending.items():
-            box = None
-            if p.mask is not None:
-                box = mask_box(p.mask > 0.5)
+            box = from_masks.get(tid)
             boxes[tid] = box if box is not None else p.box
         free = self.max_lanes - len([t for t in self.lanes if t not in pending])
         small = sorted((t for t, b in boxes.items() if b is not None and self.crops.small(b, H, W)),

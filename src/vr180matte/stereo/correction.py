@@ -50,12 +50,11 @@ class StereoCorrector:
         consistency = 1.0 if not ref else min(area, ref) / max(area, ref, 1e-6)
         return consistency * (0.5 + 0.5 * float(tm.score))
 
-    def correct(self, frame_idx, tid, lt, rt, pl, pr, dm, before, rows: _Rows, ref_area: dict[int, float],
-                areas: tuple[float, float]):
-        """Apply the configured correction to the person's rows ``pl``/``pr`` (``rows`` of the eye); ``ref_area``:
-        each person's agreed mask area on the last validated frame; ``areas``: this frame's mask areas of ``pl``
-        and ``pr``. Returns (left rows, right rows, agreement after, their eye boxes, their areas, log record);
-        the corrected person's numbers come down in one download."""
+    def apply(self, tid, lt, rt, pl, pr, dm, ref_area: dict[int, float], areas: tuple[float, float]):
+        """Apply the configured correction to the person's rows ``pl``/``pr``; ``ref_area``: each person's agreed
+        mask area on the last validated frame; ``areas``: this frame's mask areas of ``pl`` and ``pr``. Returns
+        (left rows, right rows, the weaker eye, the eye(s) changed, the numbers :meth:`finish` needs as one device
+        vector): validation downloads the vectors of all corrected persons of a frame together."""
         sl, sr = self._strength(tid, lt, areas[0], ref_area), self._strength(tid, rt, areas[1], ref_area)
         # Ties go to the left eye (the master in master_slave; the detected eye in joint).
         weak = "right" if sl >= sr else "left"
@@ -71,8 +70,14 @@ class StereoCorrector:
                 pl = shift_mask(pr, -dm)
             eye = weak
         v = torch.cat([iou_on_device(pl, shift_mask(pr, -dm))[None], _stats_on_device(pl, MASK_T),
-                       _stats_on_device(pr, MASK_T)]).cpu().tolist()
-        after, boxes, new_areas = v[0], (band_box(v[1:7], rows.r0), band_box(v[7:13], rows.r0)), (v[5], v[11])
+                       _stats_on_device(pr, MASK_T)])
+        return pl, pr, weak, eye, v
+
+    def finish(self, frame_idx, tid, lt, rt, pl, pr, weak: str, eye: str, before: float, rows: _Rows,
+               v: list[float]):
+        """After the download: re-prompt the weaker eye where the method asks for it. Returns (agreement after,
+        the eye boxes of both rows, their areas, log record)."""
+        after, boxes, areas = v[0], (band_box(v[1:7], rows.r0), band_box(v[7:13], rows.r0)), (v[5], v[11])
         weak_tm = rt if weak == "right" else lt
         lost = weak_tm is None or weak_tm.box is None
         if self.method == "reprocess" or (lost and self.method != "ensemble"):
@@ -84,4 +89,4 @@ class StereoCorrector:
         rec = {"frame": int(frame_idx), "track": int(tid), "eye": eye, "method": self.method,
                "before": round(float(before), 4), "after": round(float(after), 4)}
         log.debug("stereo correction %s", rec)
-        return pl, pr, after, boxes, new_areas, rec
+        return after, boxes, areas, rec

@@ -198,7 +198,7 @@ class StereoValidator:
                  skip_measure: set[int]) -> StereoResult:
         """Compare, fuse or correct every person of the frame. Host reads: the disparity measurement's three,
         one for all persons' row bands and one for all persons' agreement, fused boxes and areas (:func:`_compare`);
-        a correction (rare: a person whose eyes disagree) reads its own few values."""
+        on a frame with corrections (rare: persons whose eyes disagree), one more for all of them."""
         agreement: dict[int, float] = {}
         before: dict[int, float] = {}
         disparity: dict[int, float] = {}
@@ -232,18 +232,25 @@ class StereoValidator:
         # Disparity is horizontal, so every step below is row by row: it runs on the rows where either mask is
         # non-zero (a person's height, not the eye's) and the results are zero-padded back, bit for bit what the
         # whole eye gives.
-        for p, rows, got in zip(people, *_compare(people)):
-            tid, lt, rt, dm = p.tid, p.lt, p.rt, p.dm
+        bands, compared = _compare(people)
+        # Persons whose eyes disagree (rare) are corrected; the numbers of all of them come down in one download.
+        fixes = {}
+        for p, rows, got in zip(people, bands, compared):
+            if got.before < self.threshold:
+                pl, pr = p.pl[rows.band], p.pr[rows.band]
+                fixes[p.tid] = self.corrector.apply(p.tid, p.lt, p.rt, pl, pr, p.dm, self._ref_area, got.raw)
+        fixed = dict(zip(fixes, torch.stack([f[4] for f in fixes.values()]).cpu().tolist())) if fixes else {}
+        for p, rows, got in zip(people, bands, compared):
+            tid, lt, rt = p.tid, p.lt, p.rt
             a = got.before
             before[tid] = a
-            if a < self.threshold:
-                pl, pr = p.pl[rows.band], p.pr[rows.band]
-                pl, pr, a2, boxes, areas, rec = self.corrector.correct(frame_idx, tid, lt, rt, pl, pr, dm, a, rows,
-                                                                       self._ref_area, got.raw)
+            if tid in fixes:
+                pl, pr, weak, eye, _ = fixes[tid]
+                a, boxes, areas, rec = self.corrector.finish(frame_idx, tid, lt, rt, pl, pr, weak, eye, a, rows,
+                                                             fixed[tid])
                 corrections.append(rec)
                 lm.tracks[tid] = TrackMask(track_id=tid, prob=rows.full(pl), box=boxes[0], score=_score(lt, rt))
                 rm.tracks[tid] = TrackMask(track_id=tid, prob=rows.full(pr), box=boxes[1], score=_score(rt, lt))
-                a = a2
                 area = 0.5 * (areas[0] + areas[1])
             elif p.fuse:
                 lm.tracks[tid] = TrackMask(track_id=tid, prob=rows.full(got.fused[0]), box=got.boxes[0],
