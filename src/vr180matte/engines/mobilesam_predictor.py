@@ -183,6 +183,43 @@ def preprocess_shape(h: int, w: int, long_side: int = IMG_SIZE) -> tuple[int, in
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
+@torch.no_grad()
+def preprocess_image(image: ArrayLike, image_format: str, device: torch.device, mean: torch.Tensor,
+                     std: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+    """SAM's encoder input of an (H, W, 3) uint8 image on ``device``: resized longest side to 1024, normalised by
+    ``mean``/``std``, padded; with the original and resized (H, W)."""
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.ascontiguousarray(image))
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"set_image expects an (H, W, 3) image, got shape {tuple(image.shape)}")
+    if image_format.upper() == "BGR":
+        image = image.flip(-1)
+    elif image_format.upper() != "RGB":
+        raise ValueError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
+    h, w = int(image.shape[0]), int(image.shape[1])
+    x = image.to(device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).float()
+    nh, nw = preprocess_shape(h, w)
+    # Same op as SamPredictor.set_torch_image (ResizeLongestSide.apply_image_torch).
+    x = F.interpolate(x, (nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    x = (x - mean) / std
+    x = F.pad(x, (0, IMG_SIZE - nw, 0, IMG_SIZE - nh))
+    return x, (h, w), (nh, nw)
+
+
+def _on(x: ArrayLike | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+    if x is None:
+        return None
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    return torch.as_tensor(x).to(device, dtype=dtype, non_blocking=True)
+
+
+def _scale_xy(coords: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
+    """Pixel coordinates of the original image -> the resized 1024 input (``ResizeLongestSide.apply_coords``).
+    Scalar multiplies instead of a scale tensor: no small host-to-device copy on every call."""
+    return torch.stack([coords[..., 0] * scale[0], coords[..., 1] * scale[1]], dim=-1)
+
+
 class MobileSamPredictor:
     """``set_image`` once per image, then any number of (batched) ``predict`` calls against its embedding."""
 
@@ -223,27 +260,11 @@ class MobileSamPredictor:
         self.original_size = original_size
         self.input_size = input_size
 
-    @torch.no_grad()
     def preprocess(
         self, image: ArrayLike, image_format: str = "RGB"
     ) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
         """(1, 3, 1024, 1024) normalised, padded encoder input on the device, original and resized (H, W)."""
-        if isinstance(image, np.ndarray):
-            image = torch.from_numpy(np.ascontiguousarray(image))
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"set_image expects an (H, W, 3) image, got shape {tuple(image.shape)}")
-        if image_format.upper() == "BGR":
-            image = image.flip(-1)
-        elif image_format.upper() != "RGB":
-            raise ValueError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
-        h, w = int(image.shape[0]), int(image.shape[1])
-        x = image.to(self.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).float()
-        nh, nw = preprocess_shape(h, w)
-        # Same op as SamPredictor.set_torch_image (ResizeLongestSide.apply_image_torch).
-        x = F.interpolate(x, (nh, nw), mode="bilinear", align_corners=False, antialias=True)
-        x = (x - self._mean) / self._std
-        x = F.pad(x, (0, IMG_SIZE - nw, 0, IMG_SIZE - nh))
-        return x, (h, w), (nh, nw)
+        return preprocess_image(image, image_format, self.device, self._mean, self._std)
 
     def reset_image(self) -> None:
         self.features = None
@@ -260,18 +281,28 @@ class MobileSamPredictor:
         return self.features
 
     # ---------------------------------------------------------------------------------------------- prompts
-    def _tensor(self, x: ArrayLike | None, dtype: torch.dtype) -> torch.Tensor | None:
-        if x is None:
-            return None
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(np.ascontiguousarray(x))
-        return torch.as_tensor(x).to(self.device, dtype=dtype, non_blocking=True)
-
-    def _apply_coords(self, coords: torch.Tensor) -> torch.Tensor:
-        """Pixel coordinates of the original image -> the resized 1024 input (``ResizeLongestSide.apply_coords``)."""
-        (h, w), (nh, nw) = self.original_size, self.input_size
-        # Scalar multiplies instead of a scale tensor: no small host-to-device copy on every call.
-        return torch.stack([coords[..., 0] * (nw / w), coords[..., 1] * (nh / h)], dim=-1)
+    def _prompts(self, point_coords, point_labels, box, mask_input):
+        """The prompts as batched tensors on the device in the 1024 input's coordinates, and whether the call
+        was batched (its outputs keep a leading B)."""
+        if point_coords is not None and point_labels is None:
+            raise ValueError("point_labels must be given with point_coords")
+        coords, labels = _on(point_coords, torch.float32, self.device), _on(point_labels, torch.int64, self.device)
+        boxes, masks_in = _on(box, torch.float32, self.device), _on(mask_input, torch.float32, self.device)
+        batched = (
+            (boxes is not None and boxes.ndim == 2)
+            or (coords is not None and coords.ndim == 3)
+            or (masks_in is not None and masks_in.ndim == 4)
+        )
+        scale = (self.input_size[1] / self.original_size[1], self.input_size[0] / self.original_size[0])
+        if coords is not None:
+            coords = _scale_xy(coords, scale)
+            if coords.ndim == 2:
+                coords, labels = coords[None], labels[None]
+        if boxes is not None:
+            boxes = _scale_xy(boxes.reshape(-1, 2, 2), scale).reshape(-1, 4)
+        if masks_in is not None and masks_in.ndim == 3:
+            masks_in = masks_in[None]
+        return coords, labels, boxes, masks_in, batched
 
     @torch.no_grad()
     def predict(
@@ -296,25 +327,7 @@ class MobileSamPredictor:
         if self.features is None:
             raise RuntimeError("call set_image() before predict()")
         t0 = self.kpi.start()
-        if point_coords is not None and point_labels is None:
-            raise ValueError("point_labels must be given with point_coords")
-        coords = self._tensor(point_coords, torch.float32)
-        labels = self._tensor(point_labels, torch.int64)
-        boxes = self._tensor(box, torch.float32)
-        masks_in = self._tensor(mask_input, torch.float32)
-        batched = (
-            (boxes is not None and boxes.ndim == 2)
-            or (coords is not None and coords.ndim == 3)
-            or (masks_in is not None and masks_in.ndim == 4)
-        )
-        if coords is not None:
-            coords = self._apply_coords(coords)
-            if coords.ndim == 2:
-                coords, labels = coords[None], labels[None]
-        if boxes is not None:
-            boxes = self._apply_coords(boxes.reshape(-1, 2, 2)).reshape(-1, 4)
-        if masks_in is not None and masks_in.ndim == 3:
-            masks_in = masks_in[None]
+        coords, labels, boxes, masks_in, batched = self._prompts(point_coords, point_labels, box, mask_input)
 
         with self._autocast():
             low, scores = self._decode(coords, labels, boxes, masks_in, multimask_output)
