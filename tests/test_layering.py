@@ -1,6 +1,7 @@
 """The package's folders follow the data flow: a lower stage never imports a higher one.
 
-errors/boxes/config < compat < io < runtime < engines < track < stereo < matte < quality < pipeline < jobs < cli.
+errors/forward/boxes/config < compat < io < runtime < engines < track < stereo < matte < quality < pipeline < jobs
+< cli.
 A violation means a stage reaches up into its caller (the shape that made the old top-level object own
 everything); move the shared piece down instead.
 """
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import vr180matte
 
-ORDER = ["errors", "boxes", "config", "cfg", "compat", "io", "runtime", "engines", "track", "stereo", "matte", "quality",
-         "pipeline", "jobs", "sample", "cli", "__main__"]
+ORDER = ["errors", "forward", "boxes", "config", "cfg", "compat", "io", "runtime", "engines", "track", "stereo", "matte",
+         "quality", "pipeline", "jobs", "sample", "cli", "__main__"]
 RANK = {name: i for i, name in enumerate(ORDER)}
 ROOT = Path(vr180matte.__file__).parent
 

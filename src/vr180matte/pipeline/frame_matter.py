@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..forward import Forward
 from ..runtime.chunks import Chunk
 from ..runtime.profile import StageTimer
 from ..stereo.handoff import ChunkHandoff
@@ -39,33 +40,26 @@ from .plan import Geometry, RunPlan
 log = logging.getLogger(__name__)
 
 
-def _on(half: str, name: str) -> property:
-    """An attribute that lives on one of the halves, read and set through the matter as before the split (a
-    missing one still raises AttributeError, so ``getattr(matter, "last_result", None)`` keeps working)."""
-    return property(lambda self: getattr(getattr(self, half), name),
-                    lambda self, value: setattr(getattr(self, half), name, value))
-
-
 class FrameMatter:
     """Mattes people: stereo stage -> refine -> temporal -> composite. Built once per run, reset per chunk."""
 
     opaque = False
 
     # What the halves own, still readable (and settable) on the matter, where the runners and tests look.
-    stereo = _on("segmenter", "stereo")
-    person_trace = _on("segmenter", "person_trace")
-    visualizer = _on("segmenter", "visualizer")
-    confidence_dir = _on("segmenter", "confidence_dir")
-    corrections = _on("segmenter", "corrections")  # stereo corrections in this chunk (the chunk log)
-    last_result = _on("segmenter", "last_result")  # per-person masks of the last frame (chunk-parallel id matching)
-    whole_frame = _on("finisher", "whole_frame")
-    refiner = _on("finisher", "refiner")
-    smoothers = _on("finisher", "smoothers")
-    pair_smoother = _on("finisher", "pair_smoother")
-    parallel_eyes = _on("finisher", "parallel_eyes")
-    packer = _on("finisher", "packer")
-    decontaminate = _on("finisher", "decontaminate")
-    decontaminated = _on("finisher", "decontaminated")
+    stereo = Forward("segmenter.stereo")
+    person_trace = Forward("segmenter.person_trace")
+    visualizer = Forward("segmenter.visualizer")
+    confidence_dir = Forward("segmenter.confidence_dir")
+    corrections = Forward("segmenter.corrections")  # stereo corrections in this chunk (the chunk log)
+    last_result = Forward("segmenter.last_result")  # per-person masks of the last frame (chunk-parallel id matching)
+    whole_frame = Forward("finisher.whole_frame")
+    refiner = Forward("finisher.refiner")
+    smoothers = Forward("finisher.smoothers")
+    pair_smoother = Forward("finisher.pair_smoother")
+    parallel_eyes = Forward("finisher.parallel_eyes")
+    packer = Forward("finisher.packer")
+    decontaminate = Forward("finisher.decontaminate")
+    decontaminated = Forward("finisher.decontaminated")
 
     def __init__(self, cfg: Config, plan: RunPlan, engine, timer: StageTimer) -> None:
         from ..quality.monitor import QualityMonitor

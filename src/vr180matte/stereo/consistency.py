@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from ..config import Config
+from ..forward import Forward
 from ..engines.base import Detector
 from .correction import METHODS  # config.py names consistency:METHODS
 from .detection import StereoDetection
@@ -67,23 +68,6 @@ def _prefetch(left: Any, right: Any, frame_idx: int, left_img: torch.Tensor, rig
     if not (left.live_ids or right.live_ids or detect_now):
         return  # nobody to segment: no encoder run, as without batching
     hook([ls, rs], frame_idx, [left_img, right_img])
-
-
-class _Part:
-    """A stage attribute (value or method) that is one of its parts': ``stage.<name>`` reads, calls and sets
-    ``stage.<part>.<name>``, so callers keep reaching it through the stage."""
-
-    def __init__(self, part: str) -> None:
-        self.part = part
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, stage: Any, owner: type | None = None) -> Any:
-        return self if stage is None else getattr(getattr(stage, self.part), self.name)
-
-    def __set__(self, stage: Any, value: Any) -> None:
-        setattr(getattr(stage, self.part), self.name, value)
 
 
 class StereoStage:
@@ -161,22 +145,22 @@ class StereoStage:
         return {"left": self.left, "right": self.right}
 
     # What modes.py, follow.py, the pipeline and tests reach through the stage; each belongs to one part.
-    detector = _Part("detection")
-    equirect = _Part("detection")
-    source = _Part("detection")
-    vouching = _Part("detection")
-    is_detection_frame = _Part("detection")
-    detect_eye = _Part("detection")
-    detect_eyes = _Part("detection")
-    detect_lead = _Part("detection")
-    detect_joint = _Part("detection")
-    view_kwargs = _Part("detection")
-    smoother = _Part("validator")
-    disparity = _Part("validator")
-    seed_disparities = _Part("validator")
-    validate = _Part("validator")
-    forget = _Part("validator")
-    result = _Part("tally")
+    detector = Forward("detection.detector")
+    equirect = Forward("detection.equirect")
+    source = Forward("detection.source")
+    vouching = Forward("detection.vouching")
+    is_detection_frame = Forward("detection.is_detection_frame")
+    detect_eye = Forward("detection.detect_eye")
+    detect_eyes = Forward("detection.detect_eyes")
+    detect_lead = Forward("detection.detect_lead")
+    detect_joint = Forward("detection.detect_joint")
+    view_kwargs = Forward("detection.view_kwargs")
+    smoother = Forward("validator.smoother")
+    disparity = Forward("validator.disparity")
+    seed_disparities = Forward("validator.seed_disparities")
+    validate = Forward("validator.validate")
+    forget = Forward("validator.forget")
+    result = Forward("tally.result")
 
     # ------------------------------------------------------------------ public API
     def reset(self, left_handoff=None, right_handoff=None, state: dict | None = None) -> None:

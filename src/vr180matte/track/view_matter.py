@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..engines.base import Detection, Detector, FrameMatte, Segmenter, TrackMask
+from ..forward import Forward
 from .association import Associator
 from .detect_schedule import DetectSchedule
 from .duplicates import Duplicates
@@ -81,31 +82,6 @@ class ViewHandoff:
         return out
 
 
-class _Shared:
-    """A :class:`ViewMatter` attribute kept on its :class:`ViewState` (``path`` below it), read and set as before.
-
-    The stages hold the state, not the ViewMatter, so an assignment such as ``view.prompts = ...`` (the stereo
-    stage) must land there for them to see it.
-    """
-
-    def __init__(self, *path: str) -> None:
-        self.path = path
-
-    def __get__(self, obj, owner=None):
-        if obj is None:
-            return self
-        obj = obj.state
-        for name in self.path:
-            obj = getattr(obj, name)
-        return obj
-
-    def __set__(self, obj, value) -> None:
-        obj = obj.state
-        for name in self.path[:-1]:
-            obj = getattr(obj, name)
-        setattr(obj, self.path[-1], value)
-
-
 class ViewMatter:
     """Detector + tracker + segmenter for one view ("left" / "right").
 
@@ -125,24 +101,24 @@ class ViewMatter:
     """
 
     # Attributes kept on the shared state, read and set through the view as before (the stereo stage sets prompts).
-    view = _Shared("view")
-    segmenter = _Shared("segmenter")
-    detector = _Shared("detector")
-    ids = _Shared("ids")
-    tracker = _Shared("tracker")
-    stats = _Shared("stats")
-    prompts = _Shared("prompts")
-    trace = _Shared("trace")
-    _probs = _Shared("probs")
-    _pending = _Shared("pending")
-    detect_interval = _Shared("settings", "detect_interval")
-    max_persons = _Shared("settings", "max_persons")
-    dup_iou = _Shared("settings", "dup_iou")
-    dup_coverage = _Shared("settings", "dup_coverage")
-    confirm_end_runs = _Shared("settings", "confirm_end_runs")
-    mask_threshold = _Shared("settings", "mask_threshold")
-    occlusion_iou = _Shared("settings", "occlusion_iou")
-    dup_inside = _Shared("settings", "dup_inside")
+    view = Forward("state.view")
+    segmenter = Forward("state.segmenter")
+    detector = Forward("state.detector")
+    ids = Forward("state.ids")
+    tracker = Forward("state.tracker")
+    stats = Forward("state.stats")
+    prompts = Forward("state.prompts")
+    trace = Forward("state.trace")
+    _probs = Forward("state.probs")
+    _pending = Forward("state.pending")
+    detect_interval = Forward("state.settings.detect_interval")
+    max_persons = Forward("state.settings.max_persons")
+    dup_iou = Forward("state.settings.dup_iou")
+    dup_coverage = Forward("state.settings.dup_coverage")
+    confirm_end_runs = Forward("state.settings.confirm_end_runs")
+    mask_threshold = Forward("state.settings.mask_threshold")
+    occlusion_iou = Forward("state.settings.occlusion_iou")
+    dup_inside = Forward("state.settings.dup_inside")
 
     def __init__(
         self,
