@@ -44,24 +44,33 @@ def overlap_small(a, b) -> float:
     return ix * iy / max(amin, 1e-9)
 
 
-def _box_on_device(mask: torch.Tensor, threshold: float) -> torch.Tensor:
-    """``[x0, y0, x1, y1]`` (int64, end-exclusive; x1 = 0 when empty) of ``mask > threshold``, on its device."""
-    m = mask > threshold
+def _box_of(m: torch.Tensor) -> torch.Tensor:
+    """``[x0, y0, x1, y1]`` (int64, end-exclusive; x1 = 0 when empty) of a boolean mask, on its device."""
     h, w = m.shape[-2:]
     rows, cols = m.any(dim=-1), m.any(dim=-2)
-    ys = torch.arange(h, device=mask.device)
-    xs = torch.arange(w, device=mask.device)
+    ys = torch.arange(h, device=m.device)
+    xs = torch.arange(w, device=m.device)
     return torch.stack([
         torch.where(cols, xs, w).min(), torch.where(rows, ys, h).min(),
         torch.where(cols, xs, -1).max() + 1, torch.where(rows, ys, -1).max() + 1,
     ])
 
 
+def mask_stats_on_device(prob: torch.Tensor, thresh: float = MASK_THRESHOLD) -> torch.Tensor:
+    """``[x0, y0, x1, y1, area, prob_sum]`` of ``prob > thresh`` as a float tensor on ``prob``'s device.
+
+    Built with reductions only (no ``nonzero``), so nothing synchronises with the host until the caller copies
+    the numbers down, for many masks at once (track/tracker.py ``mask_stats``, stereo validation)."""
+    m = prob > thresh
+    psum = torch.where(m, prob, torch.zeros((), dtype=prob.dtype, device=prob.device)).float().sum()
+    return torch.cat([_box_of(m).float(), m.sum().float()[None], psum[None]])
+
+
 def mask_boxes(masks: list[torch.Tensor], threshold: float = MASK_THRESHOLD) -> list[np.ndarray | None]:
     """:func:`mask_box` of several tensors (any sizes, one device) in one download: one host read for all."""
     if not masks:
         return []
-    v = torch.stack([_box_on_device(m, threshold) for m in masks]).cpu().numpy()
+    v = torch.stack([_box_of(m > threshold) for m in masks]).cpu().numpy()
     return [None if b[2] <= 0 else b.astype(np.float32) for b in v]
 
 
@@ -69,7 +78,7 @@ def mask_box(mask, threshold: float = MASK_THRESHOLD) -> np.ndarray | None:
     """Tight xyxy box of ``mask > threshold`` (float32, end-exclusive), or None when the mask is empty.
 
     Takes a numpy array or a torch tensor; a tensor is reduced on its own device and only four numbers come
-    down to the host (see :func:`vr180matte.track.tracker.mask_stats` for many masks in one transfer).
+    down to the host (:func:`mask_boxes` brings many masks' boxes down in one transfer).
     """
     if isinstance(mask, torch.Tensor):
         return mask_boxes([mask], threshold)[0]

@@ -17,6 +17,18 @@ log = logging.getLogger(__name__)
 _done = False
 
 
+def _greedy(order: np.ndarray, over: np.ndarray) -> np.ndarray:
+    """Greedy NMS's sequential pass: ``over[i, j]`` says sorted box ``i`` suppresses sorted box ``j``."""
+    suppressed = np.zeros(len(order), dtype=bool)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= over[i]
+    return order[np.asarray(keep, dtype=np.int64)]
+
+
 def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression on host arrays: indices kept, best score first (``torchvision.ops.nms``'s
     contract). Stable sort, so equal scores keep their input order."""
@@ -31,28 +43,30 @@ def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np
     iy = np.clip(np.minimum(y1[:, None], y1[None, :]) - np.maximum(y0[:, None], y0[None, :]), 0, None)
     inter = ix * iy
     iou = inter / np.clip(area[:, None] + area[None, :] - inter, 1e-9, None)
-    over = iou[order][:, order] > iou_threshold
-    suppressed = np.zeros(len(order), dtype=bool)
-    keep = []
-    for i in range(len(order)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= over[i]
-    return order[np.asarray(keep, dtype=np.int64)]
+    return _greedy(order, iou[order][:, order] > iou_threshold)
 
 
 def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy non-maximum suppression; same contract as ``torchvision.ops.nms`` (indices, best first).
 
-    The greedy pass is sequential, so it runs on the host (:func:`nms_numpy`) over one download of the boxes and
-    scores, as torchvision's CUDA kernel does with its overlap bit mask, not over per-box reads of device values.
+    The overlap matrix is built where the boxes are; the sequential pass runs on the host over one download of
+    it (as torchvision's CUDA kernel does with its bit mask), not over reads of single values.
     """
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    host = torch.cat([boxes.float(), scores.float()[:, None]], 1).cpu().numpy()
-    keep = nms_numpy(host[:, :4], host[:, 4], iou_threshold)
-    return torch.from_numpy(keep).to(boxes.device)
+    boxes = boxes.float()
+    order = scores.argsort(descending=True, stable=True)
+    x0, y0, x1, y1 = boxes.unbind(1)
+    area = (x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0)
+    # The pairwise IoU matrix is O(n^2) but n is the detector's candidate count (thousands at most).
+    xx0 = torch.maximum(x0[:, None], x0[None, :])
+    yy0 = torch.maximum(y0[:, None], y0[None, :])
+    xx1 = torch.minimum(x1[:, None], x1[None, :])
+    yy1 = torch.minimum(y1[:, None], y1[None, :])
+    inter = (xx1 - xx0).clamp(min=0) * (yy1 - yy0).clamp(min=0)
+    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-9)
+    over = torch.cat([order[:, None], iou[order][:, order] > iou_threshold], 1).cpu().numpy()
+    return torch.from_numpy(_greedy(over[:, 0].astype(np.int64), over[:, 1:].astype(bool))).to(boxes.device)
 
 
 def _compiled_nms_available() -> bool:

@@ -33,16 +33,12 @@ import numpy as np
 import torch
 
 from ..boxes import mask_boxes
+from ..forward import Forward
 from .roi_lanes import BatchFn, _Lane, _Pending, crop, prefetch_views, run_inner
 from .roi_merge import paste, resolve_overlaps
 from .roi_windows import _EDGE, _GROW, _SHRINK, CropPlanner  # noqa: F401 - the thresholds re-exported
 
 log = logging.getLogger(__name__)
-
-
-def _planned(name: str) -> property:
-    """A window rule kept on the segmenter (its constructor arguments), living on its :class:`CropPlanner`."""
-    return property(lambda self: getattr(self.crops, name), lambda self, value: setattr(self.crops, name, value))
 
 
 class RoiSegmenter:
@@ -55,9 +51,10 @@ class RoiSegmenter:
     ``min_side``: smallest window side in pixels.
     """
 
-    max_frac = _planned("max_frac")
-    context = _planned("context")
-    min_side = _planned("min_side")
+    # The window rules (constructor arguments) live on the CropPlanner.
+    max_frac = Forward("crops.max_frac")
+    context = Forward("crops.context")
+    min_side = Forward("crops.min_side")
 
     def __init__(self, make_inner: Callable[[], Any], batch: BatchFn, *, max_frac: float = 0.25,
                  context: float = 0.5, max_lanes: int = 8, min_side: int = 48) -> None:
@@ -123,7 +120,7 @@ class RoiSegmenter:
             out[tid] = full
             if tid not in self._pending:  # else re-prompted from outside already
                 check.append((tid, lane, crop_prob, full))
-        for (tid, lane, _, full), b in zip(check, mask_boxes([c[2] > 0.5 for c in check])):
+        for (tid, lane, _, full), b in zip(check, mask_boxes([c[2] for c in check])):
             self._maybe_reanchor(tid, lane, b, full, H, W)
         if len(out) > 1:
             resolve_overlaps(out, self.stats)
@@ -139,7 +136,7 @@ class RoiSegmenter:
             return
         pending, self._pending = self._pending, {}
         masked = [tid for tid, p in pending.items() if p.mask is not None]  # their boxes: one download
-        from_masks = dict(zip(masked, mask_boxes([pending[tid].mask > 0.5 for tid in masked])))
+        from_masks = dict(zip(masked, mask_boxes([pending[tid].mask for tid in masked])))
         boxes = {}
         for tid, p in pending.items():
             box = from_masks.get(tid)

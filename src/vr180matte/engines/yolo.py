@@ -37,6 +37,7 @@ from vr180matte.engines.yolo_net import input_size, warm_up
 from vr180matte.engines.yolo_outputs import image_detections, window_rows
 from vr180matte.engines.yolo_tiles import TILE_OVERLAP, finish_image, merge_tiled_boxes, tile_boxes, tile_grid  # noqa: F401
 from vr180matte.engines.yolo_weights import load_checkpoint_model, load_detector_net  # noqa: F401 - re-exported
+from vr180matte.forward import Forward
 from vr180matte.runtime.policy import DevicePolicy, choose_policy
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,6 @@ log = logging.getLogger(__name__)
 PERSON_CLASS = 0  # COCO "person"
 BUNDLED_MAX_THRESHOLD = 0.6  # det-sam2 / mobilesam with the bundled detector (the embedded engine uses 0.5 + checks)
 _PASS_CONF = 0.25  # candidates kept by the whole-eye pass before merging; the threshold applies after the merge
-
-
-def _on_inputs(name: str) -> property:
-    """A detection-resolution setting or counter kept on the detector, living on its :class:`DetectionInputs`
-    (callers set ``source_scale`` for a while: stereo/source_detect.py; tests reset ``_eye_side``)."""
-    return property(lambda self: getattr(self.inputs, name), lambda self, value: setattr(self.inputs, name, value))
 
 
 class YoloDetector:
@@ -67,11 +62,13 @@ class YoloDetector:
     #: ``detect`` takes ``threshold=``: the stereo stage asks for candidates below the threshold (stereo/vouch.py)
     supports_threshold = True
 
-    image_size = _on_inputs("image_size")
-    upscale = _on_inputs("upscale")
-    source_scale = _on_inputs("source_scale")
-    last_tiles = _on_inputs("last_tiles")
-    _eye_side = _on_inputs("eye_side")
+    # Detection-resolution settings and counters live on the DetectionInputs; callers set ``source_scale`` for a
+    # while (stereo/source_detect.py) and tests reset ``_eye_side`` through the detector.
+    image_size = Forward("inputs.image_size")
+    upscale = Forward("inputs.upscale")
+    source_scale = Forward("inputs.source_scale")
+    last_tiles = Forward("inputs.last_tiles")
+    _eye_side = Forward("inputs.eye_side")
 
     def __init__(self, weights: Path | None, model: str = "yolov8n", confidence_threshold: float = 0.7,
                  device: torch.device | str = "cpu", imgsz: int = 640, random_init: bool = False,

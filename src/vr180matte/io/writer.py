@@ -34,11 +34,9 @@ module keeps what a segment is and the checks every frame passes.
 from __future__ import annotations
 
 import logging
-import math
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from vr180matte.io import budget
@@ -47,13 +45,7 @@ from vr180matte.io.codecs import CODECS as _TABLE
 from vr180matte.io.codecs import get_codec
 from vr180matte.io.encoder_config import EncoderSettings, sws_colorspace
 from vr180matte.io.errors import OutputError
-from vr180matte.io.png_sequence import PngSequence, write_png  # noqa: F401  (write_png lived here)
-
-# what this module imported before encoding moved to io/av_segment.py: still importable from here
-from vr180matte.io.encoder_config import open_stream, swscale_frame  # noqa: F401
-from vr180matte.io.parallel_encode import EncodePool, FilePool  # noqa: F401
-from vr180matte.io.planes import PlaneBuilder  # noqa: F401
-from vr180matte.io.planes import supports as planes_support  # noqa: F401
+from vr180matte.io.png_sequence import PngSequence
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,8 @@ from ..config import Config
 from ..errors import InputError
 from ..runtime.chunks import WorkDir, atomic_write_json, chunk_log_entry
 from ..runtime.profile import StageTimer
-from .frame_matter import FrameMatter, OpaqueMatter, Segmented, make_frame_matter, proxy8, resize_prob, small_prob
+from .frame_finish import FrameFinisher
+from .frame_matter import OpaqueMatter, Segmented, make_frame_matter, proxy8, resize_prob, small_prob
 from .chunk_runner import geometry_after_oom
 from .plan import RunPlan, make_plan
 from .report_merge import merge_reports
@@ -249,19 +250,6 @@ def _run_chunk_once(job: _Job, k: int, matter) -> dict:
     return entry
 
 
-class _NoModels:
-    """An engine with no models, for a seam: its frame matter only refines and composites (``finish``)."""
-
-    name = "none"
-    opaque = False
-
-    def make_detector(self):
-        return None
-
-    def make_segmenter(self, view: str):
-        return None
-
-
 def run_seam(input_path: str, flat: dict, out_dir: str, out_file: str | None, k: int, *_deps: Any) -> dict:
     """The overlap frames before chunk ``k``: chunk ``k-1``'s tail blended into chunk ``k``'s head, written once.
 
@@ -279,9 +267,12 @@ def run_seam(input_path: str, flat: dict, out_dir: str, out_file: str | None, k:
     if opaque:
         finisher = OpaqueMatter(cfg, plan, None, job.timer)
     else:
-        # The very same finish() the chunks use (fresh temporal smoothers, as at a chunk start); never reset():
-        # there are no segmenters to reset.
-        finisher = FrameMatter(cfg, plan, _NoModels(), job.timer)
+        # The very same finish() the chunks use (fresh temporal smoothers, as at a chunk start): only the finish
+        # half, so no stereo stage or debug outputs are built for a seam that segments nothing.
+        from ..quality.monitor import QualityMonitor
+
+        finisher = FrameFinisher(cfg, plan, job.timer, QualityMonitor(every=int(cfg.performance.quality_every)),
+                                 prompts=getattr(plan, "prompts", None))
         tail, head = _load(_overlap_file(work, "tail", k - 1)), _load(_overlap_file(work, "head", k))
     size, device = plan.geometry.proc_size, plan.device
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..boxes import mask_stats_on_device
 from ..engines.base import TrackMask
-from ..track.tracker import _stats_on_device
 from .disparity import shift_mask
 from .result import MASK_T, band_box, iou_on_device
 
@@ -69,8 +69,8 @@ class StereoCorrector:
             else:
                 pl = shift_mask(pr, -dm)
             eye = weak
-        v = torch.cat([iou_on_device(pl, shift_mask(pr, -dm))[None], _stats_on_device(pl, MASK_T),
-                       _stats_on_device(pr, MASK_T)])
+        v = torch.cat([iou_on_device(pl, shift_mask(pr, -dm))[None], mask_stats_on_device(pl, MASK_T),
+                       mask_stats_on_device(pr, MASK_T)])
         return pl, pr, weak, eye, v
 
     def finish(self, frame_idx, tid, lt, rt, pl, pr, weak: str, eye: str, before: float, rows: _Rows,

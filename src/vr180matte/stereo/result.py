@@ -29,11 +29,7 @@ class StereoResult:
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor, thresh: float = MASK_T) -> float:
     """IoU of two probability masks thresholded at ``thresh`` (1.0 when both are empty)."""
-    ma, mb = a > thresh, b > thresh
-    union = (ma | mb).sum()
-    if int(union) == 0:
-        return 1.0
-    return float((ma & mb).sum().float() / union.float())
+    return float(iou_on_device(a, b, thresh))  # one read
 
 
 def iou_on_device(a: torch.Tensor, b: torch.Tensor, thresh: float = MASK_T) -> torch.Tensor:
@@ -44,8 +40,8 @@ def iou_on_device(a: torch.Tensor, b: torch.Tensor, thresh: float = MASK_T) -> t
 
 
 def band_box(stats: list[float], r0: int) -> np.ndarray | None:
-    """The eye box of a row band's downloaded ``[x0, y0, x1, y1, area, ...]`` mask stats (track/tracker.py
-    ``_stats_on_device``), rows offset by the band's first row ``r0``; None for an empty mask."""
+    """The eye box of a row band's downloaded ``[x0, y0, x1, y1, area, ...]`` mask stats
+    (``boxes.mask_stats_on_device``), rows offset by the band's first row ``r0``; None for an empty mask."""
     if stats[4] <= 0:
         return None
     b = np.array(stats[:4], dtype=np.float32)

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..boxes import mask_stats_on_device
 from ..config import Config
 from ..engines.base import FrameMatte, TrackMask
-from ..track.tracker import _stats_on_device
 from .correction import StereoCorrector
 from .disparity import DisparityJob, DisparitySmoother, measure_disparities, measure_disparity, shift_mask
 from .result import MASK_T, StereoResult, band_box, iou_on_device
@@ -102,13 +102,14 @@ def _compare(people: list[_Person]) -> tuple[list[_Rows], list[_Compared]]:
             fused.append(None)
             rows_out.append(torch.cat([torch.ones(2, device=pl.device), torch.zeros(14, device=pl.device)]))
             continue
-        v = [iou_on_device(pl, shift_mask(pr, -p.dm))]
+        pr_back = shift_mask(pr, -p.dm)  # the right eye mapped onto the left
+        v = [iou_on_device(pl, pr_back)]
         if p.fuse:
-            fl = 0.5 * (pl + shift_mask(pr, -p.dm))
+            fl = 0.5 * (pl + pr_back)
             fr = shift_mask(fl, p.dm)
             fused.append((fl, fr))
-            v += [iou_on_device(fl, shift_mask(fr, -p.dm)), _stats_on_device(fl, MASK_T),
-                  _stats_on_device(fr, MASK_T)]
+            v += [iou_on_device(fl, shift_mask(fr, -p.dm)), mask_stats_on_device(fl, MASK_T),
+                  mask_stats_on_device(fr, MASK_T)]
         else:
             fused.append(None)
             v += [torch.zeros(13, device=pl.device)]
@@ -252,7 +253,7 @@ class StereoValidator:
                 lm.tracks[tid] = TrackMask(track_id=tid, prob=rows.full(pl), box=boxes[0], score=_score(lt, rt))
                 rm.tracks[tid] = TrackMask(track_id=tid, prob=rows.full(pr), box=boxes[1], score=_score(rt, lt))
                 area = 0.5 * (areas[0] + areas[1])
-            elif p.fuse:
+            elif p.fuse and got.fused is not None:  # (an empty row band has nothing to fuse)
                 lm.tracks[tid] = TrackMask(track_id=tid, prob=rows.full(got.fused[0]), box=got.boxes[0],
                                            score=_score(lt, None))
                 rm.tracks[tid] = TrackMask(track_id=tid, prob=rows.full(got.fused[1]), box=got.boxes[1],

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ..engines.base import Detection
 from ..boxes import box_iou  # noqa: F401 - re-exported: view_matter and tests import it from here
+from ..boxes import mask_box as _mask_box
+from ..boxes import mask_stats_on_device
+from ..engines.base import Detection
 from .ids import IdAllocator
 
 log = logging.getLogger(__name__)
@@ -29,27 +31,6 @@ __all__ = ["Track", "Tracker", "IdAllocator", "box_iou", "mask_box", "mask_stats
 _INVALID_COST = 1e6
 
 
-def _stats_on_device(prob: torch.Tensor, thresh: float) -> torch.Tensor:
-    """``[x0, y0, x1, y1, area, prob_sum]`` of ``prob > thresh`` as a float tensor on ``prob``'s device.
-
-    Built with reductions only (no ``nonzero``), so nothing synchronises with the host until the caller
-    copies the six numbers down.
-    """
-    m = prob > thresh
-    h, w = m.shape
-    rows = m.any(dim=1)
-    cols = m.any(dim=0)
-    ys = torch.arange(h, device=prob.device)
-    xs = torch.arange(w, device=prob.device)
-    y0 = torch.where(rows, ys, h).min()
-    y1 = torch.where(rows, ys, -1).max() + 1
-    x0 = torch.where(cols, xs, w).min()
-    x1 = torch.where(cols, xs, -1).max() + 1
-    area = m.sum()
-    psum = torch.where(m, prob, torch.zeros((), dtype=prob.dtype, device=prob.device)).float().sum()
-    return torch.stack([x0.float(), y0.float(), x1.float(), y1.float(), area.float(), psum])
-
-
 def mask_stats(
     probs: list[torch.Tensor], thresh: float = 0.5
 ) -> list[tuple[np.ndarray | None, float, float]]:
@@ -59,7 +40,7 @@ def mask_stats(
     """
     if not probs:
         return []
-    stats = torch.stack([_stats_on_device(p, thresh) for p in probs]).cpu().numpy()
+    stats = torch.stack([mask_stats_on_device(p, thresh) for p in probs]).cpu().numpy()
     out: list[tuple[np.ndarray | None, float, float]] = []
     for p, (x0, y0, x1, y1, area, psum) in zip(probs, stats):
         total = float(p.shape[-1] * p.shape[-2])
@@ -68,14 +49,6 @@ def mask_stats(
         else:
             out.append((np.array([x0, y0, x1, y1], dtype=np.float32), float(area) / total, float(psum / area)))
     return out
-
-
-def mask_box(prob: torch.Tensor, thresh: float = 0.5) -> np.ndarray | None:
-    """xyxy box of ``prob > thresh`` (float32, end-exclusive), or None when the mask is empty.
-
-    Computed on the mask's device; only four numbers (plus two) cross to the host.
-    """
-    return mask_stats([prob], thresh)[0][0]
 
 
 @dataclass
@@ -175,3 +148,9 @@ class Tracker:
         if track.missed > self.max_missed:
             return True
         return confirm_end_runs > 0 and track.missed > 0 and track.unmatched_runs >= confirm_end_runs
+
+
+def mask_box(prob: torch.Tensor, thresh: float = 0.5) -> np.ndarray | None:
+    """xyxy box of ``prob > thresh`` (float32, end-exclusive), or None when the mask is empty (``boxes.mask_box``
+    under the tracker's argument name)."""
+    return _mask_box(prob, thresh)
