@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from vr180matte.config import ConfigError, load_config
+from vr180matte.runtime.scale import processing_scale
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_KEYS = {
@@ -26,7 +27,9 @@ def test_every_specification_key_exists_with_its_default():
     for section, keys in SPEC_KEYS.items():
         for key in keys:
             cfg[f"{section}.{key}"]  # raises KeyError if missing
-    assert cfg.processing.scale_factor == 0.5
+    # "auto": the specification's 0.5 for every VR180 eye of 1280 px and more (runtime/scale.py)
+    assert cfg.processing.scale_factor == "auto"
+    assert processing_scale(cfg.processing.scale_factor, 3072) == processing_scale(cfg.processing.scale_factor, 1280) == 0.5
     assert cfg.output.background_color == [0, 255, 0]
     assert cfg.stereo.consistency_mode == "master_slave"
 

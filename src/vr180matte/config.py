@@ -46,7 +46,7 @@ class _Registry:
 RULES: dict[str, dict[str, Any]] = {
     "input.layout": {"choices": _Registry("vr180matte.io.layouts:LAYOUTS", ("auto",))},
     "input.squeezed": {"choices": ["auto", True, False]},
-    "processing.scale_factor": {"range": (0.05, 1.0)},
+    "processing.scale_factor": {"range": (0.05, 1.0), "also": ["auto"], "type": float},
     "processing.chunk_size": {"range": (0, 10_000_000), "also": ["auto"]},
     "processing.overlap_frames": {"range": (0, 10_000)},
     "processing.max_memory_gb": {"range": (0.5, 4096)},

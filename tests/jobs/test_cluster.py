@@ -326,7 +326,7 @@ def test_chunk_parallel_out_of_memory_retries_the_chunk_at_a_lower_scale(tmp_pat
 
     clip = write_video(tmp_path / "g.mp4", lambda i: gradient_sbs(i, 256, 128), n=16)
     sets = CPU + ["processing.chunk_parallel=true", "processing.chunk_size=8", "processing.overlap_frames=2",
-                  "performance.profile_enabled=false"]
+                  "performance.profile_enabled=false", "processing.scale_factor=0.5"]  # a 128 px eye: "auto" is 1.0
     raised = []
 
     class FlakyExecutor(cp.LocalExecutor):

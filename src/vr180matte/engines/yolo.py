@@ -39,6 +39,7 @@ from vr180matte.engines.yolo_tiles import TILE_OVERLAP, finish_image, merge_tile
 from vr180matte.engines.yolo_weights import load_checkpoint_model, load_detector_net  # noqa: F401 - re-exported
 from vr180matte.forward import Forward
 from vr180matte.runtime.policy import DevicePolicy, choose_policy
+from vr180matte.runtime.scale import processing_scale
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def yolo_for(cfg, weights: Path | None, device, *, random_init: bool = False, so
         person_classes=person_classes,
         image_size=int(det.image_size),
         upscale=float(det.upscale),
-        source_scale=1.0 / float(cfg.processing.scale_factor),
+        source_scale=1.0 / processing_scale(cfg.processing.scale_factor),
         source=source,
         batch=policy.detector_batch,
         warmup=policy.detector_warmup,

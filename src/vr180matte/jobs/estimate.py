@@ -96,8 +96,9 @@ def processed_frames(cfg: Config, frame_count: int, eye_w: int, eye_h: int) -> i
     chunk_size = cfg.processing.chunk_size
     if chunk_size == "auto":
         from ..runtime.device import auto_chunk_size, resolve_device
+        from ..runtime.scale import processing_scale
 
-        chunk_size = auto_chunk_size(eye_w, eye_h, float(cfg.processing.scale_factor),
+        chunk_size = auto_chunk_size(eye_w, eye_h, processing_scale(cfg.processing.scale_factor, min(eye_w, eye_h)),
                                      resolve_device(cfg.hardware.device), cfg.hardware.max_vram_gb,
                                      cfg.processing.max_memory_gb)
     chunks = plan_chunks(frame_count, int(chunk_size), int(cfg.processing.overlap_frames))

@@ -44,7 +44,7 @@ from ..runtime.profile import StageTimer
 from .frame_finish import FrameFinisher
 from .frame_matter import OpaqueMatter, Segmented, make_frame_matter, proxy8, resize_prob, small_prob
 from .chunk_runner import geometry_after_oom
-from .plan import RunPlan, make_plan
+from .plan import RunPlan, make_plan, resolved_config
 from .report_merge import merge_reports
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def run_chunk(input_path: str, flat: dict, out_dir: str, out_file: str | None, k
         if engine is None:
             from ..engines import build_engine
 
-            engine = build_engine(cfg, plan.device)
+            engine = build_engine(resolved_config(cfg, plan), plan.device)
     matter = make_frame_matter(cfg, plan, engine, job.timer)
     geo, retries = plan.geometry, 0
     while True:  # out of memory: the chunk again at a lower processing scale, as in sequential mode

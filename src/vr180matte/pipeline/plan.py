@@ -24,6 +24,7 @@ from ..io.probe import VideoInfo, probe, resolve_layout
 from ..runtime.chunks import Chunk, plan_chunks
 from ..runtime.device import auto_chunk_size, resolve_device
 from ..runtime.policy import DevicePolicy, choose_policy
+from ..runtime.scale import processing_scale
 from ..track.prompts import load_prompts
 
 log = logging.getLogger(__name__)
@@ -81,13 +82,22 @@ def _even(v: float) -> int:
     return max(2, int(round(v / 2)) * 2)
 
 
-def make_geometry(cfg: Config, info: VideoInfo, layout: Layout, scale: float) -> Geometry:
+def resolved_config(cfg: Config, plan: "RunPlan") -> Config:
+    """``cfg`` with ``processing.scale_factor`` as the number the plan chose, for the engines built after the plan
+    (the detector's source scale). The plan's digest keeps the configured value ("auto" stays "auto")."""
+    if cfg.processing.scale_factor != "auto":
+        return cfg
+    return cfg.replace(processing__scale_factor=plan.geometry.scale)
+
+
+def make_geometry(cfg: Config, info: VideoInfo, layout: Layout, scale: Any) -> Geometry:
     ew, eh = layout.eye_size(info.width, info.height)
     squeezed = cfg.input.squeezed
     if squeezed == "auto":
         # VR180 eyes cover 180x180 degrees, so they are square; an eye clearly narrower than tall is a web copy
         # squeezed to fit a 16:9 frame, and is de-squeezed back to square for detection and segmentation.
         squeezed = layout.axis == 1 and ew / eh < 0.95
+    scale = processing_scale(scale, eh if squeezed else min(ew, eh))  # a squeezed eye is processed de-squeezed
     return Geometry(layout, ew, eh, 0, 0, bool(squeezed), 0.0).at_scale(scale)
 
 
@@ -198,7 +208,7 @@ def make_plan(input_path: Path, cfg: Config, out_dir: Path, out_file: Path | Non
     if info.frame_count <= 0:
         raise InputError(f"{input_path.name}: the video stream has no frames")
     layout, source = _choose_layout(cfg, info)
-    geo = make_geometry(cfg, info, layout, float(cfg.processing.scale_factor))
+    geo = make_geometry(cfg, info, layout, cfg.processing.scale_factor)
     stem = input_path.stem
     output = _output_spec(cfg, info, geo, stem, input_path, out_dir, out_file)
     device = resolve_device(cfg.hardware.device)

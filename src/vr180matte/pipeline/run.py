@@ -23,7 +23,7 @@ from ..runtime.limits import check_sizes
 from ..runtime.profile import MemorySampler, StageTimer
 from .chunk_runner import ChunkRunner
 from .frame_matter import make_frame_matter
-from .plan import VIDEO_SUFFIXES, RunPlan, make_plan
+from .plan import VIDEO_SUFFIXES, RunPlan, make_plan, resolved_config
 from .stats import run_stats
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def _check_writable(out: Path) -> None:
 
 def _build_engine(cfg: Config, plan: RunPlan, engine: Any):
     """The engine to use: ``engine`` as given (an instance, or a ``(cfg, device) -> engine`` factory), else built."""
+    cfg = resolved_config(cfg, plan)
     if engine is None:
         from ..engines import build_engine
 
