@@ -246,7 +246,7 @@ def _inside(a, b) -> float:
     return ix * iy / max((a[2] - a[0]) * (a[3] - a[1]), 1e-6)
 
 
-def sweep(frames: int) -> dict:
+def sweep(frames: int, sets: list[str] = ()) -> dict:
     """The detection threshold sweep (issue 21): the bundled detector on source-resolution eyes (as the pipeline
     runs it), candidates down to 0.05 once per image, then per threshold: recall of the crowd's people >= 20 px
     wide, the lone person, the bedroom clip's hand-checked boxes, and false boxes (less than half inside every true
@@ -258,7 +258,7 @@ def sweep(frames: int) -> dict:
     from vr180matte.engines.base import detect_at
     from vr180matte.engines.embedded import EmbeddedEngine
 
-    cfg = load_config(None, ["hardware.device=cpu"])
+    cfg = load_config(None, ["hardware.device=cpu", *sets])
     det = EmbeddedEngine(cfg, torch.device("cpu")).make_detector()
     det.source_scale = 1.0  # the images below are the source eyes
     images = []  # (image, true boxes that must be found, boxes that may be found)
@@ -312,7 +312,7 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="the detection threshold sweep only (detector, no pipeline)")
     ns = ap.parse_args()
     if ns.sweep:
-        print(json.dumps(sweep(ns.frames)), flush=True)
+        print(json.dumps(sweep(ns.frames, ns.sets)), flush=True)
         return
     size_crowd, size_lone = 512, 540
     if ns.smoke:

@@ -157,15 +157,15 @@ class StreamingSam2Segmenter:
         return segment_batch([self], frame_idx, [image])[0]
 
     # ------------------------------------------------------------------ internals
-    def _mask_input(self, mask: torch.Tensor) -> torch.Tensor | None:
-        """A processing-resolution probability mask -> binary (1, 1, S, S) at the model size (None if empty)."""
+    def _mask_input(self, mask: torch.Tensor) -> torch.Tensor:
+        """A processing-resolution probability mask -> binary (1, 1, S, S) at the model size (may be empty: the
+        caller asks all prompts of a frame whether they are, in one read)."""
         m = mask.to(self.device).float()
         if m.dim() != 2:
             raise ValueError(f"mask prompts are (H, W), got shape {tuple(m.shape)}")
         S = self.image_size
         m = F.interpolate(m[None, None], size=(S, S), mode="bilinear", align_corners=False, antialias=True)
-        m = (m >= 0.5).float()
-        return m if bool(m.any()) else None
+        return (m >= 0.5).float()
 
 
 @dataclass
@@ -229,17 +229,23 @@ def _run_views(views: list[_View], backbone: dict) -> list[dict[int, dict]]:
     # 1) prompted tracks: an initial conditioning frame each (the prompt alone decides the mask, as in SAM2)
     boxes: dict[tuple, list] = {}
     masks: dict[tuple, list] = {}
-    for k, v in enumerate(views):
+    pending = [(k, tid, p, v.seg._mask_input(p.mask) if p.mask is not None else None)
+               for k, v in enumerate(views) for tid, p in v.seg._pending.items()]
+    given = [m for *_, m in pending if m is not None]
+    # An empty mask prompt falls back to its box: whether each is empty, for every prompt of the frame, in one read.
+    nonempty = iter(torch.stack([m.flatten().any() for m in given]).tolist() if given else [])
+    for k, tid, p, m in pending:
+        v = views[k]
         seg = v.seg
         key = (v.rel, seg.num_frames)
-        for tid, p in seg._pending.items():
-            m = seg._mask_input(p.mask) if p.mask is not None else None
-            if m is not None or p.box is None:
-                S = seg.image_size
-                masks.setdefault(key, []).append((k, tid, m if m is not None else torch.zeros(1, 1, S, S, device=seg.device)))
-            else:
-                scale = np.array([v.W, v.H, v.W, v.H], dtype=np.float32)
-                boxes.setdefault(key, []).append((k, tid, p.box / scale * seg.image_size))
+        if m is not None and not next(nonempty):
+            m = None
+        if m is not None or p.box is None:
+            S = seg.image_size
+            masks.setdefault(key, []).append((k, tid, m if m is not None else torch.zeros(1, 1, S, S, device=seg.device)))
+        else:
+            scale = np.array([v.W, v.H, v.W, v.H], dtype=np.float32)
+            boxes.setdefault(key, []).append((k, tid, p.box / scale * seg.image_size))
     dev = views[0].seg.device
     for (rel, n), objs in boxes.items():
         b = torch.as_tensor(np.stack([o[2] for o in objs]), device=dev).view(-1, 2, 2)

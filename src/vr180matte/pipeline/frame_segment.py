@@ -62,13 +62,14 @@ def proxy8(eye: torch.Tensor) -> torch.Tensor:
     return torch.div(eye.to(torch.int32) + 128, 257, rounding_mode="floor").to(torch.uint8)
 
 
-def to_processing(eye: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    """(H, W, 3) eye -> (proc_h, proc_w, 3) uint8 on the same device (area-style antialiased resize)."""
+def to_processing(eye: torch.Tensor, geo: Geometry, host_resize: bool = True) -> torch.Tensor:
+    """(H, W, 3) eye -> (proc_h, proc_w, 3) uint8 on the same device (area-style antialiased resize); by OpenCV
+    when ``host_resize`` (the device policy's choice) and the eye is on the host, else by torch."""
     if eye.dtype != torch.uint8:  # >8-bit sources: detection and segmentation use an 8-bit proxy
         eye = (eye.float() * (255.0 / 65535.0)).round_().to(torch.uint8)
     if eye.shape[0] == geo.proc_h and eye.shape[1] == geo.proc_w:
         return eye.contiguous()
-    if eye.device.type == "cpu":
+    if host_resize and eye.device.type == "cpu":
         # On the CPU OpenCV's area resampling is ~4x faster than torch's antialiased bilinear, same purpose.
         import cv2
 
@@ -89,6 +90,7 @@ class FrameSegmenter:
 
         self.plan, self.timer, self.quality = plan, timer, quality
         self.device = plan.device
+        self.host_resize = plan.policy.host_resize
         self.geo = plan.geometry
         self.stereo = StereoStage.for_engine(cfg, engine, equirect=plan.equirect)
         self.prompts = getattr(plan, "prompts", None)  # input.prompts (track/prompts.py)
@@ -138,7 +140,7 @@ class FrameSegmenter:
             eyes = dict(zip(("left", "right"), self.geo.layout.split(frame)))
         with tm("scale"):
             guides = {eye: proxy8(img) for eye, img in eyes.items()} if frame.dtype != torch.uint8 else {}
-            proc = {eye: to_processing(guides.get(eye, img), self.geo) for eye, img in eyes.items()}
+            proc = {eye: to_processing(guides.get(eye, img), self.geo, self.host_resize) for eye, img in eyes.items()}
         with tm("segment"):
             res = self.stereo.step(idx, proc["left"], proc["right"], account=idx < chunk.write_end,
                                    source=(guides.get("left", eyes["left"]), guides.get("right", eyes["right"])))
