@@ -8,7 +8,8 @@ and hides behind the other) made into a side-by-side clip (the same frame in bot
    mode is ``independent`` so each eye's tracks come from its own detections (random-init SAM2 masks would make
    master-slave seeds meaningless). ``detection_recall``: the same on the detector's own boxes, on the annotated
    frames the detector ran on. Printed as the JSON line before the last one.
-2. The whole pipeline on the embedded engine at the default scale (``processing.scale_factor`` 0.5), alpha read
+2. The whole pipeline on the embedded engine at the default scale (``processing.scale_factor`` auto: 1.0 on these
+   540 px eyes since 2026-12-06, 0.5 before), alpha read
    back from the encoded output. A person box counts as found when alpha > 0.5 covers at least 20% of it; spill is
    the share of matted pixels (alpha > 0.5, annotated frames, both eyes) outside every person box padded by 10 px
    ("dontcare" boxes count as person boxes for spill). Printed as the last line:

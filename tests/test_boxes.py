@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from vr180matte.boxes import mask_box, mask_boxes
+from vr180matte.boxes import mask_box, mask_boxes, mask_boxes_and
 from vr180matte.runtime.host_reads import HostReadCounter
 
 
@@ -24,3 +24,15 @@ def test_mask_boxes_equal_one_by_one_and_read_once():
         assert b.dtype == np.float32 and b.tolist() == ref.tolist()
         assert mask_box(torch.from_numpy(m)).tolist() == ref.tolist()
     assert mask_boxes([]) == []
+
+
+def test_mask_boxes_and_extra_values_come_down_in_one_read():
+    m = torch.zeros(20, 30)
+    m[5:9, 10:20] = 0.9
+    extra = torch.tensor([7.0, 0.5])
+    with HostReadCounter() as c:
+        boxes, values = mask_boxes_and([m, torch.zeros(4, 4)], extra)
+    assert c.total("reads") == 1
+    assert boxes[0].tolist() == [10, 5, 20, 9] and boxes[1] is None and values.tolist() == [7.0, 0.5]
+    boxes, values = mask_boxes_and([], torch.tensor([3.0]))
+    assert boxes == [] and values.tolist() == [3.0]

@@ -74,6 +74,15 @@ def mask_boxes(masks: list[torch.Tensor], threshold: float = MASK_THRESHOLD) -> 
     return [None if b[2] <= 0 else b.astype(np.float32) for b in v]
 
 
+def mask_boxes_and(masks: list[torch.Tensor], extra: torch.Tensor,
+                   threshold: float = MASK_THRESHOLD) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """:func:`mask_boxes` and the values of ``extra`` (a tensor on the masks' device) in the same download."""
+    rows = [_box_of(m > threshold).float() for m in masks]
+    v = torch.cat([*(r for r in rows), extra.float().flatten()]).cpu().numpy()
+    boxes = v[: 4 * len(masks)].reshape(-1, 4)
+    return [None if b[2] <= 0 else b.astype(np.float32) for b in boxes], v[4 * len(masks):]
+
+
 def mask_box(mask, threshold: float = MASK_THRESHOLD) -> np.ndarray | None:
     """Tight xyxy box of ``mask > threshold`` (float32, end-exclusive), or None when the mask is empty.
 

@@ -10,6 +10,7 @@ import torch
 
 from vr180matte.config import load_config
 from vr180matte.engines.roi import RoiSegmenter
+from vr180matte.runtime.host_reads import HostReadCounter
 
 
 class Oracle:
@@ -113,6 +114,9 @@ def test_two_lanes_claiming_a_pixel_leave_it_to_the_more_confident_person():
     out = roi.segment(0, img)
     both = (out[1] > 0.5) & (out[2] > 0.5)
     assert set(roi.lanes) == {1, 2} and not bool(both.any()) and roi.stats["contested_pixels"] > 0
+    with HostReadCounter() as c:  # a steady frame: lanes' boxes and the contested count in one read
+        roi.segment(1, img)
+    assert c.total("reads") == 1, c.read_sites
     assert float(out[1][80, 60]) == 1.0 and float(out[2][80, 90]) == 1.0
 
 

@@ -32,10 +32,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..boxes import mask_boxes
+from ..boxes import mask_boxes, mask_boxes_and
 from ..forward import Forward
 from .roi_lanes import BatchFn, _Lane, _Pending, crop, prefetch_views, run_inner
-from .roi_merge import paste, resolve_overlaps
+from .roi_merge import contested, give_contested, paste
 from .roi_windows import _EDGE, _GROW, _SHRINK, CropPlanner  # noqa: F401 - the thresholds re-exported
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,16 @@ class RoiSegmenter:
             out[tid] = full
             if tid not in self._pending:  # else re-prompted from outside already
                 check.append((tid, lane, crop_prob, full))
-        for (tid, lane, _, full), b in zip(check, mask_boxes([c[2] for c in check])):
-            self._maybe_reanchor(tid, lane, b, full, H, W)
-        if len(out) > 1:
-            resolve_overlaps(out, self.stats)
+        ids, clash = contested(out) if len(out) > 1 else ([], None)
+        if check or clash is not None:
+            # The lanes' mask boxes and the contested-pixel count come down together: one read per eye.
+            n = clash.sum()[None] if clash is not None else torch.zeros(1, device=image.device)
+            boxes, (n,) = mask_boxes_and([c[2] for c in check], n)
+            for (tid, lane, _, full), b in zip(check, boxes):
+                self._maybe_reanchor(tid, lane, b, full, H, W)
+            if n > 0:
+                self.stats["contested_pixels"] += int(n)
+                give_contested(out, ids, clash)
         return out
 
     #: parallel_eyes: both eyes' full frames and crops through the encoder as one batch (engines/roi_lanes.py)

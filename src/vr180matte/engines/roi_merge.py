@@ -18,28 +18,26 @@ def paste(crop_prob: torch.Tensor, window: tuple[int, int, int, int], H: int, W:
     return full
 
 
-def resolve_overlaps(out: dict[int, torch.Tensor], stats: dict) -> None:
-    """Each pixel claimed (> 0.5) by several tracks belongs to the most confident one (ties: the lower id).
-
-    Runs every frame on eye-sized maps, so it keeps three eye-sized buffers whatever the number of people
-    (no stack of every track's map) and stops after one pass when nobody overlaps. Counts the contested pixels
-    in ``stats``."""
+def contested(out: dict[int, torch.Tensor]) -> tuple[list[int], torch.Tensor]:
+    """The ids in order and the pixels several of them claim (> 0.5), on the device: no read, so the caller can
+    bring the count down with its other numbers of the frame (engines/roi.py: one read per eye)."""
     ids = sorted(out)
     count = torch.zeros_like(out[ids[0]], dtype=torch.uint8)
     for t in ids:
         count += out[t] > 0.5
-    contested = count > 1
-    n = int(contested.sum())  # the one read: whether anybody overlaps (and how much, for stats.json)
-    if n == 0:
-        return
-    stats["contested_pixels"] += n
+    return ids, count > 1
+
+
+def give_contested(out: dict[int, torch.Tensor], ids: list[int], clash: torch.Tensor) -> None:
+    """Each contested pixel (``clash``) goes to the most confident track (ties: the lower id); the others are capped
+    below 0.5 there. Three eye-sized buffers whatever the number of people (no stack of every track's map)."""
     top = out[ids[0]].clone()
-    owner = torch.zeros_like(count)
+    owner = torch.zeros_like(clash, dtype=torch.uint8)
     for k, t in enumerate(ids[1:], start=1):
         better = out[t] > top  # strictly: a tie stays with the earlier (lower) id
         top = torch.where(better, out[t], top)
         owner[better] = k
     for k, tid in enumerate(ids):
         # No check whether this track lost anything: a where with nothing to take is a copy, a check a read.
-        lose = contested & (out[tid] > 0.5) & (owner != k)
+        lose = clash & (out[tid] > 0.5) & (owner != k)
         out[tid] = torch.where(lose, torch.clamp(1.0 - top, max=0.49), out[tid])
