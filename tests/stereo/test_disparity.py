@@ -149,7 +149,7 @@ def _jobs(clip):
 def test_measure_disparities_bit_identical_to_one_by_one_with_three_downloads(clip):
     """All persons of a frame measured together give exactly what measuring each alone gives, with three host
     reads in all (pixel counts and boxes, coarse peaks, fine peaks) instead of about ten per person."""
-    from vr180matte.stereo.disparity import measure_disparities
+    from vr180matte.stereo.disparity import measure_disparities, measure_disparities_with
 
     jobs = _jobs(clip)
     one = []
@@ -163,18 +163,26 @@ def test_measure_disparities_bit_identical_to_one_by_one_with_three_downloads(cl
     assert batched.n == 3, batched.n
     assert per_person.n >= 5 * len(jobs)
     assert measure_disparities([]) == []
+    # a caller's numbers of the frame ride along with the first download: still three reads, same results
+    with _CountReads() as carried:
+        with_extra, values = measure_disparities_with(jobs, torch.tensor([[17, 3], [-1, 40]]))
+    assert with_extra == one and values == [17.0, 3.0, -1.0, 40.0] and carried.n == 3
+    with _CountReads() as alone:
+        assert measure_disparities_with([], torch.tensor([5])) == ([], [5.0])
+    assert alone.n == 1
 
 
 @pytest.mark.parametrize("mode", ["master_slave", "joint"])
 def test_stereo_validation_measures_all_persons_in_one_batched_call(clip, mode, monkeypatch):
-    """StereoStage.validate measures every person of a frame with one measure_disparities call; disparities and
+    """StereoStage.validate measures every person of a frame with one measure_disparities_with call; disparities and
     agreements equal measuring person by person (the previous path)."""
     import test_consistency as tc
     from vr180matte.stereo import consistency, validation
 
     calls, seeding = [], []
-    real = consistency.measure_disparities
-    monkeypatch.setattr(consistency, "measure_disparities", lambda jobs: calls.append(len(jobs)) or real(jobs))
+    real = consistency.measure_disparities_with
+    monkeypatch.setattr(consistency, "measure_disparities_with",
+                        lambda jobs, extra=None: calls.append(len(jobs)) or real(jobs, extra))
     real_seed = validation.StereoValidator.seed_disparities
 
     def seed(self, left_img, right_img, seeds):  # new left tracks seeding the right eye: one batched call too
@@ -184,9 +192,10 @@ def test_stereo_validation_measures_all_persons_in_one_batched_call(clip, mode, 
     monkeypatch.setattr(validation.StereoValidator, "seed_disparities", seed)
     batched = tc.run(tc.build(clip, mode), clip)
     seeded = list(seeding)  # the batched run's
-    one_by_one = lambda jobs: [measure_disparity(j.src, j.dst, j.mask, max_disp=j.max_disp,  # noqa: E731
-                                                 min_disp=j.min_disp, prior=j.prior) for j in jobs]
-    monkeypatch.setattr(consistency, "measure_disparities", one_by_one)
+    one_by_one = lambda jobs, extra=None: (  # noqa: E731
+        [measure_disparity(j.src, j.dst, j.mask, max_disp=j.max_disp, min_disp=j.min_disp, prior=j.prior)
+         for j in jobs], [] if extra is None else extra.float().flatten().tolist())
+    monkeypatch.setattr(consistency, "measure_disparities_with", one_by_one)
     ref = tc.run(tc.build(clip, mode), clip)
     # one validation call a frame with both persons in it, and one call per frame that seeds new right tracks
     assert seeded and set(seeded) == {2} and len(calls) == clip.frames + len(seeded) and max(calls) == 2

@@ -43,7 +43,7 @@ from ..forward import Forward
 from ..engines.base import Detector
 from .correction import METHODS  # config.py names consistency:METHODS
 from .detection import StereoDetection
-from .disparity import measure_disparities
+from .disparity import measure_disparities_with
 from .equirect import EquirectDetector
 from .follow import PriorFollower
 from .handoff import ChunkHandoff
@@ -84,9 +84,9 @@ class StereoStage:
         self.mode = str(cfg.stereo.consistency_mode)
         self.strategy = make_mode(self.mode)
         # Built before the detector check so a bad stereo.correction_method is reported first (StereoCorrector).
-        # measure_disparities is passed from here: this module's name is the one tests swap to count the batched
+        # measure_disparities_with is passed from here: this module's name is the one tests swap to count the batched
         # calls (tests/stereo/test_disparity.py).
-        self.validator = StereoValidator(cfg, self, fuse_edges, measure=measure_disparities)
+        self.validator = StereoValidator(cfg, self, fuse_edges, measure=measure_disparities_with)
         if self.strategy.needs_detector and detector is None:
             raise ValueError(f"stereo.consistency_mode={self.mode} needs an engine with a person detector; "
                              "use stereo.consistency_mode=master_slave with this engine")

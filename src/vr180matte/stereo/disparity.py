@@ -180,8 +180,10 @@ class DisparityJob:
     prior: float | None = None
 
 
-def _stacked_stats(masks: list[torch.Tensor]) -> list[tuple[float, int, int, int, int]]:
-    """(pixels, y0, y1, x0, x1) of every mask > 0.5, in one download (masks of one size are stacked)."""
+def _stacked_stats(masks: list[torch.Tensor], extra: torch.Tensor | None = None
+                   ) -> tuple[list[tuple[float, int, int, int, int]], list[float]]:
+    """(pixels, y0, y1, x0, x1) of every mask > 0.5, and the values of ``extra`` (a caller's numbers of the same
+    frame), in one download."""
     rows = []
     for m in masks:  # per-person reductions, no host read: all results leave the device together below
         b = m > 0.5
@@ -193,8 +195,14 @@ def _stacked_stats(masks: list[torch.Tensor]) -> list[tuple[float, int, int, int
             torch.where(ry, iy, H).min().float(), (torch.where(ry, iy, -1).max() + 1).float(),
             torch.where(rx, ix, W).min().float(), (torch.where(rx, ix, -1).max() + 1).float(),
         ]))
-    stats = torch.stack(rows).cpu().tolist()  # one download: every person's pixel count and box
-    return [(n, int(y0), int(y1), int(x0), int(x1)) for n, y0, y1, x0, x1 in stats]
+    parts = [torch.stack(rows).flatten()] if rows else []
+    if extra is not None:
+        parts.append(extra.float().flatten().to(parts[0].device if parts else extra.device))
+    if not parts:
+        return [], []
+    v = torch.cat(parts).cpu().tolist()  # one download: every person's pixel count and box (and the extra)
+    stats = [v[5 * i: 5 * i + 5] for i in range(len(rows))]
+    return [(n, int(y0), int(y1), int(x0), int(x1)) for n, y0, y1, x0, x1 in stats], v[5 * len(rows):]
 
 
 def measure_disparities(jobs: list[DisparityJob]) -> list[tuple[float, float]]:
@@ -202,9 +210,18 @@ def measure_disparities(jobs: list[DisparityJob]) -> list[tuple[float, float]]:
     (each a device synchronisation on a GPU): every person's pixel count and box, then every coarse peak, then
     every fine peak with its two neighbours. Results are bit-identical to :func:`measure_disparity` per job (the
     same ops on the same crops; the parabola is evaluated on the host from the same three float32 values)."""
+    return measure_disparities_with(jobs)[0]
+
+
+def measure_disparities_with(jobs: list[DisparityJob], extra: torch.Tensor | None = None
+                             ) -> tuple[list[tuple[float, float]], list[float]]:
+    """:func:`measure_disparities`, with the values of ``extra`` (the caller's numbers of the frame, e.g. the stereo
+    validation's row bands) in its first download: one read fewer for the caller."""
+    if not jobs and extra is None:
+        return [], []
+    stats, extra_values = _stacked_stats([j.mask.to(j.src.device) for j in jobs], extra)
     if not jobs:
-        return []
-    stats = _stacked_stats([j.mask.to(j.src.device) for j in jobs])
+        return [], extra_values
     out: list[tuple[float, float] | None] = [None] * len(jobs)
     plans = []
     for i, (j, (n, y0, y1, x0, x1)) in enumerate(zip(jobs, stats)):
@@ -232,7 +249,7 @@ def measure_disparities(jobs: list[DisparityJob]) -> list[tuple[float, float]]:
     if fine:
         for p, (k, a, b, d) in zip(plans, torch.stack(fine).cpu().tolist()):
             out[p.index] = p.result(int(k), a, b, d)
-    return out  # type: ignore[return-value]
+    return out, extra_values  # type: ignore[return-value]
 
 
 class _Plan:

@@ -19,7 +19,7 @@ from ..boxes import mask_stats_on_device
 from ..config import Config
 from ..engines.base import FrameMatte, TrackMask
 from .correction import StereoCorrector
-from .disparity import DisparityJob, DisparitySmoother, measure_disparities, measure_disparity, shift_mask
+from .disparity import DisparityJob, DisparitySmoother, measure_disparities_with, measure_disparity, shift_mask
 from .result import MASK_T, StereoResult, band_box, iou_on_device
 
 if TYPE_CHECKING:  # the stage builds this part; only type hints go the other way
@@ -76,25 +76,29 @@ class _Compared:
     raw: tuple[float, float]  # mask areas of both eyes as they came (what a correction judges the eyes by)
 
 
-def _row_bands(people: list[_Person]) -> list[_Rows]:
-    """Each person's rows where either eye's mask is non-zero, all persons in one download."""
+def _band_spans(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor | None:
+    """(P, 2) on the device: the last and first row where either eye's mask of each person is non-zero (no read:
+    the values come down with the disparity measurement's first download)."""
     spans = []
-    for p in people:
-        nz = (p.pl != 0).any(dim=-1) | (p.pr != 0).any(dim=-1)
+    for pl, pr in pairs:
+        nz = (pl != 0).any(dim=-1) | (pr != 0).any(dim=-1)
         idx = torch.arange(nz.shape[0], device=nz.device)
         spans.append(torch.stack([torch.where(nz, idx, -1).max(), torch.where(nz, idx, nz.shape[0]).min()]))
-    return [_Rows(lo, hi + 1, int(p.pl.shape[0])) if hi >= 0 else _Rows(0, 0, int(p.pl.shape[0]))
-            for p, (hi, lo) in zip(people, torch.stack(spans).cpu().tolist())]
+    return torch.stack(spans) if spans else None
 
 
-def _compare(people: list[_Person]) -> tuple[list[_Rows], list[_Compared]]:
-    """Every person's row band, agreement, speculative edge fusion, boxes and areas, in two downloads for the
-    whole frame (one for the row bands, whose bounds slice the masks; one for the rest) instead of about nine
-    reads per person. The fusion is computed for every fusing person before the host knows who passes: a
-    person that fails (rare) wastes that work and is corrected from its original masks."""
+def _row_bands(values: list[float], heights: list[int]) -> list[_Rows]:
+    """:class:`_Rows` of each person from :func:`_band_spans`' values."""
+    return [_Rows(int(lo), int(hi) + 1, h) if hi >= 0 else _Rows(0, 0, h)
+            for h, hi, lo in zip(heights, values[0::2], values[1::2])]
+
+
+def _compare(people: list[_Person], bands: list[_Rows]) -> list[_Compared]:
+    """Every person's agreement, speculative edge fusion, boxes and areas on its row band, in one download for the
+    whole frame instead of about nine reads per person. The fusion is computed for every fusing person before the
+    host knows who passes: a person that fails (rare) wastes that work and is corrected from its original masks."""
     if not people:
-        return [], []
-    bands = _row_bands(people)
+        return []
     rows_out, fused = [], []
     for p, rows in zip(people, bands):
         pl, pr = p.pl[rows.band], p.pr[rows.band]
@@ -120,18 +124,19 @@ def _compare(people: list[_Person]) -> tuple[list[_Rows], list[_Compared]]:
         boxes = (band_box(v[2:8], rows.r0), band_box(v[8:14], rows.r0)) if f is not None else (None, None)
         area = 0.5 * (v[6] + v[12]) if f is not None else 0.5 * (v[14] + v[15])
         got.append(_Compared(before=v[0], after=v[1], fused=f, boxes=boxes, area=area, raw=(v[14], v[15])))
-    return bands, got
+    return got
 
 
 class StereoValidator:
     """Measures, compares and (via :class:`StereoCorrector`) corrects both eyes of each person of a frame.
 
     Reads the stage's views, this frame's ``max_disp`` and ``use_mapping``. ``measure``: the batched disparity
-    measurement (stereo/disparity.py ``measure_disparities``).
+    measurement (stereo/disparity.py ``measure_disparities_with``: ``(jobs, extra=None) -> (results, extra's
+    values)``).
     """
 
     def __init__(self, cfg: Config, stage: StereoStage, fuse_edges: bool = True,
-                 measure: Callable[[list[DisparityJob]], list] = measure_disparities) -> None:
+                 measure: Callable[..., tuple[list, list]] = measure_disparities_with) -> None:
         st = cfg.stereo
         self.stage = stage
         self.corrector = StereoCorrector(str(st.correction_method), stage)
@@ -171,13 +176,15 @@ class StereoValidator:
             p = self.smoother.predict(tid)
             jobs.append(DisparityJob(left_img, right_img, prob, self.stage.max_disp,
                                      prior=p if p is not None else prior))
-        return [self.smoother.update(tid, d, conf) for (tid, _, _), (d, conf) in zip(seeds, self.measure(jobs))]
+        return [self.smoother.update(tid, d, conf) for (tid, _, _), (d, conf) in zip(seeds, self.measure(jobs)[0])]
 
-    def _measure_all(self, ids, left_img, right_img, lm: FrameMatte, rm: FrameMatte, skip: set[int]) -> dict:
+    def _measure_all(self, ids, left_img, right_img, lm: FrameMatte, rm: FrameMatte, skip: set[int],
+                     extra: torch.Tensor | None = None) -> tuple[dict, list[float]]:
         """This frame's disparity measurement ``{tid: (d, confidence)}`` of every person :meth:`validate` measures,
-        in one batched call (stereo/disparity.py ``measure_disparities``: three downloads a frame, not about ten
-        per person). A person seen by the left eye is searched left to right; one only the right eye has, right to
-        left (its ``d`` is negated by the caller). The prior is the smoother's prediction, as one by one."""
+        in one batched call (stereo/disparity.py ``measure_disparities_with``: three downloads a frame, not about
+        ten per person; ``extra``'s values come down with the first and are returned). A person seen by the left
+        eye is searched left to right; one only the right eye has, right to left (its ``d`` is negated by the
+        caller). The prior is the smoother's prediction, as one by one."""
         jobs, tids = [], []
         max_disp = self.stage.max_disp
         for tid in ids:
@@ -193,13 +200,14 @@ class StereoValidator:
             else:
                 continue
             tids.append(tid)
-        return dict(zip(tids, self.measure(jobs)))
+        got, extra_values = self.measure(jobs, extra)
+        return dict(zip(tids, got)), extra_values
 
     def validate(self, frame_idx, left_img, right_img, lm: FrameMatte, rm: FrameMatte,
                  skip_measure: set[int]) -> StereoResult:
-        """Compare, fuse or correct every person of the frame. Host reads: the disparity measurement's three,
-        one for all persons' row bands and one for all persons' agreement, fused boxes and areas (:func:`_compare`);
-        on a frame with corrections (rare: persons whose eyes disagree), one more for all of them."""
+        """Compare, fuse or correct every person of the frame. Host reads: the disparity measurement's three (the
+        first also brings every person's row band), one for all persons' agreement, fused boxes and areas
+        (:func:`_compare`); on a frame with corrections (persons whose eyes disagree), one more for all of them."""
         agreement: dict[int, float] = {}
         before: dict[int, float] = {}
         disparity: dict[int, float] = {}
@@ -209,14 +217,24 @@ class StereoValidator:
             if tid not in left_live:
                 del rm.tracks[tid]
         ids = sorted(set(lm.tracks) | set(rm.tracks))
-        measured = self._measure_all(ids, left_img, right_img, lm, rm, skip_measure)
-        people: list[_Person] = []
+        seen = []  # (tid, lt, rt, l_ok, r_ok, pl, pr) of every person either eye has
         for tid in ids:
             lt, rt = lm.tracks.get(tid), rm.tracks.get(tid)
             l_ok = lt is not None and lt.box is not None
             r_ok = rt is not None and rt.box is not None
             if not l_ok and not r_ok:
                 continue  # momentarily lost in both eyes: nothing to compare
+            pl = lt.prob if l_ok else torch.zeros_like(rt.prob)
+            pr = rt.prob if r_ok else torch.zeros_like(lt.prob)
+            seen.append((tid, lt, rt, l_ok, r_ok, pl, pr))
+        # Disparity is horizontal, so every step below is row by row: it runs on the rows where either mask is
+        # non-zero (a person's height, not the eye's) and the results are zero-padded back, bit for bit what the
+        # whole eye gives. Those row bands come down with the disparity measurement's first download.
+        spans = _band_spans([(c[5], c[6]) for c in seen])
+        measured, span_values = self._measure_all(ids, left_img, right_img, lm, rm, skip_measure, spans)
+        bands = _row_bands(span_values, [int(c[5].shape[0]) for c in seen])
+        people: list[_Person] = []
+        for tid, lt, rt, l_ok, r_ok, pl, pr in seen:
             if tid in skip_measure:
                 d = self.smoother.get(tid)
             elif l_ok:
@@ -226,14 +244,9 @@ class StereoValidator:
                 d = self.smoother.update(tid, -d_r, conf)
             d = 0.0 if d is None else float(d)
             disparity[tid] = d
-            pl = lt.prob if l_ok else torch.zeros_like(rt.prob)
-            pr = rt.prob if r_ok else torch.zeros_like(lt.prob)
             fuse = self.fuse_edges and l_ok and r_ok
             people.append(_Person(tid, lt, rt, d if self.stage.use_mapping else 0.0, pl, pr, fuse))
-        # Disparity is horizontal, so every step below is row by row: it runs on the rows where either mask is
-        # non-zero (a person's height, not the eye's) and the results are zero-padded back, bit for bit what the
-        # whole eye gives.
-        bands, compared = _compare(people)
+        compared = _compare(people, bands)
         # Persons whose eyes disagree (rare) are corrected; the numbers of all of them come down in one download.
         fixes = {}
         for p, rows, got in zip(people, bands, compared):
