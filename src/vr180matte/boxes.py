@@ -74,13 +74,25 @@ def mask_boxes(masks: list[torch.Tensor], threshold: float = MASK_THRESHOLD) -> 
     return [None if b[2] <= 0 else b.astype(np.float32) for b in v]
 
 
+def box_rows(masks: list[torch.Tensor], threshold: float = MASK_THRESHOLD) -> torch.Tensor:
+    """(N, 4) float boxes of ``masks > threshold`` on their device, no read (:func:`boxes_from_rows` reads them)."""
+    if not masks:
+        return torch.zeros((0, 4))
+    return torch.stack([_box_of(m > threshold).float() for m in masks])
+
+
+def boxes_from_rows(values) -> list[np.ndarray | None]:
+    """The boxes of downloaded :func:`box_rows` values (None for an empty mask)."""
+    v = np.asarray(values, np.float32).reshape(-1, 4)
+    return [None if b[2] <= 0 else b.astype(np.float32) for b in v]
+
+
 def mask_boxes_and(masks: list[torch.Tensor], extra: torch.Tensor,
                    threshold: float = MASK_THRESHOLD) -> tuple[list[np.ndarray | None], np.ndarray]:
     """:func:`mask_boxes` and the values of ``extra`` (a tensor on the masks' device) in the same download."""
-    rows = [_box_of(m > threshold).float() for m in masks]
-    v = torch.cat([*(r for r in rows), extra.float().flatten()]).cpu().numpy()
-    boxes = v[: 4 * len(masks)].reshape(-1, 4)
-    return [None if b[2] <= 0 else b.astype(np.float32) for b in boxes], v[4 * len(masks):]
+    rows = box_rows(masks, threshold).to(extra.device)
+    v = torch.cat([rows.flatten(), extra.float().flatten()]).cpu().numpy()
+    return boxes_from_rows(v[: 4 * len(masks)]), v[4 * len(masks):]
 
 
 def mask_box(mask, threshold: float = MASK_THRESHOLD) -> np.ndarray | None:

@@ -120,6 +120,38 @@ def test_two_lanes_claiming_a_pixel_leave_it_to_the_more_confident_person():
     assert float(out[1][80, 60]) == 1.0 and float(out[2][80, 90]) == 1.0
 
 
+def test_read_free_lanes_post_their_numbers_and_give_what_the_reading_path_gives():
+    """The GPU policy's read-free ROI step (hand-out every frame, lane boxes and overlap count posted to the view's
+    download): no read in segment, one at the flush, and the same masks, re-anchors and counts as one read here."""
+    from vr180matte.runtime.download import FrameDownload
+
+    def play(read_free):
+        roi, _, inners = make(max_frac=0.5, context=0.5, read_free=read_free)
+        download = FrameDownload()
+        roi.share_download(download)
+        img = torch.zeros(400, 400, 3, dtype=torch.uint8)
+        roi.add_prompt(1, box=np.array([50, 50, 80, 110], np.float32))
+        roi.add_prompt(2, box=np.array([70, 50, 100, 110], np.float32))
+        outs, reads = [], []
+        for f in range(4):
+            if f == 2:
+                roi.lanes[1].seg.shift = (40.0, 0.0)  # person 1 walks to its window's edge: re-anchored
+            with HostReadCounter() as c:
+                out = roi.segment(f, img)
+            reads.append(c.total("reads"))
+            download.flush()  # what the view's track update does
+            outs.append({t: m.clone() for t, m in out.items()})
+        return outs, reads, dict(roi.stats)
+
+    free, free_reads, free_stats = play(True)
+    read, read_reads, read_stats = play(False)
+    assert free_stats == read_stats and free_stats["reanchors"] >= 1 and free_stats["contested_pixels"] > 0
+    # frame 3 routes the re-anchored lane's mask prompt: its box is read (both paths)
+    assert free_reads == [0, 0, 0, 1] and read_reads == [1, 1, 1, 2]
+    for a, b in zip(free, read):
+        assert a.keys() == b.keys() and all(torch.equal(a[t], b[t]) for t in a)
+
+
 def test_lanes_are_capped_and_the_smallest_people_get_them():
     roi, _, _ = make(max_frac=0.5, context=0.5, max_lanes=2)
     img = torch.zeros(400, 400, 3, dtype=torch.uint8)

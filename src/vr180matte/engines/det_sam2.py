@@ -169,4 +169,4 @@ class DetSam2Engine(OwnsDetector):
                 offload_to_cpu=self.offload,
             )
 
-        return with_roi(self.cfg, inner, segment_batch)
+        return with_roi(self.cfg, inner, segment_batch, self.device)

@@ -230,7 +230,7 @@ class MobileSamEngine(OwnsDetector):
                 predictor, view=view, box_margin=self.box_margin, use_mask_input=self.use_mask_input
             )
 
-        return with_roi(self.cfg, inner, segment_batch)
+        return with_roi(self.cfg, inner, segment_batch, self.device)
 
     def kpi_summary(self) -> dict:
         """``sam_predict_output`` totals for stats.json (``masks_left_gpu`` > 0 on a GPU run deserves a warning)."""

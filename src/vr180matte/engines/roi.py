@@ -32,8 +32,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..boxes import mask_boxes, mask_boxes_and
+from ..boxes import box_rows, boxes_from_rows, mask_boxes, mask_boxes_and
 from ..forward import Forward
+from ..runtime.download import FrameDownload
+from ..runtime.policy import choose_policy
 from .roi_lanes import BatchFn, _Lane, _Pending, crop, prefetch_views, run_inner
 from .roi_merge import contested, give_contested, paste
 from .roi_windows import _EDGE, _GROW, _SHRINK, CropPlanner  # noqa: F401 - the thresholds re-exported
@@ -57,8 +59,13 @@ class RoiSegmenter:
     min_side = Forward("crops.min_side")
 
     def __init__(self, make_inner: Callable[[], Any], batch: BatchFn, *, max_frac: float = 0.25,
-                 context: float = 0.5, max_lanes: int = 8, min_side: int = 48) -> None:
+                 context: float = 0.5, max_lanes: int = 8, min_side: int = 48, read_free: bool = False) -> None:
         self.make_inner = make_inner
+        # read_free (the GPU policy): the overlap hand-out runs on every frame, and the lanes' boxes and the
+        # overlap count are posted to the view's one download of the step (share_download) instead of read here.
+        # Off (CPU policy): one read here, which lets a frame where nobody overlaps skip the hand-out.
+        self.read_free = bool(read_free)
+        self.download: FrameDownload | None = None
         self.batch = batch
         self.full = make_inner()
         self.name = f"roi({getattr(self.full, 'name', type(self.full).__name__)})"
@@ -75,6 +82,10 @@ class RoiSegmenter:
         self._pending: dict[int, _Pending] = {}
         self._prefetched: set[int] = set()  # id() of inner segmenters encoded by prefetch_batch
         self._prefetched_frame: int | None = None
+
+    def share_download(self, download: FrameDownload) -> None:
+        """The view's download of the frame step (track/view_state.py), flushed with the tracker's statistics."""
+        self.download = download
 
     @property
     def device(self) -> torch.device:
@@ -121,15 +132,27 @@ class RoiSegmenter:
             if tid not in self._pending:  # else re-prompted from outside already
                 check.append((tid, lane, crop_prob, full))
         ids, clash = contested(out) if len(out) > 1 else ([], None)
-        if check or clash is not None:
-            # The lanes' mask boxes and the contested-pixel count come down together: one read per eye.
-            n = clash.sum()[None] if clash is not None else torch.zeros(1, device=image.device)
-            boxes, (n,) = mask_boxes_and([c[2] for c in check], n)
+        if not check and clash is None:
+            return out
+        n = clash.sum()[None] if clash is not None else torch.zeros(1, device=image.device)
+
+        def then(boxes: list, n: float) -> None:  # re-anchors act on the next frame; the count is for stats.json
             for (tid, lane, _, full), b in zip(check, boxes):
                 self._maybe_reanchor(tid, lane, b, full, H, W)
-            if n > 0:
-                self.stats["contested_pixels"] += int(n)
-                give_contested(out, ids, clash)
+            self.stats["contested_pixels"] += int(n)
+
+        if self.read_free and self.download is not None:
+            if clash is not None:
+                give_contested(out, ids, clash)  # a where with nothing contested is a copy, a check a read
+            rows = box_rows([c[2] for c in check])
+            self.download.post(torch.cat([rows.flatten(), n.float()]),
+                               lambda v: then(boxes_from_rows(v[:-1]), v[-1]))
+            return out
+        # The lanes' mask boxes and the contested-pixel count come down together: one read per eye.
+        boxes, (count,) = mask_boxes_and([c[2] for c in check], n)
+        then(boxes, count)
+        if count > 0:
+            give_contested(out, ids, clash)
         return out
 
     #: parallel_eyes: both eyes' full frames and crops through the encoder as one batch (engines/roi_lanes.py)
@@ -186,12 +209,15 @@ class RoiSegmenter:
             self._pending[tid] = _Pending(None, full)
 
 
-def with_roi(cfg, make_inner: Callable[[], Any], batch: BatchFn) -> Any:
-    """``make_inner()`` wrapped in a :class:`RoiSegmenter` per ``matting.roi_max_frac`` (0: the bare segmenter)."""
+def with_roi(cfg, make_inner: Callable[[], Any], batch: BatchFn, device: torch.device | str = "cpu") -> Any:
+    """``make_inner()`` wrapped in a :class:`RoiSegmenter` per ``matting.roi_max_frac`` (0: the bare segmenter);
+    read-free under the device policy's whole-frame path (runtime/policy.py)."""
     m = cfg.matting
     if float(m.roi_max_frac) <= 0:
         return make_inner()
-    return RoiSegmenter(make_inner, batch, max_frac=float(m.roi_max_frac), max_lanes=int(m.roi_max_lanes))
+    read_free = choose_policy(torch.device(device), force=cfg.hardware.policy).whole_frame
+    return RoiSegmenter(make_inner, batch, max_frac=float(m.roi_max_frac), max_lanes=int(m.roi_max_lanes),
+                        read_free=read_free)
 
 
 __all__ = ["RoiSegmenter", "with_roi"]

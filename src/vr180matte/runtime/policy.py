@@ -30,7 +30,9 @@ class DevicePolicy:
     GPU policy on a CPU runs the GPU shapes on the CPU).
     ``device``: where tensors live.
     ``whole_frame``: refinement, temporal smoothing and compositing run as whole-eye, both-eye batched ops
-    (GPU) instead of tile/block loops that skip untouched regions (CPU, where skipping work is what pays).
+    (GPU) instead of tile/block loops that skip untouched regions (CPU, where skipping work is what pays); the
+    same trade for the ROI segmenter's overlap hand-out (run every frame, its numbers read with the tracker's,
+    instead of a read that lets a frame nobody overlaps skip it: engines/roi.py).
     ``refine_tile``: full-resolution tile side of the tile path.
     ``sam2_state_on_device``: default for ``matting.memory_offload: auto`` (state kept on the device).
     ``detector_batch``: images per detector forward (tiles and crops of a detection frame together).

@@ -3,13 +3,14 @@
 Why its own module: this is where a track's life is decided from its mask. A non-empty mask refreshes the track's
 box, score and counters; an empty one counts as missed. Then a track ends when its mask has been empty too long, when
 the detector confirms it is gone, when it was a false detection (stillborn), or when it only lived on the
-segmenter's box prior and the detector stopped confirming it. All the masks' statistics come down in one transfer.
+segmenter's box prior and the detector stopped confirming it. All the masks' statistics come down in one transfer,
+together with what the segmenter posted for the frame (runtime/download.py).
 """
 from __future__ import annotations
 
 import torch
 
-from .tracker import Track, mask_stats
+from .tracker import Track, mask_stats_rows, parse_mask_stats
 from .view_state import ViewState, log
 
 __all__ = ["TrackUpdater"]
@@ -24,7 +25,12 @@ class TrackUpdater:
     def update(self, frame_idx: int, masks: dict[int, torch.Tensor]) -> None:
         s = self.state
         ids = [tid for tid in s.tracks if tid in masks]
-        stats = dict(zip(ids, mask_stats([masks[tid] for tid in ids], s.settings.mask_threshold)))
+        probs = [masks[tid] for tid in ids]
+        got: list = []
+        if probs:
+            s.download.post(mask_stats_rows(probs, s.settings.mask_threshold), got.extend)
+        s.download.flush()  # the step's one read: these statistics and what the segmenter posted before them
+        stats = dict(zip(ids, parse_mask_stats(probs, got))) if probs else {}
         # Tracks whose mask this frame is the segmenter's box prior, not a model mask (engines/embedded_segmenter:
         # a person too small for the model): kept alive, but only while the detector keeps seeing them.
         prior_ids = getattr(s.segmenter, "prior_ids", ())

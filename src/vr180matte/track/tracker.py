@@ -40,9 +40,18 @@ def mask_stats(
     """
     if not probs:
         return []
-    stats = torch.stack([mask_stats_on_device(p, thresh) for p in probs]).cpu().numpy()
+    return parse_mask_stats(probs, mask_stats_rows(probs, thresh).cpu().numpy())
+
+
+def mask_stats_rows(probs: list[torch.Tensor], thresh: float = 0.5) -> torch.Tensor:
+    """(N, 6) ``[x0, y0, x1, y1, area, prob_sum]`` of every mask, on the device (no read: see ``mask_stats``)."""
+    return torch.stack([mask_stats_on_device(p, thresh) for p in probs])
+
+
+def parse_mask_stats(probs: list[torch.Tensor], stats) -> list[tuple[np.ndarray | None, float, float]]:
+    """:func:`mask_stats` from the downloaded rows of :func:`mask_stats_rows` (``stats``: (N, 6) on the host)."""
     out: list[tuple[np.ndarray | None, float, float]] = []
-    for p, (x0, y0, x1, y1, area, psum) in zip(probs, stats):
+    for p, (x0, y0, x1, y1, area, psum) in zip(probs, np.asarray(stats, np.float32).reshape(-1, 6)):
         total = float(p.shape[-1] * p.shape[-2])
         if area <= 0:
             out.append((None, 0.0, 0.0))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..engines.base import Detector, Segmenter
+from ..runtime.download import FrameDownload
 from .ids import IdAllocator
 from .tracker import Track, Tracker
 
@@ -91,6 +92,12 @@ class ViewState:
         # regions are applied to this view's detections and masks) and the person trace (quality/debug.py).
         self.prompts = None
         self.trace = None
+        # The step's one download (runtime/download.py): the tracker's mask statistics and whatever the segmenter
+        # posted for this frame (the ROI segmenter's lane boxes under the GPU policy) come down together.
+        self.download = FrameDownload()
+        share = getattr(segmenter, "share_download", None)
+        if share is not None:
+            share(self.download)
 
     def event(self, kind: str, frame_idx: int, tid: int | None = None, **info) -> None:
         """One event of the person trace (quality/debug.py), when one is attached."""
