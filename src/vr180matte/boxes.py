@@ -74,10 +74,12 @@ def mask_boxes(masks: list[torch.Tensor], threshold: float = MASK_THRESHOLD) -> 
     return [None if b[2] <= 0 else b.astype(np.float32) for b in v]
 
 
-def box_rows(masks: list[torch.Tensor], threshold: float = MASK_THRESHOLD) -> torch.Tensor:
-    """(N, 4) float boxes of ``masks > threshold`` on their device, no read (:func:`boxes_from_rows` reads them)."""
+def box_rows(masks: list[torch.Tensor], threshold: float = MASK_THRESHOLD,
+             device: torch.device | str | None = None) -> torch.Tensor:
+    """(N, 4) float boxes of ``masks > threshold`` on their device (``device`` when there are none), no read
+    (:func:`boxes_from_rows` reads them)."""
     if not masks:
-        return torch.zeros((0, 4))
+        return torch.zeros((0, 4), device=device)
     return torch.stack([_box_of(m > threshold).float() for m in masks])
 
 
@@ -90,7 +92,7 @@ def boxes_from_rows(values) -> list[np.ndarray | None]:
 def mask_boxes_and(masks: list[torch.Tensor], extra: torch.Tensor,
                    threshold: float = MASK_THRESHOLD) -> tuple[list[np.ndarray | None], np.ndarray]:
     """:func:`mask_boxes` and the values of ``extra`` (a tensor on the masks' device) in the same download."""
-    rows = box_rows(masks, threshold).to(extra.device)
+    rows = box_rows(masks, threshold, extra.device).to(extra.device)
     v = torch.cat([rows.flatten(), extra.float().flatten()]).cpu().numpy()
     return boxes_from_rows(v[: 4 * len(masks)]), v[4 * len(masks):]
 

@@ -144,8 +144,8 @@ class RoiSegmenter:
         if self.read_free and self.download is not None:
             if clash is not None:
                 give_contested(out, ids, clash)  # a where with nothing contested is a copy, a check a read
-            rows = box_rows([c[2] for c in check])
-            self.download.post(torch.cat([rows.flatten(), n.float()]),
+            rows = box_rows([c[2] for c in check], device=n.device)
+            self.download.post(torch.cat([rows.flatten().to(n.device), n.float()]),
                                lambda v: then(boxes_from_rows(v[:-1]), v[-1]))
             return out
         # The lanes' mask boxes and the contested-pixel count come down together: one read per eye.
