@@ -179,6 +179,14 @@ def count_run(engine: str, clip: Path, out: Path, smoke: bool, interval: int) ->
     return {"per_frame": dict(per), "detected": lab.detected, "tracks": lab.tracks, "kinds": dict(c.read_kinds)}
 
 
+def _sites(r: dict, frames: list[int]) -> dict:
+    """Reads per frame by site (stage, module:function:line), over ``frames``."""
+    sites: Counter = Counter()
+    for f in frames:
+        sites.update(r["per_frame"][f]["sites"])
+    return {k: round(v / max(1, len(frames)), 2) for k, v in sites.most_common()}
+
+
 def summarise(r: dict) -> dict:
     frames = sorted(r["per_frame"])[1:]  # frame 0: warm-up (lazy builds, first detection)
     plain = [f for f in frames if not r["detected"].get(f)]
@@ -201,6 +209,9 @@ def summarise(r: dict) -> dict:
         "reads_per_frame_by_stage": {k: round(v / max(1, len(frames)), 2) for k, v in sorted(stages.items())},
         # where the reads are asked (stage, module:function:line), the ten most frequent, per frame
         "top_read_sites": {k: round(v / max(1, len(frames)), 2) for k, v in sites.most_common(10)},
+        # the same per kind of frame: what a plain frame reads, and what a detection frame reads
+        "read_sites_plain": _sites(r, plain),
+        "read_sites_detection": _sites(r, det),
         "frame_path_reads_per_frame": round(sum(stages[s] for s in FRAME_STAGES) / max(1, len(frames)), 2),
         "frame_path_ops_per_frame": round(float(np.mean(ops)), 1) if ops else None,
         "live_tracks": [r["tracks"].get(f) for f in frames],

@@ -3,8 +3,8 @@
 Why its own module: box checks (in track/association.py) catch a second box on an already tracked person, but not
 a partial one (an upper-body box inside a tracked person's mask, or two boxes on the same person in the first
 frame). These checks use the masks instead: before a track starts, how much of the box a live mask covers; after
-the first segmentation, how much of a new track's mask lies inside another's. Each check reads its numbers from the
-device in one transfer.
+the first segmentation, how much of a new track's mask lies inside another's. Each check's numbers come from the
+device in one transfer (the second one with the view step's download: runtime/download.py).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class Duplicates:
 
     def __init__(self, state: ViewState) -> None:
         self.state = state
+        self._counts: dict[tuple[int, int], tuple[float, float]] = {}  # this step's (overlap, area) per pair
 
     def coverage(self, boxes: list[np.ndarray], exclude: set[int]) -> np.ndarray | None:
         """(n_boxes, n_tracks): fraction of each box covered by each trusted live mask (one host transfer)."""
@@ -38,12 +39,37 @@ class Duplicates:
                 vals.append((p[y0:y1, x0:x1] > s.settings.mask_threshold).sum().float() / area)
         return torch.stack(vals).cpu().numpy().reshape(len(boxes), len(probs))
 
+    def post_counts(self, frame_idx: int, masks: dict[int, torch.Tensor]) -> None:
+        """Before the track update: the overlap counts :meth:`merge_new` may need, posted to the step's download
+        (runtime/download.py) so they come down with the tracker's statistics instead of in a read of their own.
+        Which masks are empty is only known after that download, so every pair of a track started this frame with
+        another masked track is counted (a superset of the pairs tested; no read)."""
+        s = self.state
+        self._counts = {}
+        born = [tid for tid, t in s.tracks.items()
+                if t.start_frame == frame_idx and t.origin == "detection" and tid in masks]
+        others = [tid for tid in s.tracks if tid in masks]
+        pairs = [(a, b) for a in born for b in others if a != b]
+        if not pairs:
+            return
+        thr = s.settings.mask_threshold
+        vals = []
+        for a, b in pairs:
+            ma, mb = masks[a] > thr, masks[b] > thr
+            vals.append(torch.stack([(ma & mb).sum(), ma.sum()]).float())
+
+        def then(v: list[float]) -> None:
+            self._counts = {pair: (v[2 * i], v[2 * i + 1]) for i, pair in enumerate(pairs)}
+
+        s.download.post(torch.stack(vals), then)
+
     def merge_new(self, frame_idx: int) -> None:
         """End tracks started this frame whose first mask lies mostly inside another track's mask.
 
         Box checks cannot tell a partial duplicate (an upper-body box of someone already tracked, or two boxes on
         the same person in the first frame) from a second person; the first masks can. Only new tracks are tested,
-        so established tracks are never merged away; ids forced by the caller (seeds, re-prompts) are kept.
+        so established tracks are never merged away; ids forced by the caller (seeds, re-prompts) are kept. The
+        counts come from :meth:`post_counts` (the step's download).
         """
         s = self.state
         born = [
@@ -57,15 +83,16 @@ class Duplicates:
         pairs = [(a, b) for a in born for b in others if a != b and a in s.probs]
         if not pairs:
             return
-        thr = s.settings.mask_threshold
-        vals = []
-        for a, b in pairs:
-            ma, mb = s.probs[a] > thr, s.probs[b] > thr
-            vals.append(torch.stack([(ma & mb).sum(), ma.sum()]).float())
-        frac = torch.stack(vals).cpu().numpy()
-        # Both orders of two new tracks are among the pairs, so "how much of b lies inside a" is read from the
-        # same download (no second transfer per pair).
-        counts = {pair: (float(inter), float(area)) for pair, (inter, area) in zip(pairs, frac)}
+        # Both orders of two new tracks are among the pairs, so "how much of b lies inside a" is in the same
+        # download (no second transfer per pair).
+        counts = dict(self._counts)
+        missing = [p for p in pairs if p not in counts]
+        if missing:  # a caller that did not post them (not the view's step): one read for those
+            thr = s.settings.mask_threshold
+            vals = [torch.stack([((s.probs[a] > thr) & (s.probs[b] > thr)).sum(), (s.probs[a] > thr).sum()]).float()
+                    for a, b in missing]
+            counts.update(zip(missing, (tuple(v) for v in torch.stack(vals).cpu().tolist())))
+        frac = [counts[p] for p in pairs]
         ended: set[int] = set()
         for (a, b), (inter, area) in zip(pairs, frac):
             if a in ended or b in ended or area <= 0:

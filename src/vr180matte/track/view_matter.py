@@ -223,6 +223,7 @@ class ViewMatter:
         # 4) segmentation and track update (excluded regions of the prompts file are nobody's).
         masks = self.segmenter.segment(frame_idx, image)
         masks = self.exclusions.masks(frame_idx, image, masks)
+        self.duplicates.post_counts(frame_idx, masks)  # read with the tracker's statistics, one download
         self.updater.update(frame_idx, masks)
         self.duplicates.merge_new(frame_idx)
 
