@@ -115,8 +115,9 @@ class MasterSlave(StereoMode):
         new = [tid for tid in sorted(left_live - right_live)
                if lm.tracks.get(tid) is not None and lm.tracks[tid].box is not None]  # else retried next frame
         partners = {tid: self._partner(lm.tracks[tid].box, ldets, rdets, pairs) for tid in new}
+        # The seeds' disparities, and with them this frame's validation measurement of the left eye's other people.
         measured = stage.seed_disparities(left_img, right_img,
-                                          [(tid, lm.tracks[tid].prob, partners[tid][0]) for tid in new])
+                                          [(tid, lm.tracks[tid].prob, partners[tid][0]) for tid in new], lm)
         for tid, d in zip(new, measured):
             tm = lm.tracks[tid]
             rbox = partners[tid][1]
@@ -127,6 +128,7 @@ class MasterSlave(StereoMode):
             if stage.trace is not None:
                 stage.trace.event("stereo", "seeded", frame_idx, tid, disparity=float(dm))
         rm = stage.right.step(frame_idx, right_img, seeds=seeds, run_detector=False,
+                              before_update=lambda masks, download: stage.validator.post_bands(lm, masks, download),
                               **({"detections": rdets} if rdets is not None else {}))
         return stage.validate(frame_idx, left_img, right_img, lm, rm, skip_measure=set(seeds))
 

@@ -148,6 +148,9 @@ class StereoValidator:
         self.measure = measure
         self.smoother = DisparitySmoother(float(st.disparity_smoothing))
         self._ref_area: dict[int, float] = {}  # person -> agreed mask area on the last validated frame
+        # This frame only: validation measurements made with the seeds, and row bands posted by the right view.
+        self._premeasured: dict[int, tuple[float, float]] = {}
+        self._bands: dict[int, tuple[float, float]] | None = None
 
     def load(self, state: dict | None) -> None:
         """Restore :meth:`state` (None: a fresh start)."""
@@ -165,10 +168,15 @@ class StereoValidator:
                                     prior=p if p is not None else prior)
         return self.smoother.update(tid, d, conf)
 
-    def seed_disparities(self, left_img, right_img, seeds: list[tuple[int, torch.Tensor, float | None]]
-                         ) -> list[float]:
+    def seed_disparities(self, left_img, right_img, seeds: list[tuple[int, torch.Tensor, float | None]],
+                         lm: FrameMatte | None = None) -> list[float]:
         """:meth:`disparity` of every ``(tid, left_prob, prior)`` (new left tracks the right eye is seeded from),
-        measured in one batched call (three downloads for all of them, not about ten reads each)."""
+        measured in one batched call (three downloads for all of them, not about ten reads each).
+
+        With ``lm`` (the left eye's matte of the frame), this frame's validation measurement of every other person
+        the left eye has is made in the same call and kept for :meth:`validate` (its jobs need only the left masks
+        and the right image, both known now): a frame that seeds measures once, not twice."""
+        self._premeasured = {}
         if not seeds:
             return []
         jobs = []
@@ -176,7 +184,43 @@ class StereoValidator:
             p = self.smoother.predict(tid)
             jobs.append(DisparityJob(left_img, right_img, prob, self.stage.max_disp,
                                      prior=p if p is not None else prior))
-        return [self.smoother.update(tid, d, conf) for (tid, _, _), (d, conf) in zip(seeds, self.measure(jobs)[0])]
+        seeded = {tid for tid, _, _ in seeds}
+        more = [] if lm is None else [tid for tid in sorted(lm.tracks)
+                                      if tid not in seeded and lm.tracks[tid].box is not None]
+        for tid in more:
+            jobs.append(self._left_job(tid, left_img, right_img, lm.tracks[tid]))
+        got = self.measure(jobs)[0]
+        self._premeasured = dict(zip(more, got[len(seeds):]))
+        return [self.smoother.update(tid, d, conf) for (tid, _, _), (d, conf) in zip(seeds, got)]
+
+    def _left_job(self, tid: int, left_img, right_img, lt: TrackMask) -> DisparityJob:
+        """The validation's measurement of a person the left eye has: left to right, the smoother's prior."""
+        return DisparityJob(left_img, right_img, lt.prob, self.stage.max_disp, prior=self.smoother.predict(tid))
+
+    def post_bands(self, lm: FrameMatte, right_masks: dict[int, torch.Tensor], download) -> None:
+        """Before the right eye's track update (master-slave): every person's row band (rows where the left mask
+        or the right mask is non-zero), posted to the right view's download so it comes down with that view's
+        statistics; :meth:`validate` then reads no band of its own. A person whose right mask turns out empty is
+        compared against zeros there, so its band here (the mask's rows too) is wider than needed, never narrower:
+        the banded steps are exact on any band that covers the non-zero rows."""
+        tids = sorted(set(lm.tracks) | set(right_masks))
+        pairs = []
+        for tid in tids:
+            lt, pr = lm.tracks.get(tid), right_masks.get(tid)
+            pl = lt.prob if lt is not None and lt.box is not None else None
+            if pl is None and pr is None:
+                continue
+            pairs.append((tid, pl if pl is not None else torch.zeros_like(pr), pr if pr is not None else torch.zeros_like(pl)))
+        self._bands = None
+        if not pairs:
+            self._bands = {}
+            return
+        spans = _band_spans([(a, b) for _, a, b in pairs])
+
+        def then(v: list[float]) -> None:
+            self._bands = {tid: (v[2 * i], v[2 * i + 1]) for i, (tid, _, _) in enumerate(pairs)}
+
+        download.post(spans, then)
 
     def _measure_all(self, ids, left_img, right_img, lm: FrameMatte, rm: FrameMatte, skip: set[int],
                      extra: torch.Tensor | None = None) -> tuple[dict, list[float]]:
@@ -193,15 +237,17 @@ class StereoValidator:
                 continue
             p = self.smoother.predict(tid)
             if lt is not None and lt.box is not None:
-                jobs.append(DisparityJob(left_img, right_img, lt.prob, max_disp, prior=p))
+                if tid in self._premeasured:
+                    continue  # measured with the frame's seeds (seed_disparities)
+                jobs.append(self._left_job(tid, left_img, right_img, lt))
             elif rt is not None and rt.box is not None:
                 jobs.append(DisparityJob(right_img, left_img, rt.prob, max_disp // 4 + 1, min_disp=-max_disp,
                                          prior=None if p is None else -p))
             else:
                 continue
             tids.append(tid)
-        got, extra_values = self.measure(jobs, extra)
-        return dict(zip(tids, got)), extra_values
+        got, extra_values = self.measure(jobs, extra) if jobs or extra is not None else ([], [])
+        return {**self._premeasured, **dict(zip(tids, got))}, extra_values
 
     def validate(self, frame_idx, left_img, right_img, lm: FrameMatte, rm: FrameMatte,
                  skip_measure: set[int]) -> StereoResult:
@@ -230,8 +276,14 @@ class StereoValidator:
         # Disparity is horizontal, so every step below is row by row: it runs on the rows where either mask is
         # non-zero (a person's height, not the eye's) and the results are zero-padded back, bit for bit what the
         # whole eye gives. Those row bands come down with the disparity measurement's first download.
-        spans = _band_spans([(c[5], c[6]) for c in seen])
-        measured, span_values = self._measure_all(ids, left_img, right_img, lm, rm, skip_measure, spans)
+        posted, self._bands = self._bands, None
+        if posted is not None and all(c[0] in posted for c in seen):  # master-slave: with the right view's download
+            measured, _ = self._measure_all(ids, left_img, right_img, lm, rm, skip_measure)
+            span_values = [v for c in seen for v in posted[c[0]]]
+        else:
+            spans = _band_spans([(c[5], c[6]) for c in seen])
+            measured, span_values = self._measure_all(ids, left_img, right_img, lm, rm, skip_measure, spans)
+        self._premeasured = {}
         bands = _row_bands(span_values, [int(c[5].shape[0]) for c in seen])
         people: list[_Person] = []
         for tid, lt, rt, l_ok, r_ok, pl, pr in seen:

@@ -19,6 +19,7 @@ last box re-prompts it. Once the track has ended, a re-appearing person gets a n
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 
 from ..engines.base import Detection, Detector, FrameMatte, Segmenter, TrackMask
 from ..forward import Forward
+from ..runtime.download import FrameDownload
 from .association import Associator
 from .detect_schedule import DetectSchedule
 from .duplicates import Duplicates
@@ -201,6 +203,7 @@ class ViewMatter:
         detections: list[Detection] | None = None,
         seeds: dict[int, tuple[np.ndarray | None, torch.Tensor | None]] | None = None,
         run_detector: bool | None = None,
+        before_update: Callable[[dict[int, torch.Tensor], FrameDownload], None] | None = None,
     ) -> FrameMatte:
         """Process one frame of this view and return every live track's mask.
 
@@ -208,6 +211,8 @@ class ViewMatter:
         ``{id: (box, mask)}`` that create or re-prompt exactly those ids (master-slave stereo); while ``seeds`` is not
         None (an empty dict counts) this view starts no track of its own, it only re-anchors drifting ones.
         ``run_detector``: force (True) or skip (False) the own detector this frame; None = by ``detect_interval``.
+        ``before_update``: called with this frame's masks and the step's download (runtime/download.py) before the
+        track update, so a caller's numbers of these masks come down with the view's own (stereo row bands).
         """
         self.schedule.begin(frame_idx)
         device = image.device
@@ -224,6 +229,8 @@ class ViewMatter:
         masks = self.segmenter.segment(frame_idx, image)
         masks = self.exclusions.masks(frame_idx, image, masks)
         self.duplicates.post_counts(frame_idx, masks)  # read with the tracker's statistics, one download
+        if before_update is not None:
+            before_update(masks, self.state.download)
         self.updater.update(frame_idx, masks)
         self.duplicates.merge_new(frame_idx)
 
