@@ -70,8 +70,7 @@ def mask_boxes(masks: list[torch.Tensor], threshold: float = MASK_THRESHOLD) -> 
     """:func:`mask_box` of several tensors (any sizes, one device) in one download: one host read for all."""
     if not masks:
         return []
-    v = torch.stack([_box_of(m > threshold) for m in masks]).cpu().numpy()
-    return [None if b[2] <= 0 else b.astype(np.float32) for b in v]
+    return boxes_from_rows(box_rows(masks, threshold).cpu().numpy())
 
 
 def box_rows(masks: list[torch.Tensor], threshold: float = MASK_THRESHOLD,

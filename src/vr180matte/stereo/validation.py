@@ -235,12 +235,12 @@ class StereoValidator:
             lt, rt = lm.tracks.get(tid), rm.tracks.get(tid)
             if tid in skip:
                 continue
-            p = self.smoother.predict(tid)
             if lt is not None and lt.box is not None:
                 if tid in self._premeasured:
                     continue  # measured with the frame's seeds (seed_disparities)
                 jobs.append(self._left_job(tid, left_img, right_img, lt))
             elif rt is not None and rt.box is not None:
+                p = self.smoother.predict(tid)
                 jobs.append(DisparityJob(right_img, left_img, rt.prob, max_disp // 4 + 1, min_disp=-max_disp,
                                          prior=None if p is None else -p))
             else:

@@ -52,16 +52,10 @@ class Duplicates:
         pairs = [(a, b) for a in born for b in others if a != b]
         if not pairs:
             return
-        thr = s.settings.mask_threshold
-        vals = []
-        for a, b in pairs:
-            ma, mb = masks[a] > thr, masks[b] > thr
-            vals.append(torch.stack([(ma & mb).sum(), ma.sum()]).float())
-
         def then(v: list[float]) -> None:
             self._counts = {pair: (v[2 * i], v[2 * i + 1]) for i, pair in enumerate(pairs)}
 
-        s.download.post(torch.stack(vals), then)
+        s.download.post(_pair_counts(masks, pairs, s.settings.mask_threshold), then)
 
     def merge_new(self, frame_idx: int) -> None:
         """End tracks started this frame whose first mask lies mostly inside another track's mask.
@@ -88,10 +82,8 @@ class Duplicates:
         counts = dict(self._counts)
         missing = [p for p in pairs if p not in counts]
         if missing:  # a caller that did not post them (not the view's step): one read for those
-            thr = s.settings.mask_threshold
-            vals = [torch.stack([((s.probs[a] > thr) & (s.probs[b] > thr)).sum(), (s.probs[a] > thr).sum()]).float()
-                    for a, b in missing]
-            counts.update(zip(missing, (tuple(v) for v in torch.stack(vals).cpu().tolist())))
+            got = _pair_counts(s.probs, missing, s.settings.mask_threshold).cpu().tolist()
+            counts.update(zip(missing, (tuple(v) for v in got)))
         frac = [counts[p] for p in pairs]
         ended: set[int] = set()
         for (a, b), (inter, area) in zip(pairs, frac):
@@ -116,6 +108,12 @@ class Duplicates:
             inter, area = counts[a, b]
         else:
             s = self.state
-            ma, mb = s.probs[a] > s.settings.mask_threshold, s.probs[b] > s.settings.mask_threshold
-            inter, area = (float(v) for v in torch.stack([(ma & mb).sum(), ma.sum()]).cpu().tolist())
+            inter, area = _pair_counts(s.probs, [(a, b)], s.settings.mask_threshold)[0].cpu().tolist()
         return inter / area if area > 0 else 0.0
+
+
+def _pair_counts(masks: dict[int, torch.Tensor], pairs: list[tuple[int, int]], thr: float) -> torch.Tensor:
+    """(P, 2) float on the device: for each pair ``(a, b)``, the pixels of ``a``'s mask inside ``b``'s and the
+    pixels of ``a``'s mask (each mask thresholded once, however many pairs it is in; no read)."""
+    on = {t: masks[t] > thr for pair in pairs for t in pair}
+    return torch.stack([torch.stack([(on[a] & on[b]).sum(), on[a].sum()]) for a, b in pairs]).float()
