@@ -23,7 +23,7 @@ class Oracle:
         self.boxes = {}
         self.shift = (0.0, 0.0)
 
-    def add_prompt(self, tid, box=None, mask=None):
+    def add_prompt(self, tid, box=None, mask=None, box_is_mask=False):
         self.boxes[tid] = np.asarray(box, np.float32).copy()
 
     def remove_track(self, tid):
@@ -146,8 +146,8 @@ def test_read_free_lanes_post_their_numbers_and_give_what_the_reading_path_gives
     free, free_reads, free_stats = play(True)
     read, read_reads, read_stats = play(False)
     assert free_stats == read_stats and free_stats["reanchors"] >= 1 and free_stats["contested_pixels"] > 0
-    # frame 3 routes the re-anchored lane's mask prompt: its box is read (both paths)
-    assert free_reads == [0, 0, 0, 1] and read_reads == [1, 1, 1, 2]
+    # frame 3 routes the re-anchored lane's mask prompt: its box is the lane's measured box, so no read for it
+    assert free_reads == [0, 0, 0, 0] and read_reads == [1, 1, 1, 1]
     for a, b in zip(free, read):
         assert a.keys() == b.keys() and all(torch.equal(a[t], b[t]) for t in a)
 

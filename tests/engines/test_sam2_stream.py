@@ -144,6 +144,34 @@ def test_mask_prompt_is_taken_as_the_mask(model):
     assert set(seg.segment(1, _frames(1)[0])) == {6}
 
 
+def test_a_mask_prompt_with_its_own_box_is_not_read_and_gives_the_same_mask(model):
+    """box_is_mask (the caller measured the box on the mask): no emptiness read, the same conditioning mask."""
+    from vr180matte.runtime.host_reads import HostReadCounter
+
+    mask = torch.zeros(H, W)
+    mask[8:40, 12:36] = 0.9
+    outs, reads = [], []
+    for own in (False, True):
+        seg = _seg(model)
+        seg.add_prompt(5, mask=mask, box=np.array([12, 8, 35, 39], np.float32), box_is_mask=own)
+        with HostReadCounter() as c:
+            outs.append(seg.segment(0, _frames(1)[0])[5])
+        reads.append(c.total("reads"))
+    assert torch.equal(outs[0], outs[1]) and reads[1] == reads[0] - 1
+
+
+def test_a_known_nonempty_mask_too_thin_for_the_model_size_keeps_its_strongest_pixels(model):
+    seg = _seg(model)
+    big = torch.zeros(640, 640)
+    big[300, 200:203] = 1.0  # a 3-pixel person: under 0.5 everywhere once resized to 64 px
+    assert float(seg._mask_input(big).sum()) == 0.0
+    kept = seg._mask_input(big, nonempty=True)[0, 0]
+    assert 1 <= float(kept.sum()) <= 4 and abs(int(kept.nonzero()[0, 0]) - 30) <= 1
+    plain = torch.zeros(640, 640)
+    plain[100:400, 150:300] = 1.0  # any other mask: the plain threshold, bit for bit
+    assert torch.equal(seg._mask_input(plain, nonempty=True), seg._mask_input(plain))
+
+
 def test_exception_leaves_state_untouched_and_reset_works(model, monkeypatch):
     seg = _seg(model)
     f = _frames(3, seed=4)

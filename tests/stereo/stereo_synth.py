@@ -214,11 +214,17 @@ class GTSegmenter:
         self.person: dict[int, int | None] = {}
         self._pending: set[int] = set()
         self.prompts: list[tuple[int, np.ndarray | None, bool]] = []
+        self.own_box_prompts = 0  # prompts flagged box_is_mask (checked against their masks)
 
-    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
+    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None,
+                   box_is_mask: bool = False) -> None:
         if box is None and mask is not None:
             box = mask_box(mask.detach().cpu().numpy())
         self.prompts.append((track_id, None if box is None else np.asarray(box, np.float32), mask is not None))
+        if box_is_mask:  # the contract (engines/base.py): the box is the mask's own, so the mask is not empty
+            own = mask_box(mask.detach().cpu().numpy())
+            assert own is not None and np.allclose(own, box, atol=1.0), (own, box)
+            self.own_box_prompts += 1
         if box is not None:
             self.boxes[track_id] = np.asarray(box, np.float32)
             self._pending.add(track_id)

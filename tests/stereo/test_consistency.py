@@ -106,6 +106,8 @@ def test_other_correction_methods(clip, method):
         assert stage.report()["reprompts"] == len(corr)
         # Re-prompts happened through ViewMatter (the segmenter double saw mask prompts after the correction).
         assert sum(1 for p in stage.right.segmenter.prompts if p[2]) >= 2 + len(corr)
+        # each correction's re-prompt carries its mask's own box: routing it reads nothing (issue 19)
+        assert stage.right.segmenter.own_box_prompts + stage.left.segmenter.own_box_prompts == len(corr)
     else:
         assert all(c["eye"] == "both" for c in corr)
         # Ensemble: both eyes carry the same fused mask (up to the disparity shift).

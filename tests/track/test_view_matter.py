@@ -111,7 +111,7 @@ class ColourSegmenter:
         self.prompts: list[tuple[int, int]] = []  # (frame, id) log for assertions
         self.removed: list[int] = []
 
-    def add_prompt(self, track_id, box=None, mask=None):
+    def add_prompt(self, track_id, box=None, mask=None, box_is_mask=False):
         assert box is not None or mask is not None
         if mask is not None:
             assert mask.dtype == torch.float32 and mask.shape == (H, W)

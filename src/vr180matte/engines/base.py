@@ -58,11 +58,14 @@ class Segmenter(Protocol):
 
     name: str
 
-    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
+    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None, *,
+                   box_is_mask: bool = False) -> None:
         """Start or re-prompt ``track_id`` on the next frame given to :meth:`segment`.
 
         ``box`` and/or ``mask`` (processing resolution). A re-prompt replaces the track's prompt; memory-based
-        segmenters (SAM2) treat the prompted frame as a conditioning frame.
+        segmenters (SAM2) treat the prompted frame as a conditioning frame. ``box_is_mask``: ``box`` is ``mask``'s
+        own box (its pixels > 0.5, as the caller already downloaded it), so the mask is known not to be empty and
+        a segmenter that needs its box or its emptiness reads neither (issue 19: no read of a known value).
         """
         ...
 

@@ -95,8 +95,10 @@ class EmbeddedSegmenter:
                 if tid in self._tracks and self._tracks[tid].prior_box is not None}
 
     # -- prompts -----------------------------------------------------------------------------------------------
-    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
-        """Start ``track_id`` or re-anchor it at ``box`` (or the box of ``mask``) from the next frame on."""
+    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None, *,
+                   box_is_mask: bool = False) -> None:
+        """Start ``track_id`` or re-anchor it at ``box`` (or the box of ``mask``) from the next frame on (a given
+        box wins, so ``box_is_mask`` changes nothing here)."""
         if box is None and mask is not None:
             box = mask_box(mask.detach().to("cpu").float().numpy())
         if box is None:

@@ -83,8 +83,10 @@ class MobileSamSegmenter:
     def device(self) -> torch.device:
         return self.predictor.device
 
-    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
-        """(Re-)prompt ``track_id`` from the next frame on; a mask prompt is reduced to its box."""
+    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None, *,
+                   box_is_mask: bool = False) -> None:
+        """(Re-)prompt ``track_id`` from the next frame on; a mask prompt is reduced to its box (a given box wins,
+        so ``box_is_mask`` changes nothing here)."""
         if isinstance(box, torch.Tensor):  # e.g. a box another stage already holds on the device
             b = box.to(self.device, torch.float32).reshape(4)
         elif box is not None:

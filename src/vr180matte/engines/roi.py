@@ -91,12 +91,13 @@ class RoiSegmenter:
     def device(self) -> torch.device:
         return getattr(self.full, "device", torch.device("cpu"))
 
-    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
+    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None, *,
+                   box_is_mask: bool = False) -> None:
         """Routed on the next :meth:`segment`, when the eye's size is known."""
         if box is None and mask is None:
             raise ValueError("add_prompt needs a box or a mask")
         self._pending[int(track_id)] = _Pending(None if box is None else np.asarray(box, np.float32).reshape(4),
-                                                mask)
+                                                mask, bool(box_is_mask and box is not None and mask is not None))
 
     def remove_track(self, track_id: int) -> None:
         tid = int(track_id)
@@ -164,7 +165,8 @@ class RoiSegmenter:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        masked = [tid for tid, p in pending.items() if p.mask is not None]  # their boxes: one download
+        # The boxes of mask prompts route them: one download for those whose box is not known yet.
+        masked = [tid for tid, p in pending.items() if p.mask is not None and not p.box_is_mask]
         from_masks = dict(zip(masked, mask_boxes([pending[tid].mask for tid in masked])))
         boxes = {}
         for tid, p in pending.items():
@@ -176,6 +178,7 @@ class RoiSegmenter:
         to_lane = set(small[: max(free, 0)])
         for tid, p in pending.items():
             box = boxes[tid]
+            own = p.mask is not None and (p.box_is_mask or from_masks.get(tid) is not None)  # box = the mask's box
             if tid in to_lane:
                 if tid in self._full_ids:
                     self._full_ids.discard(tid)
@@ -187,8 +190,9 @@ class RoiSegmenter:
                 # frame in the same memory bank), so detector re-prompts do not reset its memory
                 x0, y0, x1, y1 = lane.window
                 mask = None if p.mask is None else p.mask[y0:y1, x0:x1]
+                # the window holds the whole box, so a mask's own box stays its crop's own box
                 lane.seg.add_prompt(tid, box=np.array([box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0],
-                                                      np.float32), mask=mask)
+                                                      np.float32), mask=mask, box_is_mask=own)
                 if tid not in self.lanes:
                     self.stats["lanes_started"] += 1
                 self.lanes[tid] = lane
@@ -196,7 +200,7 @@ class RoiSegmenter:
                 if self.lanes.pop(tid, None) is not None:
                     self.stats["to_full"] += 1
                 self._full_ids.add(tid)
-                self.full.add_prompt(tid, box=p.box if p.mask is None else box, mask=p.mask)
+                self.full.add_prompt(tid, box=p.box if p.mask is None else box, mask=p.mask, box_is_mask=own)
 
     def _maybe_reanchor(self, tid: int, lane: _Lane, b: np.ndarray | None, full: torch.Tensor,
                         H: int, W: int) -> None:
@@ -206,7 +210,9 @@ class RoiSegmenter:
         x0, y0 = lane.window[:2]
         if self.crops.misfit(np.array([b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0], np.float32), lane.window, H, W):
             self.stats["reanchors"] += 1
-            self._pending[tid] = _Pending(None, full)
+            # ``b`` was measured on the lane's mask, pasted unchanged into ``full``: the full mask's own box
+            self._pending[tid] = _Pending(np.array([b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0], np.float32), full,
+                                          box_is_mask=True)
 
 
 def with_roi(cfg, make_inner: Callable[[], Any], batch: BatchFn, device: torch.device | str = "cpu") -> Any:

@@ -27,6 +27,7 @@ class _Lane:
 class _Pending:
     box: np.ndarray | None
     mask: torch.Tensor | None
+    box_is_mask: bool = False  # ``box`` is the mask's own box (Segmenter.add_prompt)
 
 
 def crop(image: torch.Tensor, window: tuple[int, int, int, int]) -> torch.Tensor:

@@ -52,6 +52,7 @@ _UNBOUNDED_FRAMES = 1 << 30  # "video length" handed to SAM2 when streaming (onl
 class _Prompt:
     box: np.ndarray | None
     mask: torch.Tensor | None
+    box_is_mask: bool = False  # the mask is known not to be empty (Segmenter.add_prompt)
 
 
 def _autocast(device: torch.device, fp16: bool):
@@ -107,17 +108,19 @@ class StreamingSam2Segmenter:
         self._last_frame: int | None = None
         self._prefetched: tuple | None = None  # (frame_idx, batch backbone, row) from prefetch_batch
 
-    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None) -> None:
+    def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None, *,
+                   box_is_mask: bool = False) -> None:
         """Prompt ``track_id`` on the next frame (new track, or a conditioning frame for an existing one).
 
         A non-empty ``mask`` wins over ``box`` (it carries more information: chunk hand-off); an empty mask
-        falls back to ``box`` when one is given.
+        falls back to ``box`` when one is given. With ``box_is_mask`` (the mask is known not to be empty) nobody
+        asks whether it is: see :meth:`_mask_input`.
         """
         if box is None and mask is None:
             raise ValueError("add_prompt needs a box or a mask")
         if box is not None:
             box = np.asarray(box, dtype=np.float32).reshape(4)
-        self._pending[int(track_id)] = _Prompt(box=box, mask=mask)
+        self._pending[int(track_id)] = _Prompt(box=box, mask=mask, box_is_mask=bool(box_is_mask and mask is not None))
 
     def remove_track(self, track_id: int) -> None:
         """Forget ``track_id``: its memory bank is released at once."""
@@ -157,14 +160,21 @@ class StreamingSam2Segmenter:
         return segment_batch([self], frame_idx, [image])[0]
 
     # ------------------------------------------------------------------ internals
-    def _mask_input(self, mask: torch.Tensor) -> torch.Tensor:
+    def _mask_input(self, mask: torch.Tensor, nonempty: bool = False) -> torch.Tensor:
         """A processing-resolution probability mask -> binary (1, 1, S, S) at the model size (may be empty: the
-        caller asks all prompts of a frame whether they are, in one read)."""
+        caller asks all prompts of a frame whether they are, in one read).
+
+        ``nonempty``: the mask has pixels > 0.5 at processing resolution (its box is known). A thin or tiny person
+        can still fall under 0.5 everywhere once resized to the model size; such a mask keeps its strongest
+        model-size pixels, so it stays a (small) mask prompt and needs no read. For any other mask those pixels
+        are >= 0.5 already, so the result is the plain threshold, bit for bit."""
         m = mask.to(self.device).float()
         if m.dim() != 2:
             raise ValueError(f"mask prompts are (H, W), got shape {tuple(m.shape)}")
         S = self.image_size
         m = F.interpolate(m[None, None], size=(S, S), mode="bilinear", align_corners=False, antialias=True)
+        if nonempty:
+            return ((m >= 0.5) | ((m == m.amax()) & (m > 0))).float()
         return (m >= 0.5).float()
 
 
@@ -229,16 +239,17 @@ def _run_views(views: list[_View], backbone: dict) -> list[dict[int, dict]]:
     # 1) prompted tracks: an initial conditioning frame each (the prompt alone decides the mask, as in SAM2)
     boxes: dict[tuple, list] = {}
     masks: dict[tuple, list] = {}
-    pending = [(k, tid, p, v.seg._mask_input(p.mask) if p.mask is not None else None)
+    pending = [(k, tid, p, v.seg._mask_input(p.mask, p.box_is_mask) if p.mask is not None else None)
                for k, v in enumerate(views) for tid, p in v.seg._pending.items()]
-    given = [m for *_, m in pending if m is not None]
-    # An empty mask prompt falls back to its box: whether each is empty, for every prompt of the frame, in one read.
-    nonempty = iter(torch.stack([m.flatten().any() for m in given]).tolist() if given else [])
+    unknown = [m for _, _, p, m in pending if m is not None and not p.box_is_mask]
+    # An empty mask prompt falls back to its box: whether each is empty, for every prompt of the frame, in one read
+    # (none for masks whose box the caller knows: they are not empty).
+    nonempty = iter(torch.stack([m.flatten().any() for m in unknown]).tolist() if unknown else [])
     for k, tid, p, m in pending:
         v = views[k]
         seg = v.seg
         key = (v.rel, seg.num_frames)
-        if m is not None and not next(nonempty):
+        if m is not None and not p.box_is_mask and not next(nonempty):
             m = None
         if m is not None or p.box is None:
             S = seg.image_size

@@ -84,7 +84,8 @@ class StereoCorrector:
             # Re-prompt the weaker eye's segmenter so the following frames recover (a lost track must be).
             view, prob, box = (self.stage.right, pr, boxes[1]) if weak == "right" else (self.stage.left, pl, boxes[0])
             if box is not None:
-                view.reprompt(tid, box=box.copy(), mask=rows.full(prob))
+                # ``box`` is ``prob``'s own box (its pixels > MASK_T, downloaded above): no read to route the prompt
+                view.reprompt(tid, box=box.copy(), mask=rows.full(prob), box_is_mask=True)
                 self.n_reprompt += 1
         rec = {"frame": int(frame_idx), "track": int(tid), "eye": eye, "method": self.method,
                "before": round(float(before), 4), "after": round(float(after), 4)}

@@ -22,11 +22,13 @@ class Prompter:
         self.state = state
 
     def request(self, track_id: int, *, box: np.ndarray | None = None, mask: torch.Tensor | None = None,
-                origin: str = "reprompt") -> None:
+                origin: str = "reprompt", box_is_mask: bool = False) -> None:
         """Queue a prompt for ``track_id`` on the next step (see :meth:`ViewMatter.reprompt`)."""
         if box is None and mask is None:
             raise ValueError(f"reprompt of track {track_id} needs a box or a mask")
         self.state.pending[int(track_id)] = (None if box is None else np.asarray(box, dtype=np.float32), mask)
+        if box_is_mask and box is not None and mask is not None:
+            self.state.pending_own_box.add(int(track_id))
         self.state.pending_origin[int(track_id)] = origin
 
     def apply(
@@ -40,10 +42,11 @@ class Prompter:
         prompted: set[int] = set()
         for tid, (box, mask) in s.pending.items():
             self.prompt(tid, box, mask, device, frame_idx, seeded=False,
-                        origin=s.pending_origin.get(tid, "reprompt"))
+                        origin=s.pending_origin.get(tid, "reprompt"), box_is_mask=tid in s.pending_own_box)
             prompted.add(tid)
         s.pending.clear()
         s.pending_origin.clear()
+        s.pending_own_box.clear()
         if seeds:
             for tid, (box, mask) in seeds.items():
                 if box is None and mask is None:
@@ -63,13 +66,15 @@ class Prompter:
         seeded: bool,
         score: float | None = None,
         origin: str = "detection",
+        box_is_mask: bool = False,
     ) -> None:
-        """Prompt the segmenter for ``tid`` on this frame, creating the track if it is new."""
+        """Prompt the segmenter for ``tid`` on this frame, creating the track if it is new (``box_is_mask``: see
+        engines/base.py ``Segmenter.add_prompt``)."""
         s = self.state
         box = None if box is None else np.asarray(box, dtype=np.float32).reshape(4)
         if mask is not None:
             mask = mask.to(device=device, dtype=torch.float32)
-        s.segmenter.add_prompt(tid, box=box, mask=mask)
+        s.segmenter.add_prompt(tid, box=box, mask=mask, box_is_mask=box_is_mask)
         t = s.tracks.get(tid)
         if t is None:
             s.ids.observe(tid)

@@ -178,14 +178,15 @@ class ViewMatter:
             self.state.resume(handoff)
 
     def reprompt(self, track_id: int, *, box: np.ndarray | None = None, mask: torch.Tensor | None = None,
-                 origin: str = "reprompt") -> None:
+                 origin: str = "reprompt", box_is_mask: bool = False) -> None:
         """Re-prompt ``track_id`` with a box and/or mask on the next :meth:`step` (stereo correction).
 
         An id that is not live is created with exactly that id (the other eye still sees the person), with
         ``origin`` ("prompt" for a box from the manual override file: such a track is not ended early because the
-        detector does not see it, since that is why the user added it).
+        detector does not see it, since that is why the user added it). ``box_is_mask``: ``box`` is ``mask``'s own
+        box (engines/base.py ``Segmenter.add_prompt``), so nobody reads the mask again to route or check it.
         """
-        self.prompter.request(track_id, box=box, mask=mask, origin=origin)
+        self.prompter.request(track_id, box=box, mask=mask, origin=origin, box_is_mask=box_is_mask)
 
     def end_track(self, track_id: int) -> None:
         """End ``track_id`` now and free its segmenter state (no-op if it is not live)."""

@@ -88,6 +88,7 @@ class ViewState:
         self.probs: dict[int, torch.Tensor] = {}  # latest mask per live track (current state only)
         self.pending: dict[int, tuple[np.ndarray | None, torch.Tensor | None]] = {}
         self.pending_origin: dict[int, str] = {}
+        self.pending_own_box: set[int] = set()  # queued prompts whose box is their mask's own (Prompter.request)
         # Optional collaborators, set by the stereo stage: the manual override file (track/prompts.py; its excluded
         # regions are applied to this view's detections and masks) and the person trace (quality/debug.py).
         self.prompts = None
@@ -108,6 +109,7 @@ class ViewState:
         """End ``track_id`` now and free its segmenter state (no-op if it is not live)."""
         track_id = int(track_id)
         self.pending.pop(track_id, None)
+        self.pending_own_box.discard(track_id)
         if self.tracks.pop(track_id, None) is None:
             return
         self.probs.pop(track_id, None)
@@ -119,6 +121,7 @@ class ViewState:
         self.tracks.clear()
         self.probs.clear()
         self.pending.clear()
+        self.pending_own_box.clear()
 
     def resume(self, handoff: ViewHandoff) -> None:
         """Recreate the hand-off's tracks; each is prompted with its mask on the next step."""
