@@ -177,19 +177,19 @@ def test_stereo_validation_measures_all_persons_in_one_batched_call(clip, mode, 
     """StereoStage.validate measures every person of a frame with one measure_disparities_with call; disparities and
     agreements equal measuring person by person (the previous path)."""
     import test_consistency as tc
-    from vr180matte.stereo import consistency, validation
+    from vr180matte.stereo import consistency, measure
 
     calls, seeding = [], []
     real = consistency.measure_disparities_with
     monkeypatch.setattr(consistency, "measure_disparities_with",
                         lambda jobs, extra=None: calls.append(len(jobs)) or real(jobs, extra))
-    real_seed = validation.StereoValidator.seed_disparities
+    real_seed = measure.PersonDisparities.seed_disparities
 
     def seed(self, left_img, right_img, seeds, lm=None):  # new left tracks seeding the right eye: one call too
         seeding.extend([len(seeds)] if seeds else [])
         return real_seed(self, left_img, right_img, seeds, lm)
 
-    monkeypatch.setattr(validation.StereoValidator, "seed_disparities", seed)
+    monkeypatch.setattr(measure.PersonDisparities, "seed_disparities", seed)
     batched = tc.run(tc.build(clip, mode), clip)
     seeded = list(seeding)  # the batched run's
     one_by_one = lambda jobs, extra=None: (  # noqa: E731

@@ -19,7 +19,8 @@ from ..boxes import mask_stats_on_device
 from ..config import Config
 from ..engines.base import FrameMatte, TrackMask
 from .correction import StereoCorrector
-from .disparity import DisparityJob, DisparitySmoother, measure_disparities_with, measure_disparity, shift_mask
+from .disparity import measure_disparities_with, shift_mask
+from .measure import PersonDisparities
 from .result import MASK_T, StereoResult, band_box, iou_on_device
 
 if TYPE_CHECKING:  # the stage builds this part; only type hints go the other way
@@ -130,9 +131,8 @@ def _compare(people: list[_Person], bands: list[_Rows]) -> list[_Compared]:
 class StereoValidator:
     """Measures, compares and (via :class:`StereoCorrector`) corrects both eyes of each person of a frame.
 
-    Reads the stage's views, this frame's ``max_disp`` and ``use_mapping``. ``measure``: the batched disparity
-    measurement (stereo/disparity.py ``measure_disparities_with``: ``(jobs, extra=None) -> (results, extra's
-    values)``).
+    Reads the stage's views, this frame's ``max_disp`` and ``use_mapping``. The disparities are measured and
+    smoothed by :class:`PersonDisparities` (stereo/measure.py, given ``measure``).
     """
 
     def __init__(self, cfg: Config, stage: StereoStage, fuse_edges: bool = True,
@@ -145,57 +145,19 @@ class StereoValidator:
         # two eyes carry the same edge (independent segmenter noise otherwise shimmers between the eyes).
         self.fuse_edges = bool(fuse_edges)
         self.n_fused = 0
-        self.measure = measure
-        self.smoother = DisparitySmoother(float(st.disparity_smoothing))
+        self.disparities = PersonDisparities(stage, float(st.disparity_smoothing), measure)
         self._ref_area: dict[int, float] = {}  # person -> agreed mask area on the last validated frame
-        # This frame only: validation measurements made with the seeds, and row bands posted by the right view.
-        self._premeasured: dict[int, tuple[float, float]] = {}
+        # This frame only: row bands posted by the right view (post_bands).
         self._bands: dict[int, tuple[float, float]] | None = None
 
     def load(self, state: dict | None) -> None:
         """Restore :meth:`state` (None: a fresh start)."""
-        self.smoother.load((state or {}).get("disparity"))
+        self.disparities.smoother.load((state or {}).get("disparity"))
         self._ref_area = {int(k): float(v) for k, v in (state or {}).get("ref_area", {}).items()}
 
     def state(self) -> dict:
         """Picklable hand-off: ``{"disparity": {id: (value, velocity)}, "ref_area": {id: area}}``."""
-        return {"disparity": self.smoother.state(), "ref_area": dict(self._ref_area)}
-
-    def disparity(self, tid: int, left_img, right_img, left_prob, prior: float | None) -> float:
-        """Measure this frame's disparity of ``tid`` and return the smoothed value."""
-        p = self.smoother.predict(tid)
-        d, conf = measure_disparity(left_img, right_img, left_prob, max_disp=self.stage.max_disp,
-                                    prior=p if p is not None else prior)
-        return self.smoother.update(tid, d, conf)
-
-    def seed_disparities(self, left_img, right_img, seeds: list[tuple[int, torch.Tensor, float | None]],
-                         lm: FrameMatte | None = None) -> list[float]:
-        """:meth:`disparity` of every ``(tid, left_prob, prior)`` (new left tracks the right eye is seeded from),
-        measured in one batched call (three downloads for all of them, not about ten reads each).
-
-        With ``lm`` (the left eye's matte of the frame), this frame's validation measurement of every other person
-        the left eye has is made in the same call and kept for :meth:`validate` (its jobs need only the left masks
-        and the right image, both known now): a frame that seeds measures once, not twice."""
-        self._premeasured = {}
-        if not seeds:
-            return []
-        jobs = []
-        for tid, prob, prior in seeds:
-            p = self.smoother.predict(tid)
-            jobs.append(DisparityJob(left_img, right_img, prob, self.stage.max_disp,
-                                     prior=p if p is not None else prior))
-        seeded = {tid for tid, _, _ in seeds}
-        more = [] if lm is None else [tid for tid in sorted(lm.tracks)
-                                      if tid not in seeded and lm.tracks[tid].box is not None]
-        for tid in more:
-            jobs.append(self._left_job(tid, left_img, right_img, lm.tracks[tid]))
-        got = self.measure(jobs)[0]
-        self._premeasured = dict(zip(more, got[len(seeds):]))
-        return [self.smoother.update(tid, d, conf) for (tid, _, _), (d, conf) in zip(seeds, got)]
-
-    def _left_job(self, tid: int, left_img, right_img, lt: TrackMask) -> DisparityJob:
-        """The validation's measurement of a person the left eye has: left to right, the smoother's prior."""
-        return DisparityJob(left_img, right_img, lt.prob, self.stage.max_disp, prior=self.smoother.predict(tid))
+        return {"disparity": self.disparities.smoother.state(), "ref_area": dict(self._ref_area)}
 
     def post_bands(self, lm: FrameMatte, right_masks: dict[int, torch.Tensor], download) -> None:
         """Before the right eye's track update (master-slave): every person's row band (rows where the left mask
@@ -221,33 +183,6 @@ class StereoValidator:
             self._bands = {tid: (v[2 * i], v[2 * i + 1]) for i, (tid, _, _) in enumerate(pairs)}
 
         download.post(spans, then)
-
-    def _measure_all(self, ids, left_img, right_img, lm: FrameMatte, rm: FrameMatte, skip: set[int],
-                     extra: torch.Tensor | None = None) -> tuple[dict, list[float]]:
-        """This frame's disparity measurement ``{tid: (d, confidence)}`` of every person :meth:`validate` measures,
-        in one batched call (stereo/disparity.py ``measure_disparities_with``: three downloads a frame, not about
-        ten per person; ``extra``'s values come down with the first and are returned). A person seen by the left
-        eye is searched left to right; one only the right eye has, right to left (its ``d`` is negated by the
-        caller). The prior is the smoother's prediction, as one by one."""
-        jobs, tids = [], []
-        max_disp = self.stage.max_disp
-        for tid in ids:
-            lt, rt = lm.tracks.get(tid), rm.tracks.get(tid)
-            if tid in skip:
-                continue
-            if lt is not None and lt.box is not None:
-                if tid in self._premeasured:
-                    continue  # measured with the frame's seeds (seed_disparities)
-                jobs.append(self._left_job(tid, left_img, right_img, lt))
-            elif rt is not None and rt.box is not None:
-                p = self.smoother.predict(tid)
-                jobs.append(DisparityJob(right_img, left_img, rt.prob, max_disp // 4 + 1, min_disp=-max_disp,
-                                         prior=None if p is None else -p))
-            else:
-                continue
-            tids.append(tid)
-        got, extra_values = self.measure(jobs, extra) if jobs or extra is not None else ([], [])
-        return {**self._premeasured, **dict(zip(tids, got))}, extra_values
 
     def validate(self, frame_idx, left_img, right_img, lm: FrameMatte, rm: FrameMatte,
                  skip_measure: set[int]) -> StereoResult:
@@ -278,22 +213,22 @@ class StereoValidator:
         # whole eye gives. Those row bands come down with the disparity measurement's first download.
         posted, self._bands = self._bands, None
         if posted is not None and all(c[0] in posted for c in seen):  # master-slave: with the right view's download
-            measured, _ = self._measure_all(ids, left_img, right_img, lm, rm, skip_measure)
+            measured, _ = self.disparities.measure_all(ids, left_img, right_img, lm, rm, skip_measure)
             span_values = [v for c in seen for v in posted[c[0]]]
         else:
             spans = _band_spans([(c[5], c[6]) for c in seen])
-            measured, span_values = self._measure_all(ids, left_img, right_img, lm, rm, skip_measure, spans)
-        self._premeasured = {}
+            measured, span_values = self.disparities.measure_all(ids, left_img, right_img, lm, rm, skip_measure, spans)
+        self.disparities.premeasured = {}
         bands = _row_bands(span_values, [int(c[5].shape[0]) for c in seen])
         people: list[_Person] = []
         for tid, lt, rt, l_ok, r_ok, pl, pr in seen:
             if tid in skip_measure:
-                d = self.smoother.get(tid)
+                d = self.disparities.smoother.get(tid)
             elif l_ok:
-                d = self.smoother.update(tid, *measured[tid])
+                d = self.disparities.smoother.update(tid, *measured[tid])
             else:
                 d_r, conf = measured[tid]
-                d = self.smoother.update(tid, -d_r, conf)
+                d = self.disparities.smoother.update(tid, -d_r, conf)
             d = 0.0 if d is None else float(d)
             disparity[tid] = d
             fuse = self.fuse_edges and l_ok and r_ok
@@ -336,5 +271,5 @@ class StereoValidator:
         return self.stage.result(lm, rm, agreement, disparity, corrections, before)
 
     def forget(self, tid: int) -> None:
-        self.smoother.drop(tid)
+        self.disparities.smoother.drop(tid)
         self._ref_area.pop(tid, None)
