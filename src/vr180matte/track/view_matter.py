@@ -92,14 +92,8 @@ class ViewMatter:
     tracks (Hungarian on mask-box IoU), re-prompt drifted tracks, start tracks for new people, (4) segment and update
     the tracks, ending the ones that are gone, (5) return the :class:`FrameMatte`.
 
-    ``dup_iou`` / ``dup_coverage``: an unmatched detection whose box has IoU above ``dup_iou`` with a live track's box,
-    or whose box is covered more than ``dup_coverage`` by one live track's mask, is the same person detected twice
-    and starts no track. ``confirm_end_runs``: a track with an empty mask ends early once this many detector runs in
-    a row did not see it (0 = only ``max_missed`` ends tracks). ``mask_threshold``: probability above which a pixel
-    belongs to a mask. ``occlusion_iou``: a drifted track is not re-prompted while its detection box overlaps another
-    live track's box by more than this IoU, because a box prompt on an occluded person tends to grab the occluder
-    (the drift is then the occlusion, not an error). ``dup_inside``: a track started this frame whose mask lies more
-    than this fraction inside another track's mask is the same person (a partial duplicate detection) and is ended.
+    The thresholds (``dup_iou`` ... ``dup_inside``) are documented on
+    :class:`~vr180matte.track.view_state.ViewSettings`.
     """
 
     # Attributes kept on the shared state, read and set through the view as before (the stereo stage sets prompts).

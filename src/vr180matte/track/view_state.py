@@ -32,7 +32,17 @@ __all__ = ["ViewSettings", "ViewState"]
 
 @dataclass
 class ViewSettings:
-    """The thresholds of one view's step; see :class:`~vr180matte.track.view_matter.ViewMatter` for each one."""
+    """The thresholds of one view's step (:class:`~vr180matte.track.view_matter.ViewMatter`'s arguments).
+
+    ``dup_iou`` / ``dup_coverage``: an unmatched detection whose box has IoU above ``dup_iou`` with a live track's box,
+    or whose box is covered more than ``dup_coverage`` by one live track's mask, is the same person detected twice
+    and starts no track. ``confirm_end_runs``: a track with an empty mask ends early once this many detector runs in
+    a row did not see it (0 = only ``max_missed`` ends tracks). ``mask_threshold``: probability above which a pixel
+    belongs to a mask. ``occlusion_iou``: a drifted track is not re-prompted while its detection box overlaps another
+    live track's box by more than this IoU, because a box prompt on an occluded person tends to grab the occluder
+    (the drift is then the occlusion, not an error). ``dup_inside``: a track started this frame whose mask lies more
+    than this fraction inside another track's mask is the same person (a partial duplicate detection) and is ended.
+    """
 
     detect_interval: int = 10
     max_persons: int = 16
