@@ -55,13 +55,6 @@ def _ncc_curve(left: torch.Tensor, right: torch.Tensor, weight: torch.Tensor, bo
     """
     y0, y1, x0, x1 = box
     d_lo, d_hi = shifts.start, shifts.stop - 1
-    h, w = y1 - y0, x1 - x0
-    lpatch = left[y0:y1, x0:x1]
-    m = weight[y0:y1, x0:x1]
-    msum = m.sum().clamp_min(1e-6)
-    lmean = (m * lpatch).sum() / msum
-    lc = (lpatch - lmean) * m  # weighted, centred template
-    lvar = (lc * (lpatch - lmean)).sum()
     # Strip of the right image covering every candidate position: columns x0-d_hi .. x1-d_lo.
     sx0, sx1 = x0 - d_hi, x1 - d_lo
     W = right.shape[1]
@@ -69,6 +62,31 @@ def _ncc_curve(left: torch.Tensor, right: torch.Tensor, weight: torch.Tensor, bo
     strip = right[y0:y1, max(sx0, 0):min(sx1, W)]
     if pad_l or pad_r:
         strip = F.pad(strip[None, None], (pad_l, pad_r, 0, 0), mode="replicate")[0, 0]
+    return _ncc_of_strip(left, weight, box, strip)
+
+
+def _ncc_curve_from(left: torch.Tensor, right: torch.Tensor, weight: torch.Tensor, box: tuple[int, int, int, int],
+                    d_lo: torch.Tensor, n: int) -> torch.Tensor:
+    """:func:`_ncc_curve` for the ``n`` shifts ``d_lo, d_lo + 1, ...`` where ``d_lo`` is a device scalar (a peak
+    found on the device): the strip's columns are gathered, clamped to the image (the same replicate padding), so
+    nothing is read to place the window."""
+    y0, y1, x0, x1 = box
+    cols = (x0 - (d_lo + (n - 1))) + torch.arange(x1 - x0 + n - 1, device=right.device)
+    strip = right[y0:y1].index_select(1, cols.clamp(0, right.shape[1] - 1))
+    return _ncc_of_strip(left, weight, box, strip)
+
+
+def _ncc_of_strip(left: torch.Tensor, weight: torch.Tensor, box: tuple[int, int, int, int],
+                  strip: torch.Tensor) -> torch.Tensor:
+    """The NCC curve of ``left[box]`` (weighted by ``weight[box]``) at every position of ``strip`` (the right
+    image's rows of the box, from the largest shift's columns on), in increasing shift."""
+    y0, y1, x0, x1 = box
+    lpatch = left[y0:y1, x0:x1]
+    m = weight[y0:y1, x0:x1]
+    msum = m.sum().clamp_min(1e-6)
+    lmean = (m * lpatch).sum() / msum
+    lc = (lpatch - lmean) * m  # weighted, centred template
+    lvar = (lc * (lpatch - lmean)).sum()
     s = strip[None, None]
     kern = torch.stack([lc, m])[:, None]  # (2, 1, h, w)
     cc = F.conv2d(s, kern)[0, :, 0]  # (2, n): sum(lc*R), sum(m*R) per position (position k <-> x0-d_hi+k)
@@ -76,7 +94,6 @@ def _ncc_curve(left: torch.Tensor, right: torch.Tensor, weight: torch.Tensor, bo
     rvar = (r2 - cc[1] ** 2 / msum).clamp_min(0.0)
     ncc = cc[0] / torch.sqrt(lvar.clamp_min(1e-9) * rvar.clamp_min(1e-9))
     # Position k corresponds to shift d = d_hi - k; return in increasing d.
-    del h, w
     return torch.flip(ncc, dims=[0])
 
 
@@ -206,17 +223,21 @@ def _stacked_stats(masks: list[torch.Tensor], extra: torch.Tensor | None = None
 
 
 def measure_disparities(jobs: list[DisparityJob]) -> list[tuple[float, float]]:
-    """:func:`measure_disparity` for several persons with three downloads in all instead of about ten per person
-    (each a device synchronisation on a GPU): every person's pixel count and box, then every coarse peak, then
-    every fine peak with its two neighbours. Results are bit-identical to :func:`measure_disparity` per job (the
-    same ops on the same crops; the parabola is evaluated on the host from the same three float32 values)."""
+    """:func:`measure_disparity` for several persons with two downloads in all instead of about ten per person
+    (each a device synchronisation on a GPU): every person's pixel count and box, then every peak with its two
+    neighbours. Results are bit-identical to :func:`measure_disparity` per job (the same ops on the same crops;
+    the parabola is evaluated on the host from the same three float32 values)."""
     return measure_disparities_with(jobs)[0]
 
 
 def measure_disparities_with(jobs: list[DisparityJob], extra: torch.Tensor | None = None
                              ) -> tuple[list[tuple[float, float]], list[float]]:
     """:func:`measure_disparities`, with the values of ``extra`` (the caller's numbers of the frame, e.g. the stereo
-    validation's row bands) in its first download: one read fewer for the caller."""
+    validation's row bands) in its first download: one read fewer for the caller.
+
+    The coarse-to-fine step is decided on the device: the fine window (+-2 coarse pixels around the coarse peak)
+    is cut where the coarse peak is, so no read waits between the two searches. A person whose coarse mask is
+    too thin to trust (rare: the fine search then covers the whole range, as one by one) costs one more read."""
     if not jobs and extra is None:
         return [], []
     stats, extra_values = _stacked_stats([j.mask.to(j.src.device) for j in jobs], extra)
@@ -231,24 +252,17 @@ def measure_disparities_with(jobs: list[DisparityJob], extra: torch.Tensor | Non
             out[i] = (float(j.prior) if j.prior is not None else 0.0, 0.0)
             continue
         plans.append(_Plan(i, j, max_disp, min_disp, y0, y1, x0, x1))
-    # coarse curves of every person, their peaks in one download
-    coarse = [p.coarse() for p in plans]
-    todo = [(p, c) for p, c in zip(plans, coarse) if c is not None]
-    if todo:
-        peaks = torch.stack([torch.stack([c[1], c[0].argmax().float()]) for _, c in todo]).cpu().tolist()
-        for (p, c), (mc_sum, kc) in zip(todo, peaks):
-            p.narrow(mc_sum, int(kc), c[2])
-    # fine curves, each peak index and its neighbours in one download
-    fine = []
+    # every person's peak (in the window its coarse peak places, or in the whole range), in one download
+    retry = []
+    if plans:
+        for p, row in zip(plans, torch.stack([p.search() for p in plans]).cpu().tolist()):
+            if not p.placed(row):
+                retry.append(p)  # the coarse mask was too thin: the whole range at full resolution
+    if retry:
+        for p, row in zip(retry, torch.stack([p.search() for p in retry]).cpu().tolist()):
+            p.placed(row)
     for p in plans:
-        curve, score = p.fine()
-        k = score.argmax()
-        n = curve.numel()
-        idx = torch.stack([k - 1, k, k + 1]).clamp(0, n - 1)
-        fine.append(torch.cat([k.float()[None], curve[idx]]))
-    if fine:
-        for p, (k, a, b, d) in zip(plans, torch.stack(fine).cpu().tolist()):
-            out[p.index] = p.result(int(k), a, b, d)
+        out[p.index] = p.outcome
     return out, extra_values  # type: ignore[return-value]
 
 
@@ -264,49 +278,73 @@ class _Plan:
         self.L, self.R = _gray(job.src[ra:rb]), _gray(job.dst[ra:rb].to(job.src.device))
         self.m = m[ra:rb]
         self.box = (y0 - ra, y1 - ra, x0, x1)
-        self.lo, self.hi = min_disp, max_disp
+        self.coarse_first = s > 1  # the first search places the window by the coarse peak; a retry does not
+        self.span = 0  # the last search's window: shifts lo .. lo + span
+        self.outcome: tuple[float, float] | None = None
 
-    def coarse(self):
-        """(coarse curve with the prior's penalty, coarse mask pixels, first shift), or None at scale 1."""
-        s = self.scale
-        if s == 1:
-            return None
-        y0, y1, x0, x1 = self.box
-        Lc = F.avg_pool2d(self.L[None, None], s, ceil_mode=True)[0, 0]
-        Rc = F.avg_pool2d(self.R[None, None], s, ceil_mode=True)[0, 0]
-        mc = (F.avg_pool2d(self.m[None, None], s, ceil_mode=True)[0, 0] > 0.5).float()
-        shifts = range(int(math.floor(self.min_disp / s)), int(math.ceil(self.max_disp / s)) + 1)
-        curve = _ncc_curve(Lc, Rc, mc, (y0 // s, -(-y1 // s), x0 // s, -(-x1 // s)), shifts)
-        prior = self.job.prior
-        if prior is not None:
-            curve = curve - 0.02 * torch.abs(
-                torch.arange(shifts.start, shifts.stop, device=self.L.device, dtype=torch.float32) * s - prior
-            ) / max(1, self.max_disp)
-        return curve, mc.sum(), shifts.start
+    def _penalised(self, curve: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+        """The curve with the prior's tie-breaking penalty (``shifts``: each value's disparity, float)."""
+        if self.job.prior is None:
+            return curve
+        return curve - 0.02 * torch.abs(shifts - self.job.prior) / max(1, self.max_disp)
 
-    def narrow(self, mc_sum: float, kc: int, start: int) -> None:
-        if mc_sum >= _MIN_PIXELS // 2:
-            dc = (start + kc) * self.scale
-            self.lo, self.hi = max(self.min_disp, dc - 2 * self.scale), min(self.max_disp, dc + 2 * self.scale)
+    def search(self) -> torch.Tensor:
+        """``[window placed, first shift, peak index, curve at peak - 1, peak, peak + 1]`` on the device, no read.
 
-    def fine(self):
-        curve = _ncc_curve(self.L, self.R, self.m, self.box, range(self.lo, self.hi + 1))
-        score = curve
-        if self.job.prior is not None:
-            score = curve - 0.02 * torch.abs(
-                torch.arange(self.lo, self.hi + 1, device=self.L.device, dtype=torch.float32) - self.job.prior
-            ) / max(1, self.max_disp)
-        return curve, score
+        With a coarse step: the coarse peak ``dc`` (the whole range on the pooled eyes) places the fine window
+        ``dc - 2s .. dc + 2s``, evaluated at all its ``4s + 1`` shifts with those outside ``[min_disp, max_disp]``
+        left out of the peak; "placed" is whether the coarse mask had enough pixels to trust. Else (scale 1, or
+        the retry) the whole range at full resolution."""
+        dev = self.L.device
+        if self.coarse_first:
+            self.coarse_first = False
+            s = self.scale
+            y0, y1, x0, x1 = self.box
+            Lc = F.avg_pool2d(self.L[None, None], s, ceil_mode=True)[0, 0]
+            Rc = F.avg_pool2d(self.R[None, None], s, ceil_mode=True)[0, 0]
+            mc = (F.avg_pool2d(self.m[None, None], s, ceil_mode=True)[0, 0] > 0.5).float()
+            shifts_c = range(int(math.floor(self.min_disp / s)), int(math.ceil(self.max_disp / s)) + 1)
+            curve_c = _ncc_curve(Lc, Rc, mc, (y0 // s, -(-y1 // s), x0 // s, -(-x1 // s)), shifts_c)
+            d_c = torch.arange(shifts_c.start, shifts_c.stop, device=dev, dtype=torch.float32) * s
+            lo = (shifts_c.start + self._penalised(curve_c, d_c).argmax()) * s - 2 * s  # device scalar
+            n = 4 * s + 1
+            self.span = n - 1
+            curve = _ncc_curve_from(self.L, self.R, self.m, self.box, lo, n)
+            d = (lo + torch.arange(n, device=dev)).float()
+            valid = (d >= self.min_disp) & (d <= self.max_disp)
+            score = self._penalised(curve, d).masked_fill(~valid, -math.inf)
+            placed = (mc.sum() >= _MIN_PIXELS // 2).float()
+        else:
+            lo = torch.tensor(self.min_disp, device=dev)
+            n = self.max_disp - self.min_disp + 1
+            self.span = n - 1
+            curve = _ncc_curve(self.L, self.R, self.m, self.box, range(self.min_disp, self.max_disp + 1))
+            score = self._penalised(curve, torch.arange(self.min_disp, self.max_disp + 1, device=dev,
+                                                         dtype=torch.float32))
+            placed = torch.ones((), device=dev)
+        k = score.argmax()
+        idx = torch.stack([k - 1, k, k + 1]).clamp(0, n - 1)
+        return torch.cat([torch.stack([placed, lo.float(), k.float()]), curve[idx]])
 
-    def result(self, k: int, a: float, b: float, d: float) -> tuple[float, float]:
+    def placed(self, row: list[float]) -> bool:
+        """Take a downloaded :meth:`search` row; False when the window was not placed (search again)."""
+        ok, lo, k, a, b, d = row
+        if not ok:
+            return False
+        lo, k = int(lo), int(k)
+        # the window as one by one cuts it (clamped to the range); k counted from its first shift
+        first, last = max(self.min_disp, lo), min(self.max_disp, lo + self.span)
+        self.outcome = self._result(lo + k - first, last - first + 1, first, a, b, d)
+        return True
+
+    def _result(self, k: int, n: int, first: int, a: float, b: float, d: float) -> tuple[float, float]:
         if not math.isfinite(b):
             return (float(self.job.prior) if self.job.prior is not None else 0.0, 0.0)
-        n = self.hi - self.lo + 1
         off = 0.0
         if 0 < k < n - 1 and b < EXACT_MATCH:
             den = a - 2 * b + d
             off = 0.0 if den >= 0 else max(-0.5, min(0.5, 0.5 * (a - d) / den))
-        return float(self.lo + k + off), float(max(0.0, min(1.0, b)))
+        return float(first + k + off), float(max(0.0, min(1.0, b)))
 
 
 def shift_mask(mask: torch.Tensor, dx: float) -> torch.Tensor:

@@ -46,7 +46,7 @@ class PersonDisparities:
     def seed_disparities(self, left_img, right_img, seeds: list[tuple[int, torch.Tensor, float | None]],
                          lm: FrameMatte | None = None) -> list[float]:
         """:meth:`disparity` of every ``(tid, left_prob, prior)`` (new left tracks the right eye is seeded from),
-        measured in one batched call (three downloads for all of them, not about ten reads each).
+        measured in one batched call (two downloads for all of them, not about ten reads each).
 
         With ``lm`` (the left eye's matte of the frame), this frame's validation measurement of every other person
         the left eye has is made in the same call and kept for the frame's validation (:meth:`measure_all`) (its jobs need only the left masks
@@ -75,7 +75,7 @@ class PersonDisparities:
     def measure_all(self, ids, left_img, right_img, lm: FrameMatte, rm: FrameMatte, skip: set[int],
                      extra: torch.Tensor | None = None) -> tuple[dict, list[float]]:
         """This frame's disparity measurement ``{tid: (d, confidence)}`` of every person :meth:`validate` measures,
-        in one batched call (stereo/disparity.py ``measure_disparities_with``: three downloads a frame, not about
+        in one batched call (stereo/disparity.py ``measure_disparities_with``: two downloads a frame, not about
         ten per person; ``extra``'s values come down with the first and are returned). A person seen by the left
         eye is searched left to right; one only the right eye has, right to left (its ``d`` is negated by the
         caller). The prior is the smoother's prediction, as one by one."""

@@ -186,7 +186,7 @@ class StereoValidator:
 
     def validate(self, frame_idx, left_img, right_img, lm: FrameMatte, rm: FrameMatte,
                  skip_measure: set[int]) -> StereoResult:
-        """Compare, fuse or correct every person of the frame. Host reads: the disparity measurement's three (the
+        """Compare, fuse or correct every person of the frame. Host reads: the disparity measurement's two (the
         first also brings every person's row band), one for all persons' agreement, fused boxes and areas
         (:func:`_compare`); on a frame with corrections (persons whose eyes disagree), one more for all of them."""
         agreement: dict[int, float] = {}
