@@ -149,7 +149,7 @@ def _jobs(clip):
 
 
 def _thin(clip):
-    """A person one pixel wide and 200 tall: a coarse step (scale 3) whose pooled mask is empty."""
+    """A person one pixel wide and 200 tall: a coarse step (scale 3) with no cell more than half covered."""
     from vr180matte.stereo.disparity import DisparityJob
 
     li, ri = clip.tensors(0)
@@ -161,7 +161,7 @@ def _thin(clip):
 def test_measure_disparities_bit_identical_to_one_by_one_with_two_downloads(clip):
     """All persons of a frame measured together give exactly what measuring each alone gives, with two host
     reads in all (pixel counts and boxes; every peak, its window placed by the coarse peak on the device) instead
-    of about ten per person; a person too thin for its coarse step costs a third."""
+    of about ten per person; one when the caller gives the boxes."""
     from vr180matte.stereo.disparity import measure_disparities, measure_disparities_with
 
     jobs = _jobs(clip)
@@ -180,10 +180,25 @@ def test_measure_disparities_bit_identical_to_one_by_one_with_two_downloads(clip
     with _CountReads() as carried:
         with_extra, values = measure_disparities_with(jobs, torch.tensor([[17, 3], [-1, 40]]))
     assert with_extra == one and values == [17.0, 3.0, -1.0, 40.0] and carried.n == 2
+    # jobs that carry their masks' boxes (a view's track boxes): one download in all, extra included, same results
+    import dataclasses
+
+    from vr180matte.boxes import mask_boxes
+
+    boxed = [(dataclasses.replace(j, box=b), r) for j, b, r in zip(jobs, mask_boxes([j.mask for j in jobs]), one)
+             if b is not None]  # (an empty mask has no box: a caller measures only people it sees)
+    with _CountReads() as known:
+        with_boxes, values = measure_disparities_with([j for j, _ in boxed], torch.tensor([7, 8]))
+    assert with_boxes == [r for _, r in boxed] and values == [7.0, 8.0] and known.n == 1, known.n
+    tiny = torch.zeros_like(jobs[0].mask)
+    tiny[5, 5:15] = 1.0
+    tiny[40, 5:15] = 1.0  # a box of 360 px with 20 mask pixels: too few, known only after the download
+    lone = dataclasses.replace(jobs[1], mask=tiny, box=mask_boxes([tiny])[0])
+    assert measure_disparities_with([lone]) == ([(lone.prior, 0.0)], []) and lone.prior is not None
     thin = _thin(clip)
-    with _CountReads() as retried:
+    with _CountReads() as sliver:
         got = measure_disparities(jobs[:3] + [thin])
-    assert retried.n == 3 and got == one[:3] + [measure_disparity(thin.src, thin.dst, thin.mask, max_disp=26,
+    assert sliver.n == 2 and got == one[:3] + [measure_disparity(thin.src, thin.dst, thin.mask, max_disp=26,
                                                                    prior=0.5)]
     with _CountReads() as alone:
         assert measure_disparities_with([], torch.tensor([5])) == ([], [5.0])
@@ -234,3 +249,22 @@ def test_an_exact_match_has_an_integer_disparity():
     shifted = torch.roll(img, -3, dims=1)
     d, _ = measure_disparity(img, shifted, mask, max_disp=12)
     assert d == 3.0
+
+
+@pytest.mark.parametrize("d", [7, -3, 19])
+def test_a_sliver_one_pixel_wide_is_found_by_its_coarse_cells(d):
+    """A mask too thin for the coarse grid (no cell half covered) is searched on the cells it touches: the right
+    shift, found on the device, one by one and batched alike."""
+    import cv2
+
+    from vr180matte.stereo.disparity import DisparityJob, measure_disparities
+
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur((rng.random((256, 400, 3)) * 255).astype(np.uint8), (5, 5), 1.5)
+    left = torch.from_numpy(base[:, 40:360].copy())
+    right = torch.from_numpy(base[:, 40 + d:360 + d].copy())  # right x = left x - d
+    mask = torch.zeros(256, 320)
+    mask[20:230, 150] = 1.0  # 210 px tall: coarse scale 3
+    one = measure_disparity(left, right, mask, max_disp=26)
+    assert one[0] == float(d) and one[1] > 0.9
+    assert measure_disparities([DisparityJob(left, right, mask, 26)]) == [one]

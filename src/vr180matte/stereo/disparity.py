@@ -114,6 +114,15 @@ def _parabola(c: torch.Tensor, k: int) -> float:
     return max(-0.5, min(0.5, 0.5 * (a - d) / den))
 
 
+def _coarse_weight(cover: torch.Tensor) -> torch.Tensor:
+    """The coarse search's mask from each coarse cell's person coverage: the cells more than half covered, or, for a
+    mask too thin for that grid (fewer than ``_MIN_PIXELS // 2`` such cells: a limb-wide sliver), every cell it
+    touches. Chosen on the device, so the coarse peak always places the fine window and nothing is read to decide
+    (the whole range at full resolution, the old fallback, cost a read and a search ``range / 4s`` times wider)."""
+    half = (cover > 0.5).float()
+    return torch.where(half.sum() >= _MIN_PIXELS // 2, half, (cover > 0).float())
+
+
 def measure_disparity(
     left_img: torch.Tensor,
     right_img: torch.Tensor,
@@ -157,19 +166,17 @@ def measure_disparity(
     if scale > 1:
         Lc = F.avg_pool2d(L[None, None], scale, ceil_mode=True)[0, 0]
         Rc = F.avg_pool2d(R[None, None], scale, ceil_mode=True)[0, 0]
-        mc = F.avg_pool2d(m[None, None], scale, ceil_mode=True)[0, 0]
-        mc = (mc > 0.5).float()
-        if mc.sum() >= _MIN_PIXELS // 2:
-            box_c = (y0 // scale, -(-y1 // scale), x0 // scale, -(-x1 // scale))
-            shifts_c = range(int(math.floor(min_disp / scale)), int(math.ceil(max_disp / scale)) + 1)
-            curve_c = _ncc_curve(Lc, Rc, mc, box_c, shifts_c)
-            if prior is not None:
-                curve_c = curve_c - 0.02 * torch.abs(
-                    torch.arange(shifts_c.start, shifts_c.stop, device=L.device, dtype=torch.float32) * scale - prior
-                ) / max(1, max_disp)
-            kc = int(torch.argmax(curve_c))
-            dc = (shifts_c.start + kc) * scale
-            lo, hi = max(min_disp, dc - 2 * scale), min(max_disp, dc + 2 * scale)
+        mc = _coarse_weight(F.avg_pool2d(m[None, None], scale, ceil_mode=True)[0, 0])
+        box_c = (y0 // scale, -(-y1 // scale), x0 // scale, -(-x1 // scale))
+        shifts_c = range(int(math.floor(min_disp / scale)), int(math.ceil(max_disp / scale)) + 1)
+        curve_c = _ncc_curve(Lc, Rc, mc, box_c, shifts_c)
+        if prior is not None:
+            curve_c = curve_c - 0.02 * torch.abs(
+                torch.arange(shifts_c.start, shifts_c.stop, device=L.device, dtype=torch.float32) * scale - prior
+            ) / max(1, max_disp)
+        kc = int(torch.argmax(curve_c))
+        dc = (shifts_c.start + kc) * scale
+        lo, hi = max(min_disp, dc - 2 * scale), min(max_disp, dc + 2 * scale)
     shifts = range(lo, hi + 1)
     curve = _ncc_curve(L, R, m, (y0, y1, x0, x1), shifts)
     score = curve.clone()
@@ -195,6 +202,9 @@ class DisparityJob:
     max_disp: int
     min_disp: int | None = None
     prior: float | None = None
+    # The mask's own box (xyxy of its pixels > 0.5, end-exclusive), when the caller already downloaded it (a view's
+    # track box): the search is placed without reading it again (issue 19).
+    box: np.ndarray | None = None
 
 
 def _stacked_stats(masks: list[torch.Tensor], extra: torch.Tensor | None = None
@@ -223,47 +233,58 @@ def _stacked_stats(masks: list[torch.Tensor], extra: torch.Tensor | None = None
 
 
 def measure_disparities(jobs: list[DisparityJob]) -> list[tuple[float, float]]:
-    """:func:`measure_disparity` for several persons with two downloads in all instead of about ten per person
-    (each a device synchronisation on a GPU): every person's pixel count and box, then every peak with its two
-    neighbours. Results are bit-identical to :func:`measure_disparity` per job (the same ops on the same crops;
-    the parabola is evaluated on the host from the same three float32 values)."""
+    """:func:`measure_disparity` for several persons with at most two downloads in all instead of about ten per
+    person (each a device synchronisation on a GPU): the pixel counts and boxes of the masks whose box the caller
+    did not give, then every peak with its two neighbours. Results are bit-identical to :func:`measure_disparity`
+    per job (the same ops on the same crops; the parabola is evaluated on the host from the same three float32
+    values)."""
     return measure_disparities_with(jobs)[0]
 
 
 def measure_disparities_with(jobs: list[DisparityJob], extra: torch.Tensor | None = None
                              ) -> tuple[list[tuple[float, float]], list[float]]:
     """:func:`measure_disparities`, with the values of ``extra`` (the caller's numbers of the frame, e.g. the stereo
-    validation's row bands) in its first download: one read fewer for the caller.
+    validation's row bands) in one of its downloads: one read fewer for the caller.
 
-    The coarse-to-fine step is decided on the device: the fine window (+-2 coarse pixels around the coarse peak)
-    is cut where the coarse peak is, so no read waits between the two searches. A person whose coarse mask is
-    too thin to trust (rare: the fine search then covers the whole range, as one by one) costs one more read."""
+    The coarse-to-fine step is decided on the device: the coarse peak places the fine window (+-2 coarse pixels)
+    where it is, so no read waits between the two searches. Jobs that carry their mask's box need no read to
+    place their search (their pixel count comes down with the peaks): when all do, one download in all."""
     if not jobs and extra is None:
         return [], []
-    stats, extra_values = _stacked_stats([j.mask.to(j.src.device) for j in jobs], extra)
-    if not jobs:
-        return [], extra_values
+    unknown = [i for i, j in enumerate(jobs) if j.box is None]
+    extra_values: list[float] | None = None
+    stats = {}
+    if unknown or not jobs:  # the boxes nobody gave, with extra's values
+        measured, extra_values = _stacked_stats([jobs[i].mask.to(jobs[i].src.device) for i in unknown], extra)
+        stats = dict(zip(unknown, measured))
     out: list[tuple[float, float] | None] = [None] * len(jobs)
     plans = []
-    for i, (j, (n, y0, y1, x0, x1)) in enumerate(zip(jobs, stats)):
+    for i, j in enumerate(jobs):
         max_disp = int(max(1, j.max_disp))
         min_disp = -(max_disp // 4) if j.min_disp is None else int(j.min_disp)
+        if j.box is not None:
+            x0, y0, x1, y1 = (int(v) for v in j.box)
+            n = (x1 - x0) * (y1 - y0)  # at least the pixel count: the exact one comes down with the peak
+        else:
+            n, y0, y1, x0, x1 = stats[i]
         if n < _MIN_PIXELS:
-            out[i] = (float(j.prior) if j.prior is not None else 0.0, 0.0)
+            out[i] = _no_measurement(j)
             continue
         plans.append(_Plan(i, j, max_disp, min_disp, y0, y1, x0, x1))
-    # every person's peak (in the window its coarse peak places, or in the whole range), in one download
-    retry = []
-    if plans:
-        for p, row in zip(plans, torch.stack([p.search() for p in plans]).cpu().tolist()):
-            if not p.placed(row):
-                retry.append(p)  # the coarse mask was too thin: the whole range at full resolution
-    if retry:
-        for p, row in zip(retry, torch.stack([p.search() for p in retry]).cpu().tolist()):
-            p.placed(row)
-    for p in plans:
-        out[p.index] = p.outcome
-    return out, extra_values  # type: ignore[return-value]
+    if plans or (extra_values is None and extra is not None):  # every peak (and extra if not down yet): one read
+        rows = torch.stack([p.search() for p in plans]) if plans else torch.zeros((0, 6), device=extra.device)
+        tail = [] if extra_values is not None or extra is None else [extra.float().flatten().to(rows.device)]
+        v = torch.cat([rows.flatten(), *tail]).cpu().tolist()
+        if extra_values is None:
+            extra_values = v[rows.numel():]
+        for k, p in enumerate(plans):
+            out[p.index] = p.result(v[6 * k: 6 * k + 6])
+    return out, extra_values if extra_values is not None else []  # type: ignore[return-value]
+
+
+def _no_measurement(job: DisparityJob) -> tuple[float, float]:
+    """Too few mask pixels to mean anything: the prior (or 0), zero confidence."""
+    return (float(job.prior) if job.prior is not None else 0.0, 0.0)
 
 
 class _Plan:
@@ -278,9 +299,8 @@ class _Plan:
         self.L, self.R = _gray(job.src[ra:rb]), _gray(job.dst[ra:rb].to(job.src.device))
         self.m = m[ra:rb]
         self.box = (y0 - ra, y1 - ra, x0, x1)
-        self.coarse_first = s > 1  # the first search places the window by the coarse peak; a retry does not
-        self.span = 0  # the last search's window: shifts lo .. lo + span
-        self.outcome: tuple[float, float] | None = None
+        # the fine window: shifts lo .. lo + span (lo placed on the device at scale > 1)
+        self.span = 4 * s if s > 1 else max_disp - min_disp
 
     def _penalised(self, curve: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
         """The curve with the prior's tie-breaking penalty (``shifts``: each value's disparity, float)."""
@@ -289,57 +309,46 @@ class _Plan:
         return curve - 0.02 * torch.abs(shifts - self.job.prior) / max(1, self.max_disp)
 
     def search(self) -> torch.Tensor:
-        """``[window placed, first shift, peak index, curve at peak - 1, peak, peak + 1]`` on the device, no read.
+        """``[first shift, peak index, curve at peak - 1, peak, peak + 1, mask pixels]`` on the device, no read.
 
-        With a coarse step: the coarse peak ``dc`` (the whole range on the pooled eyes) places the fine window
+        At scale > 1 the coarse peak ``dc`` (the whole range on the pooled eyes) places the fine window
         ``dc - 2s .. dc + 2s``, evaluated at all its ``4s + 1`` shifts with those outside ``[min_disp, max_disp]``
-        left out of the peak; "placed" is whether the coarse mask had enough pixels to trust. Else (scale 1, or
-        the retry) the whole range at full resolution."""
+        left out of the peak; at scale 1 the fine search covers the whole range."""
         dev = self.L.device
-        if self.coarse_first:
-            self.coarse_first = False
+        n = self.span + 1
+        if self.scale > 1:
             s = self.scale
             y0, y1, x0, x1 = self.box
             Lc = F.avg_pool2d(self.L[None, None], s, ceil_mode=True)[0, 0]
             Rc = F.avg_pool2d(self.R[None, None], s, ceil_mode=True)[0, 0]
-            mc = (F.avg_pool2d(self.m[None, None], s, ceil_mode=True)[0, 0] > 0.5).float()
+            mc = _coarse_weight(F.avg_pool2d(self.m[None, None], s, ceil_mode=True)[0, 0])
             shifts_c = range(int(math.floor(self.min_disp / s)), int(math.ceil(self.max_disp / s)) + 1)
             curve_c = _ncc_curve(Lc, Rc, mc, (y0 // s, -(-y1 // s), x0 // s, -(-x1 // s)), shifts_c)
             d_c = torch.arange(shifts_c.start, shifts_c.stop, device=dev, dtype=torch.float32) * s
             lo = (shifts_c.start + self._penalised(curve_c, d_c).argmax()) * s - 2 * s  # device scalar
-            n = 4 * s + 1
-            self.span = n - 1
             curve = _ncc_curve_from(self.L, self.R, self.m, self.box, lo, n)
             d = (lo + torch.arange(n, device=dev)).float()
-            valid = (d >= self.min_disp) & (d <= self.max_disp)
-            score = self._penalised(curve, d).masked_fill(~valid, -math.inf)
-            placed = (mc.sum() >= _MIN_PIXELS // 2).float()
+            score = self._penalised(curve, d).masked_fill((d < self.min_disp) | (d > self.max_disp), -math.inf)
         else:
             lo = torch.tensor(self.min_disp, device=dev)
-            n = self.max_disp - self.min_disp + 1
-            self.span = n - 1
             curve = _ncc_curve(self.L, self.R, self.m, self.box, range(self.min_disp, self.max_disp + 1))
             score = self._penalised(curve, torch.arange(self.min_disp, self.max_disp + 1, device=dev,
                                                          dtype=torch.float32))
-            placed = torch.ones((), device=dev)
         k = score.argmax()
         idx = torch.stack([k - 1, k, k + 1]).clamp(0, n - 1)
-        return torch.cat([torch.stack([placed, lo.float(), k.float()]), curve[idx]])
+        return torch.cat([torch.stack([lo.float(), k.float()]), curve[idx], self.m.sum()[None]])
 
-    def placed(self, row: list[float]) -> bool:
-        """Take a downloaded :meth:`search` row; False when the window was not placed (search again)."""
-        ok, lo, k, a, b, d = row
-        if not ok:
-            return False
+    def result(self, row: list[float]) -> tuple[float, float]:
+        """``(disparity, confidence)`` from a downloaded :meth:`search` row."""
+        lo, k, a, b, d, pixels = row
+        if pixels < _MIN_PIXELS:  # (a job whose box was given: its pixel count is known only now)
+            return _no_measurement(self.job)
+        if not math.isfinite(b):
+            return _no_measurement(self.job)
         lo, k = int(lo), int(k)
         # the window as one by one cuts it (clamped to the range); k counted from its first shift
         first, last = max(self.min_disp, lo), min(self.max_disp, lo + self.span)
-        self.outcome = self._result(lo + k - first, last - first + 1, first, a, b, d)
-        return True
-
-    def _result(self, k: int, n: int, first: int, a: float, b: float, d: float) -> tuple[float, float]:
-        if not math.isfinite(b):
-            return (float(self.job.prior) if self.job.prior is not None else 0.0, 0.0)
+        k, n = lo + k - first, last - first + 1
         off = 0.0
         if 0 < k < n - 1 and b < EXACT_MATCH:
             den = a - 2 * b + d
