@@ -33,3 +33,20 @@ def test_unknown_policy_is_refused_by_the_config_and_the_chooser():
         load_config(overrides=["hardware.policy=gpus"])
     with pytest.raises(ValueError):
         choose_policy(torch.device("cpu"), force="tpu")
+
+
+def test_thread_pools_follow_the_gpu_policy_for_the_run_and_are_restored():
+    import cv2
+
+    from vr180matte.runtime.policy import thread_pools
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    gpu = choose_policy(torch.device("cpu"), force="gpu", cores=4)  # a quarter of the cores: 1 thread
+    assert gpu.pool_threads and gpu.torch_threads == 1
+    with thread_pools(gpu):
+        assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == before
+    cpu = choose_policy(torch.device("cpu"), cores=2)
+    assert not cpu.pool_threads and not cpu.stage_streams
+    with thread_pools(cpu):  # the CPU policy keeps the libraries' own sizing
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == before

@@ -19,6 +19,7 @@ from ..errors import InputError, ResourceError
 from ..runtime.chunks import Chunk, WorkDir, chunk_log_entry
 from ..runtime.device import free_device_memory, is_oom
 from ..runtime.profile import StageTimer
+from ..runtime.streams import StageStreams
 from ..stereo.handoff import ChunkHandoff
 from .frame_matter import Segmented, small_prob
 from .overlap import run_stages
@@ -174,7 +175,8 @@ class ChunkRunner:
                                  threads=self.plan.policy.codec_threads)
             with reader:
                 run_stages(reader, [("segment", segment), ("finish", finish), ("encode", encode)], timer=tm,
-                           depth=int(cfg.processing.stage_queue), threaded=bool(cfg.processing.memory_pipeline))
+                           depth=int(cfg.processing.stage_queue), threaded=bool(cfg.processing.memory_pipeline),
+                           streams=StageStreams(self.plan.device, self.plan.policy.stage_streams))
             self.decoder = reader.decoder
         except BaseException:
             for writer, partial, _final in writers.values():

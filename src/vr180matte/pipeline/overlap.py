@@ -10,6 +10,9 @@ The first stage runs in the calling thread (it pulls from the source, usually th
 the others run in worker threads. A stage returns the item for the next stage, or ``None`` to drop it. Any
 exception in any stage stops the chain and is re-raised in the caller; Ctrl-C/SIGTERM in the caller stops the
 workers before it propagates.
+
+On a GPU (the device policy's ``stage_streams``) each stage thread runs on a CUDA stream of its own and items are
+handed over with an event (runtime/streams.py), so the stages' kernels overlap on the device too.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import time
 from typing import Callable, Iterable
 
 from ..runtime.profile import StageTimer, TimedQueue
+from ..runtime.streams import StageStreams
 
 _DONE = object()
 
@@ -28,23 +32,27 @@ class _Stop(Exception):
 
 
 def run_stages(source: Iterable, stages: list[tuple[str, Callable]], *, timer: StageTimer, depth: int = 2,
-               threaded: bool = True) -> None:
+               threaded: bool = True, streams: StageStreams | None = None) -> None:
     """Feed every item of ``source`` through ``stages`` (``[(name, fn), ...]``); the last stage's result is dropped.
 
     ``depth``: items each queue holds (memory: at most ``depth`` frames in flight between two stages).
     ``threaded=False`` runs everything in the calling thread, one item at a time (same results, no overlap).
+    ``streams``: a CUDA stream per stage thread, events at the hand-offs (see the module docstring).
     """
+    threaded = threaded and len(stages) > 1
+    handoff = streams if streams is not None and threaded else StageStreams("cpu", False)
+
     def timed(name: str, fn: Callable) -> Callable:
         def call(item):
             t0 = time.perf_counter()
             try:
-                return fn(item)
+                return handoff.send(fn(handoff.receive(item)))
             finally:
                 timer.add_pipeline(name, time.perf_counter() - t0)
         return call
 
     stages = [(name, timed(name, fn)) for name, fn in stages]
-    if not threaded or len(stages) == 1:
+    if not threaded:
         for item in source:
             for _name, fn in stages:
                 item = fn(item)
@@ -70,6 +78,15 @@ def run_stages(source: Iterable, stages: list[tuple[str, Callable]], *, timer: S
         raise _Stop
 
     def worker(k: int) -> None:
+        try:
+            with handoff.stage():
+                work(k)
+        except BaseException as exc:  # noqa: BLE001 - no stream for the stage: reported as the stage's error
+            errors.append(exc)
+            stop.set()
+            finished[k - 1].set()
+
+    def work(k: int) -> None:
         name, fn = stages[k]
         q_in = queues[k - 1]
         q_out = queues[k] if k < len(stages) - 1 else None
@@ -112,12 +129,13 @@ def run_stages(source: Iterable, stages: list[tuple[str, Callable]], *, timer: S
         for t in threads:  # inside the try: a signal while starting them still stops the ones that started
             t.start()
         try:
-            for item in source:
-                if stop.is_set():
-                    break
-                out = first(item)
-                if out is not None:
-                    put(queues[0], out)
+            with handoff.stage():
+                for item in source:
+                    if stop.is_set():
+                        break
+                    out = first(item)
+                    if out is not None:
+                        put(queues[0], out)
         except _Stop:
             pass
         finally:

@@ -20,6 +20,7 @@ from ..errors import InputError, LockedError, OutputError, VerificationError
 from ..runtime.chunks import WorkDir, atomic_write_json, fingerprint
 from ..runtime.device import peak_vram_mb
 from ..runtime.limits import check_sizes
+from ..runtime.policy import thread_pools
 from ..runtime.profile import MemorySampler, StageTimer
 from .chunk_runner import ChunkRunner
 from .frame_matter import make_frame_matter
@@ -132,7 +133,8 @@ def _run_locked(cfg: Config, plan: RunPlan, work: WorkDir, src: Path, out: Path,
         vram = lambda: peak_vram_mb(plan.device)  # noqa: E731
     runner: ChunkRunner | None = None
     on_sample = (lambda t, rss, v: report.sample(t, rss, v, runner.frames_done if runner else 0)) if report else None
-    with MemorySampler(vram_mb=vram, on_sample=on_sample) as mem:
+    # thread_pools: the policy's torch/OpenCV pool sizes for the run (GPU: the cores go to FFmpeg and the stages)
+    with MemorySampler(vram_mb=vram, on_sample=on_sample) as mem, thread_pools(plan.policy):
         with timer("load_models"):
             eng = _build_engine(cfg, plan, engine)
         matter = make_frame_matter(cfg, plan, eng, timer)

@@ -13,7 +13,9 @@ is frozen and travels in the run plan.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import torch
 
@@ -48,6 +50,11 @@ class DevicePolicy:
     ``codec_threads``: FFmpeg threads per decoder/encoder context (bounds FFmpeg's frame pools).
     ``torch_threads``: intra-op threads for torch on the CPU.
     ``reason``: one line saying why this policy was chosen (log and stats.json).
+    ``stage_streams``: each stage thread runs on a CUDA stream of its own, with events at the hand-offs
+    (runtime/streams.py; only ever on for a CUDA device).
+    ``pool_threads``: torch's and OpenCV's thread pools are set to ``torch_threads`` for the run
+    (:func:`thread_pools`): the GPU policy leaves the cores to FFmpeg and the stage threads; the CPU policy keeps
+    the libraries' own sizing, which its measurements were made with.
     """
 
     kind: str
@@ -63,6 +70,8 @@ class DevicePolicy:
     reason: str
     detector_warmup: bool = False
     host_resize: bool = False
+    stage_streams: bool = False
+    pool_threads: bool = False
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -86,7 +95,8 @@ def choose_policy(device: torch.device, *, force: str = "auto", cores: int | Non
         return DevicePolicy(
             kind="gpu", device=device, whole_frame=True, refine_tile=4096, sam2_state_on_device=True,
             detector_batch=32, cores=n, encoders=encoders, codec_threads=max(1, min(4, n // 4)),
-            torch_threads=max(1, min(4, n // 4)), reason=reason, detector_warmup=gpu,
+            torch_threads=max(1, min(4, n // 4)), reason=reason, detector_warmup=gpu, stage_streams=gpu,
+            pool_threads=True,
         )
     # CPU: the matting itself needs the cores; one encoder context with FFmpeg's own threads keeps the I/O
     # from oversubscribing them (on 2 cores, two contexts measured no faster than one).
@@ -95,3 +105,22 @@ def choose_policy(device: torch.device, *, force: str = "auto", cores: int | Non
         detector_batch=8, cores=n, encoders=1 if n <= 4 else max(1, n // 4), codec_threads=min(n, 16),
         torch_threads=n, reason=reason, host_resize=True,
     )
+
+
+@contextmanager
+def thread_pools(policy: DevicePolicy) -> Iterator[None]:
+    """torch's intra-op and OpenCV's thread pools at ``policy.torch_threads`` for the ``with`` block, restored
+    after (a library caller's settings are not changed for good); a no-op unless ``policy.pool_threads``."""
+    if not policy.pool_threads:
+        yield
+        return
+    import cv2
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(policy.torch_threads)
+    cv2.setNumThreads(policy.torch_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
