@@ -89,11 +89,11 @@ class PersonDisparities:
 
     def measure_all(self, ids, left_img, right_img, lm: FrameMatte, rm: FrameMatte, skip: set[int],
                      extra: torch.Tensor | None = None) -> tuple[dict, list[float]]:
-        """This frame's disparity measurement ``{tid: (d, confidence)}`` of every person the validation measures, in
-        one batched call (stereo/disparity.py ``measure_disparities_with``: one download a frame when every
-        person's box is known, not about ten per person; ``extra``'s values come down with it and are returned). A person seen by the left
-        eye is searched left to right; one only the right eye has, right to left (its ``d`` is negated by the
-        caller). The prior is the smoother's prediction, as one by one."""
+        """This frame's disparity measurement ``{tid: (d, confidence)}`` of every person the validation measures,
+        in one batched call (stereo/disparity.py ``measure_disparities_with``: one download a frame when every
+        person's box is known, not about ten per person; ``extra``'s values come down with it and are returned).
+        A person seen by the left eye is searched left to right; one only the right eye has, right to left (its
+        ``d`` is negated by the caller). The prior is the smoother's prediction, as one by one."""
         jobs, tids = [], []
         max_disp = self.stage.max_disp
         for tid in ids:
