@@ -44,12 +44,18 @@ class StageStreams:
 
     @contextmanager
     def stage(self) -> Iterator[None]:
-        """Run the calling thread's stage on a stream of its own (the current stream is per thread)."""
+        """Run the calling thread's stage on a stream of its own (the current stream is per thread). On leaving,
+        the stream's work is waited for (once a chunk): what the stage left behind (a chunk's hand-off state, the
+        last frames' tracks) is then complete for whatever stream reads it next."""
         if not self.enabled:
             yield
             return
-        with torch.cuda.stream(torch.cuda.Stream(device=self.device)):
-            yield
+        stream = torch.cuda.Stream(device=self.device)
+        try:
+            with torch.cuda.stream(stream):
+                yield
+        finally:
+            stream.synchronize()
 
     def send(self, item: Any) -> Any:
         """After a stage: ``item`` with an event recorded on the stage's stream (where its work on it ends)."""
