@@ -45,6 +45,7 @@ from .frame_finish import FrameFinisher
 from .frame_matter import OpaqueMatter, Segmented, make_frame_matter, proxy8, resize_prob, small_prob
 from .chunk_runner import geometry_after_oom
 from .plan import RunPlan, make_plan, resolved_config
+from .segment_writers import open_segment_writers
 from .report_merge import merge_reports
 
 log = logging.getLogger(__name__)
@@ -104,18 +105,8 @@ def _job(input_path: str, flat: dict, out_dir: str, out_file: str | None) -> _Jo
 
 
 def _open_writers(job: _Job, paths: dict) -> dict:
-    from ..io.writer import SegmentWriter
-
-    out, info = job.plan.output, job.plan.info
-    writers = {}
-    for eye, final in paths.items():
-        partial = job.work.partial(final)
-        # the same writer settings as the sequential chunk runner (pipeline/chunk_runner.py)
-        writer = SegmentWriter(partial, out.codec.name, out.width, out.height, info.time_base, info.fps,
-                               crf=job.cfg.output.crf, color=info.color, bit_depth=info.bit_depth,
-                               hardware=job.plan.device.type == "cuda")
-        writers[eye] = (writer, partial, final)
-    return writers
+    """The chunk's writers as the sequential runner opens them, with the writer's own thread defaults."""
+    return open_segment_writers(job.cfg, job.plan, job.work, paths)
 
 
 def _close_writers(writers: dict, ok: bool) -> None:

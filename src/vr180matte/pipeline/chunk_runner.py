@@ -24,6 +24,7 @@ from ..stereo.handoff import ChunkHandoff
 from .frame_matter import Segmented, small_prob
 from .overlap import run_stages
 from .plan import RunPlan
+from .segment_writers import encoder_info, open_segment_writers
 
 log = logging.getLogger(__name__)
 
@@ -108,28 +109,6 @@ class ChunkRunner:
             raise InputError(f"work folder {self.work.root} lost {path.name}: delete the folder and run again")
         return ChunkHandoff.load(path, self.work.root)
 
-    def _open_writers(self, chunk: Chunk) -> dict:
-        from ..io.writer import SegmentWriter
-
-        out, info, policy = self.plan.output, self.plan.info, self.plan.policy
-        writers = {}
-        for eye in out.eyes:
-            final = self.work.segment_path(chunk.index, out.codec.suffix, eye)
-            partial = self.work.partial(final)
-            # per eye-output: the policy's encoder contexts and threads split over the outputs written at once
-            writers[eye] = (
-                SegmentWriter(partial, out.codec.name, out.width, out.height, info.time_base, info.fps,
-                              crf=self.cfg.output.crf, color=info.color, bit_depth=info.bit_depth,
-                              hardware=self.plan.device.type == "cuda",
-                              encoders=max(1, policy.encoders // len(out.eyes)),
-                              threads=max(1, policy.codec_threads // len(out.eyes))),
-                partial, final,
-            )
-        w = next(iter(writers.values()))[0]
-        self.encoder = {"name": w.encoder, "hardware": w.encoder != w.spec.encoder, "contexts": w.encoders,
-                        "threads": w.threads, "reason": w.encoder_reason}
-        return writers
-
     def run_chunk(self, chunk: Chunk, bar: tqdm) -> dict:
         from ..io.reader import FrameReader
 
@@ -137,7 +116,10 @@ class ChunkRunner:
         cfg, tm, matter = self.cfg, self.timer, self.matter
         matter.reset(chunk, self._load_handoff(chunk))
         overlap_out: dict[str, list] = {"left": [], "right": []}
-        writers = self._open_writers(chunk)
+        writers = open_segment_writers(cfg, self.plan, self.work, {
+            eye: self.work.segment_path(chunk.index, self.plan.output.codec.suffix, eye)
+            for eye in self.plan.output.eyes}, policy=self.plan.policy)
+        self.encoder = encoder_info(writers)
         written = 0
         keep_ts = cfg.processing.vfr_policy == "keep_timestamps"
         timing: dict[int, tuple] = {}  # frame index -> (pts, duration) until it is encoded
