@@ -97,8 +97,7 @@ class EmbeddedSegmenter:
     # -- prompts -----------------------------------------------------------------------------------------------
     def add_prompt(self, track_id: int, box: np.ndarray | None = None, mask: torch.Tensor | None = None, *,
                    box_is_mask: bool = False) -> None:
-        """Start ``track_id`` or re-anchor it at ``box`` (or the box of ``mask``) from the next frame on (a given
-        box wins, so ``box_is_mask`` changes nothing here)."""
+        """Start ``track_id`` or re-anchor it at ``box`` (else the box of ``mask``) from the next frame on."""
         if box is None and mask is not None:
             box = mask_box(mask.detach().to("cpu").float().numpy())
         if box is None:

@@ -220,6 +220,32 @@ def _scale_xy(coords: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
     return torch.stack([coords[..., 0] * scale[0], coords[..., 1] * scale[1]], dim=-1)
 
 
+def prompt_tensors(predictor: "MobileSamPredictor", point_coords, point_labels, box, mask_input):
+    """``predict``'s prompts as batched tensors on the predictor's device in the 1024 input's coordinates, and
+    whether the call was batched (its outputs keep a leading B)."""
+    if point_coords is not None and point_labels is None:
+        raise ValueError("point_labels must be given with point_coords")
+    dev = predictor.device
+    coords, labels = _on(point_coords, torch.float32, dev), _on(point_labels, torch.int64, dev)
+    boxes, masks_in = _on(box, torch.float32, dev), _on(mask_input, torch.float32, dev)
+    batched = (
+        (boxes is not None and boxes.ndim == 2)
+        or (coords is not None and coords.ndim == 3)
+        or (masks_in is not None and masks_in.ndim == 4)
+    )
+    (ih, iw), (oh, ow) = predictor.input_size, predictor.original_size
+    scale = (iw / ow, ih / oh)
+    if coords is not None:
+        coords = _scale_xy(coords, scale)
+        if coords.ndim == 2:
+            coords, labels = coords[None], labels[None]
+    if boxes is not None:
+        boxes = _scale_xy(boxes.reshape(-1, 2, 2), scale).reshape(-1, 4)
+    if masks_in is not None and masks_in.ndim == 3:
+        masks_in = masks_in[None]
+    return coords, labels, boxes, masks_in, batched
+
+
 class MobileSamPredictor:
     """``set_image`` once per image, then any number of (batched) ``predict`` calls against its embedding."""
 
@@ -280,30 +306,6 @@ class MobileSamPredictor:
             raise RuntimeError("call set_image() before get_image_embedding()")
         return self.features
 
-    # ---------------------------------------------------------------------------------------------- prompts
-    def _prompts(self, point_coords, point_labels, box, mask_input):
-        """The prompts as batched tensors on the device in the 1024 input's coordinates, and whether the call
-        was batched (its outputs keep a leading B)."""
-        if point_coords is not None and point_labels is None:
-            raise ValueError("point_labels must be given with point_coords")
-        coords, labels = _on(point_coords, torch.float32, self.device), _on(point_labels, torch.int64, self.device)
-        boxes, masks_in = _on(box, torch.float32, self.device), _on(mask_input, torch.float32, self.device)
-        batched = (
-            (boxes is not None and boxes.ndim == 2)
-            or (coords is not None and coords.ndim == 3)
-            or (masks_in is not None and masks_in.ndim == 4)
-        )
-        scale = (self.input_size[1] / self.original_size[1], self.input_size[0] / self.original_size[0])
-        if coords is not None:
-            coords = _scale_xy(coords, scale)
-            if coords.ndim == 2:
-                coords, labels = coords[None], labels[None]
-        if boxes is not None:
-            boxes = _scale_xy(boxes.reshape(-1, 2, 2), scale).reshape(-1, 4)
-        if masks_in is not None and masks_in.ndim == 3:
-            masks_in = masks_in[None]
-        return coords, labels, boxes, masks_in, batched
-
     @torch.no_grad()
     def predict(
         self,
@@ -327,7 +329,7 @@ class MobileSamPredictor:
         if self.features is None:
             raise RuntimeError("call set_image() before predict()")
         t0 = self.kpi.start()
-        coords, labels, boxes, masks_in, batched = self._prompts(point_coords, point_labels, box, mask_input)
+        coords, labels, boxes, masks_in, batched = prompt_tensors(self, point_coords, point_labels, box, mask_input)
 
         with self._autocast():
             low, scores = self._decode(coords, labels, boxes, masks_in, multimask_output)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..engines.base import Detection, Detector, FrameMatte, Segmenter, TrackMask
+from ..engines.base import Detection, Detector, FrameMatte, Segmenter
 from ..forward import Forward
 from ..runtime.download import FrameDownload
 from .association import Associator
@@ -230,12 +230,5 @@ class ViewMatter:
         self.duplicates.merge_new(frame_idx)
 
         # 5) result.
-        out = FrameMatte(frame_idx=frame_idx, detections=list(dets))
-        for tid in sorted(self.state.tracks):
-            prob = self.state.probs.get(tid)
-            if prob is None:
-                continue
-            t = self.state.tracks[tid]
-            out.tracks[tid] = TrackMask(track_id=tid, prob=prob, box=t.box, score=t.score)
-        return out
+        return self.state.matte(frame_idx, dets)
 

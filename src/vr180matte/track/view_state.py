@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..engines.base import Detector, Segmenter
+from ..engines.base import Detector, FrameMatte, Segmenter, TrackMask
 from ..runtime.download import FrameDownload
 from .ids import IdAllocator
 from .tracker import Track, Tracker
@@ -114,6 +114,16 @@ class ViewState:
         """One event of the person trace (quality/debug.py), when one is attached."""
         if self.trace is not None:
             self.trace.event(self.view, kind, frame_idx, tid, **info)
+
+    def matte(self, frame_idx: int, detections) -> FrameMatte:
+        """The frame's result: every live track with a mask (its box and score as the update left them)."""
+        out = FrameMatte(frame_idx=frame_idx, detections=list(detections))
+        for tid in sorted(self.tracks):
+            prob = self.probs.get(tid)
+            if prob is not None:
+                t = self.tracks[tid]
+                out.tracks[tid] = TrackMask(track_id=tid, prob=prob, box=t.box, score=t.score)
+        return out
 
     def end_track(self, track_id: int) -> None:
         """End ``track_id`` now and free its segmenter state (no-op if it is not live)."""
