@@ -104,11 +104,6 @@ def _job(input_path: str, flat: dict, out_dir: str, out_file: str | None) -> _Jo
     return _Job(cfg, plan, WorkDir(Path(out_dir), plan.stem), StageTimer())
 
 
-def _open_writers(job: _Job, paths: dict) -> dict:
-    """The chunk's writers as the sequential runner opens them, with the writer's own thread defaults."""
-    return open_segment_writers(job.cfg, job.plan, job.work, paths)
-
-
 def _close_writers(writers: dict, ok: bool) -> None:
     for writer, partial, final in writers.values():
         if ok:
@@ -222,7 +217,8 @@ def _run_chunk_once(job: _Job, k: int, matter) -> dict:
             return None
         return matter.finish(seg)
 
-    writers = _open_writers(job, {e: work.segment_path(k, plan.output.codec.suffix, e) for e in plan.output.eyes})
+    writers = open_segment_writers(job.cfg, plan, work, {e: work.segment_path(k, plan.output.codec.suffix, e)
+                                                         for e in plan.output.eyes})
     written = _stream(job, chunk.process_start, chunk.process_end, handle, writers)
     expected = chunk.write_end - head_end
     if written != expected:
@@ -286,7 +282,7 @@ def run_seam(input_path: str, flat: dict, out_dir: str, out_file: str | None, k:
         return finisher.finish(Segmented(index=df.index, rgb=df.rgb, write=True, eyes=eyes, probs=probs, **extra))
 
     suffix = plan.output.codec.suffix
-    writers = _open_writers(job, {e: seam_path(work, k, suffix, e) for e in plan.output.eyes})
+    writers = open_segment_writers(cfg, plan, work, {e: seam_path(work, k, suffix, e) for e in plan.output.eyes})
     written = _stream(job, start, end, handle, writers)
     if written != end - start:
         raise InputError(f"{plan.input.name}: decoded {written} of {end - start} frames of the overlap before chunk "

@@ -78,31 +78,24 @@ def run_stages(source: Iterable, stages: list[tuple[str, Callable]], *, timer: S
         raise _Stop
 
     def worker(k: int) -> None:
-        try:
-            with handoff.stage():
-                work(k)
-        except BaseException as exc:  # noqa: BLE001 - no stream for the stage: reported as the stage's error
-            errors.append(exc)
-            stop.set()
-            finished[k - 1].set()
-
-    def work(k: int) -> None:
         name, fn = stages[k]
         q_in = queues[k - 1]
         q_out = queues[k] if k < len(stages) - 1 else None
         try:
-            while True:
-                try:
-                    item = q_in.get(timeout=0.1)
-                except queue.Empty:
-                    if stop.is_set():
+            # the stage's own stream, waited for on leaving: before ``finished`` tells the caller it is done
+            with handoff.stage():
+                while True:
+                    try:
+                        item = q_in.get(timeout=0.1)
+                    except queue.Empty:
+                        if stop.is_set():
+                            break
+                        continue
+                    if item is _DONE or stop.is_set():
                         break
-                    continue
-                if item is _DONE or stop.is_set():
-                    break
-                out = fn(item)
-                if out is not None and q_out is not None:
-                    put(q_out, out)
+                    out = fn(item)
+                    if out is not None and q_out is not None:
+                        put(q_out, out)
         except _Stop:
             pass
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises it

@@ -107,7 +107,11 @@ def _parabola(c: torch.Tensor, k: int) -> float:
     """Subpixel offset of the peak at index ``k`` of curve ``c`` (parabola through three points)."""
     if k <= 0 or k >= c.numel() - 1:
         return 0.0
-    a, b, d = float(c[k - 1]), float(c[k]), float(c[k + 1])
+    return _subpixel(float(c[k - 1]), float(c[k]), float(c[k + 1]))
+
+
+def _subpixel(a: float, b: float, d: float) -> float:
+    """Subpixel offset of an inner peak ``b`` between its neighbours ``a`` and ``d`` (host floats)."""
     den = a - 2 * b + d
     if den >= 0 or b >= EXACT_MATCH:  # not a maximum, or the integer shift matches pixel for pixel
         return 0.0
@@ -341,18 +345,14 @@ class _Plan:
     def result(self, row: list[float]) -> tuple[float, float]:
         """``(disparity, confidence)`` from a downloaded :meth:`search` row."""
         lo, k, a, b, d, pixels = row
-        if pixels < _MIN_PIXELS:  # (a job whose box was given: its pixel count is known only now)
-            return _no_measurement(self.job)
-        if not math.isfinite(b):
+        # (a job whose box was given learns its pixel count only now)
+        if pixels < _MIN_PIXELS or not math.isfinite(b):
             return _no_measurement(self.job)
         lo, k = int(lo), int(k)
         # the window as one by one cuts it (clamped to the range); k counted from its first shift
         first, last = max(self.min_disp, lo), min(self.max_disp, lo + self.span)
         k, n = lo + k - first, last - first + 1
-        off = 0.0
-        if 0 < k < n - 1 and b < EXACT_MATCH:
-            den = a - 2 * b + d
-            off = 0.0 if den >= 0 else max(-0.5, min(0.5, 0.5 * (a - d) / den))
+        off = _subpixel(a, b, d) if 0 < k < n - 1 else 0.0
         return float(first + k + off), float(max(0.0, min(1.0, b)))
 
 

@@ -112,4 +112,5 @@ class PersonDisparities:
                 continue
             tids.append(tid)
         got, extra_values = self.measure(jobs, extra) if jobs or extra is not None else ([], [])
-        return {**self.premeasured, **dict(zip(tids, got))}, extra_values
+        measured, self.premeasured = {**self.premeasured, **dict(zip(tids, got))}, {}  # used: this frame's only
+        return measured, extra_values

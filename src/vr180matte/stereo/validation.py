@@ -218,7 +218,6 @@ class StereoValidator:
         else:
             spans = _band_spans([(c[5], c[6]) for c in seen])
             measured, span_values = self.disparities.measure_all(ids, left_img, right_img, lm, rm, skip_measure, spans)
-        self.disparities.premeasured = {}
         bands = _row_bands(span_values, [int(c[5].shape[0]) for c in seen])
         people: list[_Person] = []
         for tid, lt, rt, l_ok, r_ok, pl, pr in seen:
