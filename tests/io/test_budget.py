@@ -39,6 +39,15 @@ def test_small_frames_keep_what_was_asked_and_floors_hold():
     assert budget.read_ahead(8, 16384, 8192, 2) == 2
 
 
+def test_one_context_threads_by_frames_while_their_frames_fit_the_encoder_budget():
+    frame = W6K * H6K * 8  # a yuva444p10le frame
+    assert budget.encoder_frame_threads(1, 2, W6K, H6K)  # 2 cores: 2 more frames fit next to the context's
+    assert (budget.ENCODER_FRAMES_PER_CONTEXT + 2) * frame <= budget.ENCODER_BUDGET
+    assert not budget.encoder_frame_threads(1, 16, W6K, H6K)  # 16 frames of 151 MB would not
+    assert not budget.encoder_frame_threads(2, 2, W6K, H6K)  # parallel contexts give the frame parallelism
+    assert budget.encoder_frame_threads(1, 16, 1920, 960)  # small frames afford one per thread
+
+
 def test_reader_and_writer_apply_the_budget(tmp_path):
     path = write_video(tmp_path / "c.mp4", lambda i: gradient_sbs(i, 128, 64), n=3, codec="libx264")
     info = probe(path)
@@ -52,6 +61,7 @@ def test_reader_and_writer_apply_the_budget(tmp_path):
     try:
         assert w.encoders == budget.encoder_contexts(8, W6K, H6K) < 8
         assert "8 asked; host-memory budget" in w.encoder_reason
+        assert w.thread_type == "slice"  # parallel contexts
     finally:
         w._pool.abort() if w._pool is not None else None
         w._container.close()

@@ -36,9 +36,10 @@ def _video_packets(path) -> list[tuple]:
 
 @pytest.mark.parametrize("dtype,bit_depth,threads", [(np.uint8, 8, 1), (np.uint16, 10, 1), (np.uint8, 8, 3)])
 def test_parallel_prores_packets_equal_one_encoder(tmp_path, dtype, bit_depth, threads):
-    """threads=3: slice threads inside each context (their split over the contexts is the writer's)."""
+    """threads=3: the one context threads by frames (io/budget.py affords them at this size), each of the three
+    parallel contexts by slices (their split over the contexts is the writer's): the same packets either way."""
     frames = _frames(len(VFR_PTS), dtype=dtype)
-    paths = {}
+    paths, kinds = {}, {}
     for n in (1, 3):
         paths[n] = tmp_path / f"n{n}.mov"
         with SegmentWriter(paths[n], "prores4444", 160, 64, TB, Fraction(30), encoders=n, bit_depth=bit_depth,
@@ -46,6 +47,8 @@ def test_parallel_prores_packets_equal_one_encoder(tmp_path, dtype, bit_depth, t
             for i, (img, pts) in enumerate(zip(frames, VFR_PTS)):
                 w.write(img, pts, i, duration=512)
         assert w.frames_written == len(frames)
+        kinds[n] = w.thread_type
+    assert kinds == {1: "frame", 3: "slice"}
     one, three = _video_packets(paths[1]), _video_packets(paths[3])
     assert len(one) == len(frames) and [p[0] for p in one] == VFR_PTS
     assert three == one

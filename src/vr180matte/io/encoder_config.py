@@ -41,7 +41,8 @@ def sws_colorspace(color: dict | None) -> int | None:
 @dataclass(frozen=True)
 class EncoderSettings:
     """Everything an encoder's output depends on. ``color``: the tags written (empty for untagged input);
-    ``threads``: FFmpeg threads of one context."""
+    ``threads``: FFmpeg threads of one context; ``frame_threads``: an intra-only codec's threads work on frames,
+    not slices (io/budget.py ``encoder_frame_threads``)."""
 
     spec: Codec
     pix_fmt: str
@@ -53,6 +54,7 @@ class EncoderSettings:
     crf: int
     preset: str
     threads: int
+    frame_threads: bool = False
 
     @property
     def rate(self) -> Fraction:
@@ -90,10 +92,9 @@ class EncoderSettings:
             if self.color.get(key) not in (None, 0, UNSPECIFIED):
                 setattr(cc, key, self.color[key])
         cc.time_base = self.time_base
-        # Intra-only codecs thread by slices: frame threads would each hold a frame (151 MB at 6K in
-        # yuva444p10le: 16 threads, 2.4 GB) and keep the reused frame of io/planes.py referenced, so it would be
-        # copied every picture; parallel contexts supply the frame-level parallelism instead
-        cc.thread_type = "SLICE" if self.spec.intra else "AUTO"
+        # Intra-only codecs thread by slices unless the budget affords frames: frame threads each hold a frame
+        # (151 MB at 6K in yuva444p10le: 16 threads, 2.4 GB); parallel contexts supply the frame parallelism then
+        cc.thread_type = ("FRAME" if self.frame_threads else "SLICE") if self.spec.intra else "AUTO"
         cc.thread_count = self.threads
         return cc
 

@@ -123,13 +123,21 @@ class SegmentWriter:
         self._sws_colorspace = sws_colorspace(color)
         self._settings = EncoderSettings(
             self.spec, self.pix_fmt, self.width, self.height, self.fps, self.time_base,
-            dict(color or {}) if self._sws_colorspace is not None else {}, crf, preset, self.context_threads)
+            dict(color or {}) if self._sws_colorspace is not None else {}, crf, preset, self.context_threads,
+            budget.encoder_frame_threads(self.encoders, self.context_threads, width, height))
         if self.spec.is_sequence:
             self._png = PngSequence(self.path, self.encoders)
         else:
             self._av = AvSegment(self.path, self._settings, mov_options(self.time_base), hardware, self.encoders,
                                  self.encoders_asked, self._sws_colorspace)
             self.encoder, self.encoder_reason = self._av.encoder, self._av.reason
+
+    @property
+    def thread_type(self) -> str:
+        """How FFmpeg's threads share the work: ``frame`` or ``slice`` (intra-only codecs), else ``auto``."""
+        if not self.spec.intra:
+            return "auto"
+        return "frame" if self._settings.frame_threads else "slice"
 
     @property
     def busy_s(self) -> float:

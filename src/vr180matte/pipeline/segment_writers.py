@@ -36,7 +36,8 @@ def open_segment_writers(cfg: Config, plan: RunPlan, work: WorkDir, paths: dict[
 
 
 def encoder_info(writers: dict) -> dict:
-    """What stats.json says of the encoder: name, hardware or not, contexts, threads, and why it was chosen."""
+    """What stats.json says of the encoder: name, hardware or not, contexts, threads (by frames or slices for
+    an intra-only codec) and why it was chosen."""
     w = next(iter(writers.values()))[0]
     return {"name": w.encoder, "hardware": w.encoder != w.spec.encoder, "contexts": w.encoders,
-            "threads": w.threads, "reason": w.encoder_reason}
+            "threads": w.threads, "thread_type": w.thread_type, "reason": w.encoder_reason}
