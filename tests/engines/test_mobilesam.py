@@ -146,6 +146,46 @@ def test_legacy_mode_equals_numpy_of_resident(predictor):
     assert batched[1].shape == (3, 3) and batched[2].shape == (3, 3, 256, 256)
 
 
+def test_best_only_is_the_classic_callers_pick_upsampled_alone(predictor, monkeypatch):
+    """best_only: each box's highest-scoring mask, its score and low-res logits, exactly what a classic caller
+    takes from the three with argmax on the host; and only those masks are upsampled."""
+    masks, scores, low = predictor.predict(box=BOXES, as_numpy=True)  # legacy: three candidates a box
+    upsampled = []
+    real = predictor.postprocess_masks
+    monkeypatch.setattr(predictor, "postprocess_masks", lambda low_, *a: upsampled.append(low_.shape) or real(low_, *a))
+    best, best_scores, best_low = predictor.predict(box=BOXES, best_only=True)
+    assert upsampled == [(3, 1, 256, 256)]  # three boxes, one mask each: not nine
+    pick = scores.argmax(1)
+    rows = np.arange(len(BOXES))
+    assert best.shape == (3, 1, H, W) and best.dtype == torch.bool
+    np.testing.assert_array_equal(best[:, 0].numpy(), masks[rows, pick])
+    np.testing.assert_array_equal(best_scores[:, 0].numpy(), scores[rows, pick])
+    np.testing.assert_array_equal(best_low[:, 0].numpy(), low[rows, pick])
+    one, _, _ = predictor.predict(box=BOXES[2], best_only=True)  # unbatched: (1, H, W)
+    np.testing.assert_array_equal(one[0].numpy(), masks[2, pick[2]])
+    # without multimask there is one candidate already: best_only changes nothing
+    single = predictor.predict(box=BOXES, multimask_output=False, return_logits=True)[0]
+    torch.testing.assert_close(predictor.predict(box=BOXES, multimask_output=False, return_logits=True,
+                                                 best_only=True)[0], single, rtol=0, atol=0)
+
+
+def test_half_precision_masks_differ_only_where_the_logit_rounds_to_zero(model, predictor):
+    """mask_dtype bfloat16 (what the CUDA policy's autocast gives): the boolean masks are float32's except at
+    pixels whose float32 logit is within bfloat16's rounding of zero; logits are never reduced."""
+    half = MobileSamPredictor(model, mask_dtype=torch.bfloat16)
+    half.features, half.original_size, half.input_size = predictor.features, predictor.original_size, predictor.input_size
+    logits = predictor.predict(box=BOXES, return_logits=True)[0]
+    exact = predictor.predict(box=BOXES)[0]
+    masks = half.predict(box=BOXES)[0]
+    assert masks.dtype == torch.bool and masks.shape == exact.shape
+    differ = masks != exact
+    assert differ.float().mean() < 1e-3
+    # bfloat16 keeps 8 bits of mantissa: a flip needs a logit within ~2^-7 of the local logit scale of zero
+    assert (logits[differ].abs() <= 2**-6 * logits.abs().amax()).all()
+    assert half.predict(box=BOXES, return_logits=True)[0].dtype == torch.float32
+    assert predictor.mask_dtype == torch.float32  # the CPU default: no autocast, full precision
+
+
 def test_points_and_mask_input(predictor):
     pts = np.array([[80.0, 90.0], [20.0, 170.0]], dtype=np.float32)
     labels = np.array([1, 0])

@@ -15,6 +15,10 @@ What differs from the classic ``segment_anything.SamPredictor``:
   ``return_low_res=False`` returns ``None`` for the low-resolution logits and frees them right away.
 * A 2-D ``box`` of shape (B, 4) (or 3-D ``point_coords`` (B, N, 2), or 4-D ``mask_input``) is one batched call
   with batched outputs (B, C, H, W), like ``predict_torch``; a 1-D box (4,) gives the classic unbatched (C, H, W).
+* Only the work the caller keeps: ``best_only=True`` (with ``multimask_output``) keeps each prompt's
+  highest-scoring mask, chosen on the device, and upsamples only that one (a classic caller upsamples three and
+  takes ``masks[scores.argmax()]`` on the host); boolean masks are upsampled at ``mask_dtype`` (default: the
+  autocast dtype on CUDA, float32 on the CPU), since only their sign is kept. Logits stay float32.
 
 Each call emits a ``sam_predict_output`` KPI event (see :class:`SamKpi`).
 """
@@ -255,12 +259,16 @@ class MobileSamPredictor:
         *,
         kpi: SamKpi | None = None,
         autocast_dtype: torch.dtype | None = None,
+        mask_dtype: torch.dtype | None = None,
     ):
         self.model = model
         self.device = next(model.parameters()).device
         self.kpi = kpi if kpi is not None else SamKpi(self.device)
         # Autocast only where it pays (CUDA); CPU autocast would change numbers and slow the encoder.
         self.autocast_dtype = autocast_dtype if self.device.type == "cuda" else None
+        #: the dtype boolean masks are upsampled in: the sign of a logit survives half precision except within
+        #: its rounding of zero (boundary pixels), and half the bytes move through the two interpolations
+        self.mask_dtype = mask_dtype or self.autocast_dtype or torch.float32
         self.features: torch.Tensor | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
@@ -318,12 +326,14 @@ class MobileSamPredictor:
         *,
         as_numpy: bool = False,
         return_low_res: bool = True,
+        best_only: bool = False,
     ) -> tuple[Any, Any, Any]:
         """Masks for the prompts on the current image: ``(masks, scores, low_res_logits)``.
 
         Shapes: unbatched prompts give masks (C, H, W), scores (C,), low-res (C, 256, 256); batched prompts
         (box (B, 4), points (B, N, 2), mask_input (B, 1, 256, 256)) give a leading B. C is 3 with
-        ``multimask_output`` else 1. Masks are bool unless ``return_logits``. Tensors stay on the model's device
+        ``multimask_output`` else 1, and 1 with ``best_only`` (each prompt's highest-scoring of the three, its
+        score and low-res logits). Masks are bool unless ``return_logits``. Tensors stay on the model's device
         unless ``as_numpy``; low-res logits are ``None`` when ``return_low_res`` is false.
         """
         if self.features is None:
@@ -333,9 +343,12 @@ class MobileSamPredictor:
 
         with self._autocast():
             low, scores = self._decode(coords, labels, boxes, masks_in, multimask_output)
-        masks = self.postprocess_masks(low)
-        if not return_logits:
-            masks = masks > MASK_THRESHOLD
+        if best_only and low.shape[1] > 1:
+            low, scores = best_masks(low, scores)
+        if return_logits:
+            masks = self.postprocess_masks(low)
+        else:
+            masks = self.postprocess_masks(low, self.mask_dtype) > MASK_THRESHOLD
         scores = scores.float()
         if return_low_res:
             low = low.float()
@@ -372,11 +385,20 @@ class MobileSamPredictor:
             multimask_output=multimask_output,
         )
 
-    def postprocess_masks(self, low: torch.Tensor) -> torch.Tensor:
-        """Low-res logits (B, C, 256, 256) -> logits at the original image size (``Sam.postprocess_masks``)."""
-        x = F.interpolate(low.float(), (IMG_SIZE, IMG_SIZE), mode="bilinear", align_corners=False)
+    def postprocess_masks(self, low: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Low-res logits (B, C, 256, 256) -> logits at the original image size (``Sam.postprocess_masks``), in
+        ``dtype``."""
+        x = F.interpolate(low.to(dtype), (IMG_SIZE, IMG_SIZE), mode="bilinear", align_corners=False)
         x = x[..., : self.input_size[0], : self.input_size[1]]
         return F.interpolate(x, self.original_size, mode="bilinear", align_corners=False)
+
+
+def best_masks(low: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each prompt's highest-scoring candidate: low-res logits (B, C, h, w) and scores (B, C) -> (B, 1, ...),
+    picked on the device (no read of the scores)."""
+    best = scores.argmax(1, keepdim=True)  # (B, 1)
+    pick = best[:, :, None, None].expand(-1, 1, *low.shape[-2:])
+    return low.gather(1, pick), scores.gather(1, best)
 
 
 @torch.no_grad()
