@@ -66,6 +66,49 @@ def test_the_frame_is_reused_and_refilled():
         b.build(np.zeros((70, 200, 4), np.uint8))
 
 
+def test_frames_are_cycled_and_filled_alike():
+    one, ring = PlaneBuilder(300, 70), PlaneBuilder(300, 70, frames=3)
+    images = [_image(np.uint8), np.zeros((70, 300, 4), np.uint8), _image(np.uint8)[::-1].copy(), _image(np.uint8)]
+    got = []
+    for img in images:
+        a, b = one.build(img), ring.build(img)
+        got.append(b)
+        assert b is ring.frame
+        for pa, pb in zip(a.planes, b.planes):
+            np.testing.assert_array_equal(_plane(pa), _plane(pb))
+    assert len({id(f) for f in got[:3]}) == 3 and got[3] is got[0]
+
+
+def _buffers(builder: PlaneBuilder) -> list[int]:
+    return [f.planes[0].buffer_ptr for f in builder._frames]
+
+
+@pytest.mark.parametrize("ring", [True, False])
+def test_a_frame_threaded_encoder_never_makes_a_refilled_frame_copy(tmp_path, monkeypatch, ring):
+    """ProRes with 2 frame threads holds the pictures in flight: with threads + 1 frames the writer's builder
+    refills only released ones (the buffers it allocated stay); with one frame FFmpeg must copy it each time
+    (the buffer is replaced): the control that shows the check can fail."""
+    from fractions import Fraction
+
+    from vr180matte.io.writer import SegmentWriter
+
+    if not ring:
+        real = PlaneBuilder.__init__
+        monkeypatch.setattr(PlaneBuilder, "__init__", lambda self, w, h, cs=None, frames=1: real(self, w, h, cs, 1))
+    w = SegmentWriter(tmp_path / "x.mov", "prores4444", 300, 70, Fraction(1, 30), Fraction(30), threads=2)
+    assert w.thread_type == "frame"
+    builder = next(iter(w._av._builders.values()))
+    assert len(builder._frames) == (3 if ring else 1)
+    start = _buffers(builder)
+    kept = []
+    with w:
+        for i in range(8):
+            w.write(_image(np.uint8) // (i + 1), i, i)
+            kept.append(_buffers(builder) == start)
+    assert w.frames_written == 8
+    assert all(kept) if ring else not any(kept[2:])
+
+
 def test_supports_only_yuva444p10le_rgb_images():
     img = np.zeros((4, 4, 4), np.uint8)
     assert supports("yuva444p10le", img) and supports("yuva444p10le", img[..., :3].astype(np.uint16))
