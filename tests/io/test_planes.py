@@ -83,22 +83,19 @@ def _buffers(builder: PlaneBuilder) -> list[int]:
     return [f.planes[0].buffer_ptr for f in builder._frames]
 
 
-@pytest.mark.parametrize("ring", [True, False])
-def test_a_frame_threaded_encoder_never_makes_a_refilled_frame_copy(tmp_path, monkeypatch, ring):
-    """ProRes with 2 frame threads holds the pictures in flight: with threads + 1 frames the writer's builder
-    refills only released ones (the buffers it allocated stay); with one frame FFmpeg must copy it each time
-    (the buffer is replaced): the control that shows the check can fail."""
+def test_a_frame_threaded_encoder_never_makes_a_refilled_frame_copy(tmp_path):
+    """ProRes with 2 frame threads keeps at most 2 pictures in flight after a send returns: with threads + 1
+    frames the writer's builder refills only released ones, so the buffers it allocated are never replaced by
+    FFmpeg's copy. (With one frame they are replaced whenever a worker still holds the picture, which depends on
+    the workers' timing, so that case is not asserted.)"""
     from fractions import Fraction
 
     from vr180matte.io.writer import SegmentWriter
 
-    if not ring:
-        real = PlaneBuilder.__init__
-        monkeypatch.setattr(PlaneBuilder, "__init__", lambda self, w, h, cs=None, frames=1: real(self, w, h, cs, 1))
     w = SegmentWriter(tmp_path / "x.mov", "prores4444", 300, 70, Fraction(1, 30), Fraction(30), threads=2)
     assert w.thread_type == "frame"
     builder = next(iter(w._av._builders.values()))
-    assert len(builder._frames) == (3 if ring else 1)
+    assert len(builder._frames) == 3
     start = _buffers(builder)
     kept = []
     with w:
@@ -106,7 +103,7 @@ def test_a_frame_threaded_encoder_never_makes_a_refilled_frame_copy(tmp_path, mo
             w.write(_image(np.uint8) // (i + 1), i, i)
             kept.append(_buffers(builder) == start)
     assert w.frames_written == 8
-    assert all(kept) if ring else not any(kept[2:])
+    assert all(kept)
 
 
 def test_supports_only_yuva444p10le_rgb_images():
