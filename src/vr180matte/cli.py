@@ -314,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_INPUT
+    if args.command in LONG_RUNNING:
+        from .runtime.host_alloc import use_huge_pages
+
+        use_huge_pages()  # before the first large tensor: torch reads it once (runtime/host_alloc.py)
     if args.command in LONG_RUNNING and not args.verbose:
         _silence_native_stderr()
     _setup_logging(args.verbose, getattr(args, "quiet", False) is True)
