@@ -318,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         from .runtime.host_alloc import use_huge_pages
 
         use_huge_pages()  # before the first large tensor: torch reads it once (runtime/host_alloc.py)
-    if args.command in LONG_RUNNING and not args.verbose:
-        _silence_native_stderr()
+        if not args.verbose:
+            _silence_native_stderr()
     _setup_logging(args.verbose, getattr(args, "quiet", False) is True)
     handler = COMMANDS[args.command]
     if args.command in LONG_RUNNING:

@@ -13,8 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vr180matte.compat.machine import available_cores
-from vr180matte.io import encoder_config
+from vr180matte.io import budget, encoder_config
 from vr180matte.io.encoder_config import EncoderSettings, swscale_frame
 from vr180matte.io.errors import OutputError
 from vr180matte.io.parallel_encode import EncodePool
@@ -50,9 +49,8 @@ class AvSegment:
         if encoders < encoders_asked:
             self.reason += f" ({encoders_asked} asked; host-memory budget at {settings.width}x{settings.height})"
         if settings.pix_fmt == "yuva444p10le":
-            # reused frames per context, their planes written straight (io/planes.py), no swscale; a context
-            # threading by frames cycles through one more than its threads, so none is still referenced
-            ring = (settings.threads or available_cores()) + 1 if settings.frame_threads else 1
+            # reused frames per context, their planes written straight (io/planes.py), no swscale
+            ring = budget.encoder_frame_ring(settings.frame_threads, settings.threads)
             self._builders = {id(c): PlaneBuilder(settings.width, settings.height, sws_colorspace, ring)
                               for c in contexts}
 

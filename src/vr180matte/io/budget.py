@@ -33,11 +33,16 @@ def _yuv420_bytes(width: int, height: int, bit_depth: int) -> int:
     return int(width * height * 1.5 * (2 if bit_depth > 8 else 1))
 
 
-def decoder_threads(threads: int, width: int, height: int, bit_depth: int = 8) -> int:
-    """FFmpeg decoder threads for ``threads`` asked (0 = one per core, as FFmpeg does) within DECODER_BUDGET."""
+def _threads(asked: int) -> int:
+    """The FFmpeg threads ``asked`` stands for: 0 is one per core, as FFmpeg does."""
     from ..compat import machine
 
-    asked = threads if threads > 0 else machine.available_cores()
+    return asked if asked > 0 else machine.available_cores()
+
+
+def decoder_threads(threads: int, width: int, height: int, bit_depth: int = 8) -> int:
+    """FFmpeg decoder threads for ``threads`` asked (0 = one per core, as FFmpeg does) within DECODER_BUDGET."""
+    asked = _threads(threads)
     per_thread = DECODER_FRAMES_PER_THREAD * _yuv420_bytes(width, height, bit_depth)
     return max(2, min(asked, int(DECODER_BUDGET // per_thread))) if asked > 1 else 1
 
@@ -53,16 +58,20 @@ def encoder_frame_threads(contexts: int, threads: int, width: int, height: int) 
 
     One context on few cores threads by frames: nothing else gives it frame-level parallelism, and slice threads
     leave cores idle (on 2 cores the ProRes 4444 encoder kept them 82% busy with slices, 97% with frames, and the
-    passthrough run took 10% less wall time; docs/benchmarks.md). Each frame thread holds a frame and keeps the
-    reused frame of io/planes.py referenced (FFmpeg then gives it a fresh buffer), so frames are afforded only
-    while ``threads`` more frames fit ENCODER_BUDGET next to the context's own; parallel contexts already give
-    frame parallelism and hold their frames, so they thread by slices. ``threads`` 0 is one per core."""
-    from ..compat import machine
-
+    passthrough run took 10% less wall time; docs/benchmarks.md). Each frame thread holds a picture in flight
+    (:func:`encoder_frame_ring`), so frames are afforded only while ``threads`` more frames fit ENCODER_BUDGET
+    next to the context's own; parallel contexts already give frame parallelism and hold their frames, so they
+    thread by slices. ``threads`` 0 is one per core."""
     if contexts > 1:
         return False
-    n = threads if threads > 0 else machine.available_cores()
-    return (ENCODER_FRAMES_PER_CONTEXT + n) * width * height * 8 <= ENCODER_BUDGET
+    return (ENCODER_FRAMES_PER_CONTEXT + _threads(threads)) * width * height * 8 <= ENCODER_BUDGET
+
+
+def encoder_frame_ring(frame_threads: bool, threads: int) -> int:
+    """Reused frames an encoder context cycles through (io/planes.py): threads + 1 when it threads by frames
+    (FFmpeg keeps at most ``threads`` pictures in flight, each referencing its frame, so the one refilled is always
+    released), else one."""
+    return _threads(threads) + 1 if frame_threads else 1
 
 
 def read_ahead(frames: int, width: int, height: int, bytes_per_sample: int = 1) -> int:
