@@ -176,3 +176,27 @@ def test_batchnorm_is_folded_into_the_convolutions_without_changing_the_boxes(de
     assert len(ref) >= 2 and len(fused_dets) == len(ref)
     for a, b in zip(fused_dets, ref):
         assert np.abs(a.box - b.box).max() < 0.05 and abs(a.score - b.score) < 1e-4
+
+
+def test_channels_last_network_and_inputs_give_the_same_boxes(det):
+    """The detector runs NHWC (oneDNN's convolutions ~25% faster on the CPU, docs/benchmarks.md): the weights and
+    every batch it is given are channels-last, and the boxes and scores are those of the same network in the
+    default NCHW layout up to float rounding."""
+    plain = YoloDetector(bundled_detector_path(), "yolov8s", confidence_threshold=0.5, person_classes=(0, 1),
+                         image_size=1280, upscale=2.0, source_scale=1.0, source="bundled")
+    convs = [m for m in plain.net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    seen = []
+    real = plain.net.forward
+    plain.net.forward = lambda x, *a, **k: seen.append(x.is_contiguous(memory_format=torch.channels_last)) or real(
+        x, *a, **k)
+    img = torch.from_numpy(_bedroom(0))
+    nhwc = plain.detect(img, threshold=0.3)
+    assert seen and all(seen)  # whole pass and tiles
+    plain.net = plain.net.to(memory_format=torch.contiguous_format)
+    assert not convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain.net.forward = lambda x, *a, **k: real(x.contiguous(), *a, **k)  # NCHW inputs too: the old layout
+    ref = plain.detect(img, threshold=0.3)
+    assert len(ref) >= 2 and len(nhwc) == len(ref)
+    for a, b in zip(nhwc, ref):
+        assert np.abs(a.box - b.box).max() < 0.05 and abs(a.score - b.score) < 1e-4

@@ -130,7 +130,8 @@ class NetBatch:
         for members in by_shape.values():
             for k in range(0, len(members), batch):
                 idx = members[k : k + batch]
-                preds = net(torch.stack([self.inputs[i] for i in idx]))
+                x = torch.stack([self.inputs[i] for i in idx]).contiguous(memory_format=torch.channels_last)
+                preds = net(x)  # NHWC like the weights (engines/yolo_weights.py)
                 preds = preds[0] if isinstance(preds, (list, tuple)) else preds
                 p = preds.transpose(-1, -2)  # (B, anchors, 4 + classes)
                 conf, j = p[..., 4:].max(-1)

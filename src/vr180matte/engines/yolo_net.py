@@ -24,4 +24,5 @@ def warm_up(net: torch.nn.Module, batch: int, imgsz: int, device: torch.device, 
     """One forward of a full batch of letterbox-grey inputs (the fixed shape of a full batch of tiles)."""
     with torch.inference_mode():
         dtype = torch.float16 if half else torch.float32
-        net(torch.full((batch, 3, imgsz, imgsz), PAD, device=device, dtype=dtype))
+        x = torch.full((batch, 3, imgsz, imgsz), PAD, device=device, dtype=dtype)
+        net(x.contiguous(memory_format=torch.channels_last))  # the layout NetBatch.run gives it
