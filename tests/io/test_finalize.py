@@ -56,6 +56,14 @@ def test_join_three_segments_with_audio(tmp_path, tone_clip, codec):
     assert probe(out).fps == Fraction(30000, 1001)
     digest = audio_packets_digest(out)
     assert len(digest) == 1 and digest == audio_packets_digest(tone_clip)
+    # The joined file keeps the segments' container tag: ProRes 4444 stays 'ap4h' (an 'apch' tag says ProRes HQ,
+    # no alpha, to an editor) and HEVC 'hvc1' (Apple players refuse 'hev1').
+    with av.open(str(segs[0])) as a, av.open(str(out)) as b:
+        tag = a.streams.video[0].codec_tag
+        assert tag == {"h264": "avc1", "hevc": "hvc1", "prores4444": "ap4h"}[codec]
+        assert b.streams.video[0].codec_tag == tag
+        if codec == "prores4444":
+            assert b.streams.video[0].codec_context.profile in ("4444", "4444 XQ")
 
 
 def test_join_interleaves_audio(tmp_path, tone_clip):

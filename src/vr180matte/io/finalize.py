@@ -206,6 +206,11 @@ def _join_av(segments: list[Path], tmp: Path, source: Path | None, copy_audio: b
         with av.open(str(segments[0]), "r") as first:
             template = first.streams.video[0]
             vout = out.add_stream_from_template(template)
+            # The template does not carry the container tag, and without one the mov muxer tags ProRes 4444 as
+            # 'apch' (ProRes HQ, no alpha, which is what an editor then believes) and HEVC as 'hev1' (which Apple
+            # players refuse): keep the segment's own tag (ap4h, hvc1).
+            if template.codec_tag:
+                vout.codec_tag = template.codec_tag
             vout.time_base = time_base
             extradata = template.codec_context.extradata
             rate = template.average_rate or template.guessed_rate
