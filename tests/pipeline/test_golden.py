@@ -1,7 +1,8 @@
 """Golden frames: a fixed DAVIS parkour SBS run must produce exactly these decoded planes.
 
-Every plane of every decoded output frame is hashed as the decoder gives it (ProRes 4444 ``yuva444p10le``: Y, U,
-V and the 10-bit alpha, 16-bit little-endian samples, no conversion to 8-bit RGB), on a stereo clip whose right
+Every plane of every decoded output frame is hashed as the decoder gives it (ProRes 4444, tagged ``ap4h``, decodes
+as ``yuva444p12le``: Y, U, V and alpha, 16-bit little-endian samples, no conversion to 8-bit RGB; until the join kept
+the tag the file said ProRes HQ and decoded as ``yuva444p10le``), on a stereo clip whose right
 eye is the left shifted by a known disparity, with the engine named (``embedded``: never ``auto``, whose choice
 depends on the weights a machine holds). The versions of PyAV, FFmpeg, torch and numpy that produced the hashes
 are stored beside them: when they differ from the running ones the test fails saying so, since a library upgrade
@@ -74,7 +75,7 @@ def test_parkour_output_planes_are_unchanged(tmp_path):
     result = run(clip, out_dir=tmp_path / "o", overrides=SETS, quiet=True)
     assert result.stats["engine"] == "embedded"
     pix_fmt, hashes = plane_hashes(result.outputs[0])
-    assert len(hashes) == 12 and pix_fmt == "yuva444p10le" and all(len(h) == 4 for h in hashes)
+    assert len(hashes) == 12 and pix_fmt == "yuva444p12le" and all(len(h) == 4 for h in hashes)
     now = {"settings": SETS, "disparity_px": DISPARITY, "versions": library_versions(), "pix_fmt": pix_fmt,
            "planes": ["Y", "U", "V", "A"], "sha256_16": hashes}
     if os.environ.get("VR180MATTE_REGOLD"):
