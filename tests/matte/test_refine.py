@@ -259,3 +259,37 @@ def test_sampling_reads_only_the_cells_a_tile_needs():
         t = x[:, i0, :] * (1 - w)[None, :, None] + x[:, i1, :] * w[None, :, None]
         ref = t[:, :, j0] * (1 - v) + t[:, :, j1] * v
         assert torch.equal(_sample(x, ay, ax), ref)
+
+
+@pytest.mark.parametrize("r", [1, 2, 4])
+def test_box_and_band_filters_equal_the_2d_pools(r):
+    """The separable box mean equals ``avg_pool2d`` (count_include_pad=False) up to float rounding, borders
+    included, and the separable band maximum equals ``max_pool2d`` exactly (any size, windows past the map)."""
+    from vr180matte.matte.refine_ops import _box, _max_sep
+
+    g = torch.Generator().manual_seed(r)
+    for shape in ((2, 17, 96, 80), (1, 1, 5, 3)):
+        x = torch.rand(shape, generator=g)
+        ref = F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+        assert float((_box(x, r) - ref).abs().max()) < 1e-6
+        m = (x > 0.9).float()
+        assert torch.equal(_max_sep(m, r), F.max_pool2d(m, 2 * r + 1, stride=1, padding=r))
+
+
+def test_thin_structures_sampled_by_interpolation_equal_the_gathers():
+    """At an integer mask-to-output factor the tile path samples the coarse mask and its thin-structure map with
+    ``F.interpolate`` on just the cells a tile reads (``_cells``); that equals the two-gather sampling of the
+    whole map (``_sample``, kept for other factors) up to float rounding, at the clamped borders too."""
+    from vr180matte.matte.refine_ops import _axis, _sample
+    from vr180matte.matte.refine_tiles import _cells, _upsample
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(2, 96, 80, generator=g)
+    for f in (1, 2, 4):
+        H, W = 96 * f, 80 * f
+        for (y0, y1, x0, x1) in ((0, 40, 0, 33), (17, 90, 5, 61), (H - 30, H, W - 7, W), (0, H, 0, W)):
+            box = (y0, y1, x0, x1)
+            up = _upsample(x, (*_cells(y0, y1, f, 96), *_cells(x0, x1, f, 80), f), box)
+            ref = _sample(x, _axis(y0, y1, 1 / f, 0.0, 96, "cpu"), _axis(x0, x1, 1 / f, 0.0, 80, "cpu"))
+            assert up.shape == ref.shape == (2, y1 - y0, x1 - x0)
+            assert float((up - ref).abs().max()) < 1e-6, (f, box)

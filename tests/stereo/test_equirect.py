@@ -136,3 +136,21 @@ def test_equirect_detector_one_batched_pass_with_yolo_equals_image_by_image():
         assert len(g) == len(w)
         for a, b in zip(g, w):
             assert np.abs(a.box - b.box).max() < 0.05 and abs(a.score - b.score) < 1e-3
+
+
+def test_all_crops_of_an_eye_in_one_pass_equal_one_crop_at_a_time():
+    """perspective_crops: the eye made float once and every crop from one grid_sample; each crop equals its own
+    grid_sample over the eye (the per-crop form) exactly."""
+    import torch.nn.functional as F
+
+    from vr180matte.stereo.equirect import DEFAULT_CROPS, _crop_grid, perspective_crops
+
+    eye = torch.randint(0, 256, (180, 180, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    crops = perspective_crops(eye, DEFAULT_CROPS, 75.0, 64)
+    assert crops.shape == (len(DEFAULT_CROPS), 64, 64, 3) and crops.dtype == torch.uint8
+    for (yaw, pitch), got in zip(DEFAULT_CROPS, crops):
+        g = _crop_grid(180, 180, yaw, pitch, 75.0, 64, 180.0, "cpu")
+        one = F.grid_sample(eye.permute(2, 0, 1)[None].float(), g, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+        assert torch.equal(got, one)
+        assert torch.equal(got, perspective_crop(eye, yaw, pitch, 75.0, 64))

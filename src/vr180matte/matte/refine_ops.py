@@ -18,11 +18,29 @@ THIN_SAT = 0.9  # a coarse neighbourhood (3x3 cells) whose maximum stays below t
 MAX_GRID = 1024  # the coarse coefficient grid is at most this many cells per side (bounds its memory)
 
 
+def _shift_sum(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Sum over a 2r+1 window along ``dim`` (zeros past the border): 2r + 1 shifted slices of one padded copy."""
+    n = x.shape[dim]
+    pad = [0, 0] * (x.dim() - 1 - dim % x.dim()) + [r, r]
+    xp = F.pad(x, pad)
+    out = xp.narrow(dim, 0, n).clone()
+    for k in range(1, 2 * r + 1):  # the window's taps (a fixed few), not a loop over data
+        out += xp.narrow(dim, k, n)
+    return out
+
+
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Mean over a (2r+1)^2 window, normalised by the number of valid pixels at the borders."""
+    """Mean over a (2r+1)^2 window, normalised by the number of valid pixels at the borders (``avg_pool2d``'s
+    ``count_include_pad=False`` mean). Separable sums of shifted slices: on the CPU ~2.5x faster than
+    ``avg_pool2d``'s 2-D window at the refiner's 3x3 (its 17 channels at a 384-cell grid: 26 -> 10 ms), equal to
+    it up to float rounding (2e-7)."""
     if r <= 0:
         return x
-    return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+    h, w = x.shape[-2:]
+    ones_h = torch.ones(h, 1, device=x.device, dtype=x.dtype)
+    ones_w = torch.ones(1, w, device=x.device, dtype=x.dtype)
+    count = _shift_sum(ones_h, r, 0) * _shift_sum(ones_w, r, 1)  # valid pixels per window, (h, w)
+    return _shift_sum(_shift_sum(x, r, -2), r, -1).div_(count)
 
 
 def _axis(start: int, stop: int, scale: float, offset: float, n_in: int, device) -> tuple:
@@ -122,8 +140,16 @@ def masks(p: torch.Tensor, p_l: torch.Tensor, r: int) -> tuple[torch.Tensor, tor
     thin = (F.max_pool2d(p, 3, stride=1, padding=1) < THIN_SAT).float()
     unc = ((p_l > LO) & (p_l < HI)).float()
     reach = 2 * r + 2  # the coefficients' support (two box filters) plus the interpolation cell
-    band = F.max_pool2d(unc, 2 * reach + 1, stride=1, padding=reach)
+    band = _max_sep(unc, reach)
     return thin, band
+
+
+def _max_sep(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Max over a (2r+1)^2 window (``max_pool2d``, stride 1, padded): a row pass then a column pass, exactly the
+    same values (a maximum is a maximum in any order), ~2x faster on the CPU at the band's 9x9 (not at 3x3,
+    where ``thin`` keeps the 2-D pool)."""
+    x = F.max_pool2d(x, (1, 2 * r + 1), stride=1, padding=(0, r))
+    return F.max_pool2d(x, (2 * r + 1, 1), stride=1, padding=(r, 0))
 
 
 def stretch(q: torch.Tensor, gain: float) -> torch.Tensor:

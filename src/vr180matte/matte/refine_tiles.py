@@ -62,16 +62,22 @@ def _pool_guide(guide: torch.Tensor, s: int, strip: int = 256) -> torch.Tensor:
     return out
 
 
+def _cells(e0: int, e1: int, s: int, n_grid: int) -> tuple[int, int]:
+    """The grid cells ``[g0, g1)`` that the bilinear samples of output pixels ``e0..e1`` read at the integer
+    factor ``s`` (the same arithmetic as ``_axis``)."""
+    g0 = int(math.floor(min(max((e0 + 0.5) / s - 0.5, 0.0), n_grid - 1)))
+    g1 = min(n_grid - 1, int(math.floor(min(max((e1 - 0.5) / s - 0.5, 0.0), n_grid - 1))) + 1) + 1
+    return g0, g1
+
+
 def _support(n: int, s: int, n_grid: int, T: int, halo: int) -> list[tuple[int, int, int, int, int, int]]:
     """Tiles of one axis: ``(o0, o1, e0, e1, g0, g1)`` = output range, range extended by ``halo``, and the
-    coarse-grid cells ``[g0, g1)`` its bilinear samples read (the same arithmetic as ``_axis``)."""
+    coarse-grid cells ``[g0, g1)`` its bilinear samples read."""
     tiles = []
     for o0 in range(0, n, T):
         o1 = min(n, o0 + T)
         e0, e1 = max(0, o0 - halo), min(n, o1 + halo)
-        g0 = int(math.floor(min(max((e0 + 0.5) / s - 0.5, 0.0), n_grid - 1)))
-        g1 = min(n_grid - 1, int(math.floor(min(max((e1 - 0.5) / s - 0.5, 0.0), n_grid - 1))) + 1) + 1
-        tiles.append((o0, o1, e0, e1, g0, g1))
+        tiles.append((o0, o1, e0, e1, *_cells(e0, e1, s, n_grid)))
     return tiles
 
 
@@ -99,10 +105,14 @@ def _apply(bc: torch.Tensor, guide: torch.Tensor, cells, box, gain: float, coars
             q.addcmul_(planes[1 + c], g[..., c].float().div_(255.0))
         q = torch.where(inband, stretch(q, gain), q.round())
         if coarse is not None:
-            src, fy, fx = coarse
-            cy = _axis(ey0, ey1, fy, 0.0, src.shape[1], q.device)
-            cx = _axis(ex0, ex1, fx, 0.0, src.shape[2], q.device)
-            pc, thin = _sample(src, cy, cx)
+            src, fy, fx, f = coarse
+            if f:  # the mask is the output / f: F.interpolate's kernel, as for the coefficients (not two gathers)
+                pc, thin = _upsample(src, (*_cells(ey0, ey1, f, src.shape[1]), *_cells(ex0, ex1, f, src.shape[2]), f),
+                                     box)
+            else:
+                cy = _axis(ey0, ey1, fy, 0.0, src.shape[1], q.device)
+                cx = _axis(ex0, ex1, fx, 0.0, src.shape[2], q.device)
+                pc, thin = _sample(src, cy, cx)
             thin = (thin > 0.5) & inband
             if bool(thin.any()):
                 q = torch.where(thin, torch.maximum(q, stretch(pc, gain)), q)
@@ -121,6 +131,8 @@ def refine_tiles(ref, probs: torch.Tensor, guides: torch.Tensor, plan: dict) -> 
     hl, wl = -(-H // s), -(-W // s)
     p, p_l = coarse_prob(probs, H, W, s)
     ph, pw = p.shape[2:]
+    # an integer factor from the mask to the output (the usual case: scale_factor 0.25 / 0.5 / 1.0)
+    f = H // ph if H % ph == 0 and W % pw == 0 and H // ph == W // pw else None
     if ref.method == "guided":
         pooled = torch.stack([_pool_guide(guides[i], s) for i in range(B)])  # (B, 3, hl, wl)
         coef = coefficients(pooled, p_l, r, ref.eps)  # (B, 4, hl, wl): A_r, A_g, A_b, b
@@ -136,7 +148,9 @@ def refine_tiles(ref, probs: torch.Tensor, guides: torch.Tensor, plan: dict) -> 
         pl_np = p_l[:, 0].cpu().numpy()
         lo_np, hi_np = pl_np == 0.0, pl_np == 1.0  # bilinear of exact 0s (1s) stays exact
 
-    out = torch.empty((B, H, W), dtype=torch.float32, device=dev)
+    # zeros: the tiles away from the edge band on the outside (most of an eye) are then already done, one
+    # memset instead of a slice fill each
+    out = torch.zeros((B, H, W), dtype=torch.float32, device=dev)
     sigma = ref.feather_px / 2.0
     kern = _gauss_kernel(sigma, dev) if sigma > 0 else None
     halo = abs(ref.erode_px) + (((kern.numel() - 1) // 2) if kern is not None else 0)
@@ -151,14 +165,13 @@ def refine_tiles(ref, probs: torch.Tensor, guides: torch.Tensor, plan: dict) -> 
         if coef is not None:
             # band and coefficients sampled together: one gather per tile instead of five
             bc = torch.cat([band[i], coef[i]])  # (5, hl, wl): band, A_r, A_g, A_b, b
-            coarse = (torch.cat([p[i], thin[i]]), ph / H, pw / W)  # sampled straight from the coarse grid
+            coarse = (torch.cat([p[i], thin[i]]), ph / H, pw / W, f)  # sampled straight from the coarse grid
         for y0, y1, ey0, ey1, g0, g1 in gy:
             for x0, x1, ex0, ex1, f0, f1 in gx:
                 n_tiles += 1
                 cells = (g1 - g0) * (f1 - f0)
                 if ref.skip_uniform and _count(lo_c[i], g0, g1, f0, f1) == cells:
-                    out[i, y0:y1, x0:x1] = 0.0
-                    continue
+                    continue  # exactly 0: out is zeros
                 if ref.skip_uniform and _count(hi_c[i], g0, g1, f0, f1) == cells:
                     out[i, y0:y1, x0:x1] = 1.0
                     continue
