@@ -183,7 +183,7 @@ def test_channels_last_network_and_inputs_give_the_same_boxes(det):
     every batch it is given are channels-last, and the boxes and scores are those of the same network in the
     default NCHW layout up to float rounding."""
     plain = YoloDetector(bundled_detector_path(), "yolov8s", confidence_threshold=0.5, person_classes=(0, 1),
-                         image_size=1280, upscale=2.0, source_scale=1.0, source="bundled")
+                         image_size=640, upscale=1.0, source_scale=1.0, source="bundled")
     convs = [m for m in plain.net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
     assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     seen = []
@@ -192,7 +192,7 @@ def test_channels_last_network_and_inputs_give_the_same_boxes(det):
         x, *a, **k)
     img = torch.from_numpy(_bedroom(0))
     nhwc = plain.detect(img, threshold=0.3)
-    assert seen and all(seen)  # whole pass and tiles
+    assert seen and all(seen)
     plain.net = plain.net.to(memory_format=torch.contiguous_format)
     assert not convs[0].weight.is_contiguous(memory_format=torch.channels_last)
     plain.net.forward = lambda x, *a, **k: real(x.contiguous(), *a, **k)  # NCHW inputs too: the old layout
