@@ -34,6 +34,11 @@ def to_float(image: torch.Tensor, device: torch.device) -> torch.Tensor:
     return image.to(device, non_blocking=True).permute(2, 0, 1)[None].float().div_(255.0)
 
 
+def nhwc(x: torch.Tensor) -> torch.Tensor:
+    """A network batch in the detector's layout: channels-last, like its weights (engines/yolo_weights.py)."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def letterbox(image: torch.Tensor, device: torch.device, imgsz: int, stride: int
               ) -> tuple[torch.Tensor, float, tuple[int, int]]:
     """(1,3,h,w) float batch scaled to fit ``imgsz``, padded to a stride multiple, on the device; returns the gain
@@ -130,8 +135,7 @@ class NetBatch:
         for members in by_shape.values():
             for k in range(0, len(members), batch):
                 idx = members[k : k + batch]
-                x = torch.stack([self.inputs[i] for i in idx]).contiguous(memory_format=torch.channels_last)
-                preds = net(x)  # NHWC like the weights (engines/yolo_weights.py)
+                preds = net(nhwc(torch.stack([self.inputs[i] for i in idx])))
                 preds = preds[0] if isinstance(preds, (list, tuple)) else preds
                 p = preds.transpose(-1, -2)  # (B, anchors, 4 + classes)
                 conf, j = p[..., 4:].max(-1)

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from vr180matte.engines.yolo_batch import PAD
+from vr180matte.engines.yolo_batch import PAD, nhwc
 
 
 def input_size(net: torch.nn.Module, imgsz: int) -> tuple[int, int]:
@@ -24,5 +24,4 @@ def warm_up(net: torch.nn.Module, batch: int, imgsz: int, device: torch.device, 
     """One forward of a full batch of letterbox-grey inputs (the fixed shape of a full batch of tiles)."""
     with torch.inference_mode():
         dtype = torch.float16 if half else torch.float32
-        x = torch.full((batch, 3, imgsz, imgsz), PAD, device=device, dtype=dtype)
-        net(x.contiguous(memory_format=torch.channels_last))  # the layout NetBatch.run gives it
+        net(nhwc(torch.full((batch, 3, imgsz, imgsz), PAD, device=device, dtype=dtype)))  # as NetBatch.run gives it
