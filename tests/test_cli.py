@@ -55,6 +55,21 @@ def test_missing_file(tmp_path):
     assert p.returncode == 2 and "not found" in one_line_error(p)
 
 
+def test_bad_input_is_refused_before_torch_is_imported(tmp_path):
+    """A missing file, a non-video and an odd-width side-by-side are refused by the plan before torch (seconds of
+    imports) loads: the user's one line comes at once."""
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video\n" * 20)
+    odd = write_video(tmp_path / "odd.mkv", lambda i: np.full((64, 129, 3), 90, np.uint8), n=2, codec="ffv1",
+                      pix_fmt="yuv444p")
+    code = ("import sys; from vr180matte.cli import main; "
+            "codes = [main(['run', a, '-o', sys.argv[-1], '--quiet']) for a in sys.argv[1:-1]]; "
+            "print(codes, 'torch' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nope.mp4"), str(notes), str(odd),
+                        str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
+    assert p.stdout.strip() == "[2, 2, 2] False", (p.stdout, p.stderr[-2000:])
+
+
 def test_not_a_video(tmp_path):
     f = tmp_path / "notes.mp4"
     f.write_text("hello, this is not a video\n" * 50)

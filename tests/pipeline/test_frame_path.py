@@ -19,13 +19,13 @@ import pytest
 import torch
 
 from synth import davis_frames, media, write_video
-from vr180matte.pipeline import plan as plan_mod
 from vr180matte.io.layouts import get_layout
 from vr180matte.matte.composite import channels, compose
 from vr180matte.matte.refine import Refiner
 from vr180matte.matte.temporal import TemporalSmoother
 from vr180matte.pipeline import run
 from vr180matte.pipeline.frame_matter import eye_stack
+from vr180matte.runtime import policy as policy_mod
 from vr180matte.runtime.host_reads import HostReadCounter
 
 
@@ -141,12 +141,12 @@ def test_gpu_policy_pipeline_gives_the_cpu_policy_alpha(tmp_path, monkeypatch, c
     monkeypatch.setattr(profile.StageTimer, "__call__", labelled)
     # The same processing eyes in both runs (the CPU's OpenCV resize; the GPU policy resizes with torch, checked
     # in the next test), so what is compared is refine, temporal and composite.
-    real_policy = plan_mod.choose_policy
-    monkeypatch.setattr(plan_mod, "choose_policy", lambda *a, **k: replace(real_policy(*a, **k), host_resize=True))
+    real_policy = policy_mod.choose_policy  # the plan imports it when it decides (after the input checks)
+    monkeypatch.setattr(policy_mod, "choose_policy", lambda *a, **k: replace(real_policy(*a, **k), host_resize=True))
     with counter:
         gpu = run(src, out_dir=tmp_path / "gpu", overrides=sets + ["hardware.policy=gpu"], quiet=True)
     monkeypatch.setattr(profile.StageTimer, "__call__", orig)
-    monkeypatch.setattr(plan_mod, "choose_policy", real_policy)
+    monkeypatch.setattr(policy_mod, "choose_policy", real_policy)
     cpu = run(src, out_dir=tmp_path / "cpu", overrides=sets + ["hardware.policy=cpu"], quiet=True)
     assert gpu.stats["policy"]["whole_frame"] and not cpu.stats["policy"]["whole_frame"]
     a_gpu, a_cpu = _alphas(gpu.outputs[0]), _alphas(cpu.outputs[0])

@@ -11,21 +11,20 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
-from ..engines import choose_engine
 from ..errors import InputError
 from ..io.codecs import Codec, resolve_codec
 from ..io.layouts import Layout, get_layout
 from ..io.probe import VideoInfo, probe, resolve_layout
 from ..runtime.chunks import Chunk, plan_chunks
-from ..runtime.device import auto_chunk_size, resolve_device
-from ..runtime.policy import DevicePolicy, choose_policy
 from ..runtime.scale import processing_scale
-from ..track.prompts import load_prompts
+
+if TYPE_CHECKING:  # torch and the modules that need it load in make_plan, after the input checks (see there)
+    import torch
+
+    from ..runtime.policy import DevicePolicy
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +210,13 @@ def make_plan(input_path: Path, cfg: Config, out_dir: Path, out_file: Path | Non
     geo = make_geometry(cfg, info, layout, cfg.processing.scale_factor)
     stem = input_path.stem
     output = _output_spec(cfg, info, geo, stem, input_path, out_dir, out_file)
+    # torch (~3-4 s to import) only now: a missing, unreadable or wrongly shaped input is refused in well under a
+    # second, before it is imported
+    from ..engines import choose_engine
+    from ..runtime.device import auto_chunk_size, resolve_device
+    from ..runtime.policy import choose_policy
+    from ..track.prompts import load_prompts
+
     device = resolve_device(cfg.hardware.device)
     policy = choose_policy(device, force=cfg.hardware.policy)
     log.info("%s", policy.reason)
