@@ -110,3 +110,19 @@ def test_supports_only_yuva444p10le_rgb_images():
     img = np.zeros((4, 4, 4), np.uint8)
     assert supports("yuva444p10le", img) and supports("yuva444p10le", img[..., :3].astype(np.uint16))
     assert not supports("yuv420p", img) and not supports("yuva444p10le", img.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_colour_and_alpha_apart_give_the_interleaved_frames_planes(dtype):
+    """A straight-alpha output handed over as the decoded frame's view and an alpha plane (io/picture.py) gives
+    the very planes of the interleaved RGBA frame; the colour may be a strided eye view of a wider frame."""
+    from vr180matte.io.picture import RgbAlpha
+
+    img = _image(dtype)
+    wide = np.concatenate([img[..., :3], img[..., :3][:, ::-1]], axis=1)  # an SBS frame; the left eye is a view
+    apart = RgbAlpha(wide[:, :300], np.ascontiguousarray(img[..., 3]))
+    assert not apart.rgb.flags.c_contiguous and supports("yuva444p10le", apart)
+    want = [_plane(p).copy() for p in PlaneBuilder(300, 70).build(img).planes]
+    got = [_plane(p) for p in PlaneBuilder(300, 70).build(apart).planes]
+    for name, a, b in zip("YUVA", got, want):
+        np.testing.assert_array_equal(a, b, err_msg=name)

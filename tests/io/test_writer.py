@@ -85,6 +85,36 @@ def test_png_rgba_exact(tmp_path):
         assert np.array_equal(cv2.cvtColor(back, cv2.COLOR_BGRA2RGBA), img)
 
 
+@pytest.mark.parametrize("codec", ["prores4444", "png"])
+def test_colour_and_alpha_apart_write_the_rgba_frames_bytes(tmp_path, codec):
+    """A straight-alpha frame handed over as colour and alpha apart (io/picture.py) is written exactly as its
+    interleaved RGBA frame: the same ProRes packets, the same PNG files. Parts that do not make a frame are
+    refused before anything is written."""
+    from vr180matte.io.picture import RgbAlpha
+
+    outs = []
+    for name, apart in (("rgba", False), ("apart", True)):
+        path = tmp_path / (f"{name}.mov" if codec != "png" else name)
+        with SegmentWriter(path, codec, W, H, TB, Fraction(30)) as w:
+            for k in range(3):
+                img = _rgba(k)
+                w.write(RgbAlpha(img[..., :3], img[..., 3].copy()) if apart else img, VFR_PTS[k], k)
+        if codec == "png":
+            outs.append([(path / f).read_bytes() for f in sorted(os.listdir(path))])
+        else:
+            with av.open(str(path)) as c:
+                outs.append([bytes(p) for p in c.demux(video=0) if p.size])
+    assert len(outs[0]) == 3 and outs[0] == outs[1]
+    w = SegmentWriter(tmp_path / "bad.mov", codec if codec != "png" else "prores4444", W, H, TB, Fraction(30))
+    img = _rgba(0)
+    with pytest.raises(ValueError, match="alpha"):
+        w.write(RgbAlpha(img[..., :3], img[1:, :, 3].copy()), 0, 0)
+    with pytest.raises(ValueError, match="uint16"):
+        w.write(RgbAlpha(img[..., :3], img[..., 3].astype(np.uint16)), 0, 0)
+    assert w.frames_written == 0
+    w.close()
+
+
 @pytest.mark.parametrize("codec,name,tag", [("h264", "h264", "avc1"), ("hevc", "hevc", "hvc1")])
 def test_h264_hevc_vfr_pts_no_bframes(tmp_path, codec, name, tag):
     path = tmp_path / f"seg_{codec}.mp4"

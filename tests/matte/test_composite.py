@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from vr180matte.matte.composite import compose
+from vr180matte.matte.composite import compose, straight_alpha
 
 
 def _inputs(device):
@@ -17,6 +17,24 @@ def test_straight_alpha(device):
     assert out.shape == (2, 2, 4) and out.dtype == torch.uint8
     assert out[..., :3].tolist() == rgb.cpu().tolist()  # colour untouched
     assert out[..., 3].tolist() == [[128, 255], [0, 64]]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16])
+def test_straight_alpha_alone_is_the_alpha_channel_compose_writes(device, dtype):
+    """The straight-alpha output's alpha plane (the colour is the source's, io/picture.py): the fourth channel of
+    compose's RGBA, returned or written into a view of a wider plane; out-of-range alpha is clamped alike."""
+    g = torch.Generator().manual_seed(0)
+    rgb = torch.randint(0, 256, (2, 5, 6, 3), generator=g).to(dtype).mul(257 if dtype == torch.uint16 else 1)
+    alpha = torch.rand((2, 5, 6), generator=g) * 1.2 - 0.1
+    rgb, alpha = rgb.to(device), alpha.to(device)
+    want = compose(rgb, alpha, mode="alpha")[..., 3]
+    got = straight_alpha(alpha, dtype)
+    assert got.dtype == dtype and torch.equal(got, want)
+    plane = torch.zeros((2, 5, 12), dtype=dtype, device=device)  # two eyes side by side; the right half is written
+    assert straight_alpha(alpha, dtype, out=plane[..., 6:]).data_ptr() == plane[..., 6:].data_ptr()
+    assert torch.equal(plane[..., 6:], want) and not plane[..., :6].any()
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        straight_alpha(alpha, torch.float32)
 
 
 def test_premultiplied_alpha(device):

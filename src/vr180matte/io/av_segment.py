@@ -17,6 +17,7 @@ from vr180matte.io import budget, encoder_config
 from vr180matte.io.encoder_config import EncoderSettings, swscale_frame
 from vr180matte.io.errors import OutputError
 from vr180matte.io.parallel_encode import EncodePool
+from vr180matte.io.picture import RgbAlpha
 from vr180matte.io.planes import PlaneBuilder
 from vr180matte.io.planes import supports as planes_support
 
@@ -54,7 +55,7 @@ class AvSegment:
             self._builders = {id(c): PlaneBuilder(settings.width, settings.height, sws_colorspace, ring)
                               for c in contexts}
 
-    def encode(self, image: np.ndarray, pts: int, duration: int | None, written: int) -> None:
+    def encode(self, image: np.ndarray | RgbAlpha, pts: int, duration: int | None, written: int) -> None:
         """Encode one frame; ``written``: frames encoded before it (for the error message)."""
         if duration:
             # PyAV's pixel-format conversion drops frame.duration, so the packet gets it back in _mux
@@ -73,13 +74,16 @@ class AvSegment:
         image, pts = item
         return ctx.encode(self._frame(image, pts, ctx))
 
-    def _frame(self, image: np.ndarray, pts: int, ctx) -> av.VideoFrame:
-        """The encoder's frame for ``image`` (RGB(A), 8 or 16 bit): ``ctx``'s reused frame with its planes built
-        directly where :mod:`vr180matte.io.planes` covers the pixel format, else a swscale conversion."""
+    def _frame(self, image: np.ndarray | RgbAlpha, pts: int, ctx) -> av.VideoFrame:
+        """The encoder's frame for ``image`` (RGB(A), 8 or 16 bit, or colour and alpha apart): ``ctx``'s reused
+        frame with its planes built directly where :mod:`vr180matte.io.planes` covers the pixel format, else a
+        swscale conversion (of the interleaved frame)."""
         builder = self._builders.get(id(ctx))
         if builder is not None and planes_support(self._settings.pix_fmt, image):
             frame = builder.build(image)
         else:
+            if isinstance(image, RgbAlpha):
+                image = image.rgba()
             frame = swscale_frame(image, self._settings.spec.alpha, self.stream.pix_fmt, self._sws_colorspace)
         frame.pts = pts
         frame.time_base = self._settings.time_base

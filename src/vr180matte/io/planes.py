@@ -1,4 +1,5 @@
-"""The encoder's planes built straight from the composited RGB(A) frame, into a reused ``VideoFrame``.
+"""The encoder's planes built straight from the composited RGB(A) frame (or the decoded colour and the alpha
+plane apart, io/picture.py), into a reused ``VideoFrame``.
 
 Why: at 6144x3072 ``av.VideoFrame.from_ndarray`` (a full copy into a new frame) plus swscale's single-threaded
 RGBA -> ``yuva444p10le`` conversion cost ~94 ms + the conversion per frame on the H200 machine (issue 20), and a
@@ -19,6 +20,8 @@ from __future__ import annotations
 import av
 import numpy as np
 
+from vr180matte.io.picture import RgbAlpha
+
 PIX_FMT = "yuva444p10le"
 #: swscale colour matrix (SWS_CS_*, as io/writer.py maps the input's tag) -> (Kr, Kb)
 KR_KB = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 5: (0.299, 0.114), 7: (0.212, 0.087), 9: (0.2627, 0.0593)}
@@ -30,7 +33,9 @@ STRIP_ROWS = 64  # rows per strip: float32 temporaries of 64 x 6144 (1.5 MB each
 _ALPHA8 = np.minimum((np.arange(256, dtype=np.uint32) * 257 + 32) >> 6, 1023).astype(np.uint16)
 
 
-def supports(pix_fmt: str, image: np.ndarray) -> bool:
+def supports(pix_fmt: str, image: np.ndarray | RgbAlpha) -> bool:
+    if isinstance(image, RgbAlpha):
+        return pix_fmt == PIX_FMT and image.dtype in (np.uint8, np.uint16)
     return pix_fmt == PIX_FMT and image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype in (np.uint8,
                                                                                                    np.uint16)
 
@@ -65,8 +70,13 @@ class PlaneBuilder:
         """The frame the last ``build`` filled (the first one before any)."""
         return self._frames[(self._next - 1) % len(self._frames)]
 
-    def build(self, image: np.ndarray) -> av.VideoFrame:
-        """The frame for ``image`` ((H, W, 3|4) uint8 or uint16): the next of the reused frames, refilled."""
+    def build(self, image: np.ndarray | RgbAlpha) -> av.VideoFrame:
+        """The frame for ``image`` ((H, W, 3|4) uint8 or uint16, or its colour and alpha apart): the next of the
+        reused frames, refilled."""
+        if isinstance(image, RgbAlpha):
+            image, alpha_src = image.rgb, image.alpha
+        else:
+            alpha_src = image[..., 3] if image.shape[2] == 4 else None
         if image.shape[:2] != (self.height, self.width):
             raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, frame is {self.width}x{self.height}")
         frame = self._frames[self._next]
@@ -100,13 +110,13 @@ class PlaneBuilder:
                 dst += np.uint16(32)
                 dst >>= np.uint16(6)
             alpha = planes[3][r0:r0 + STRIP_ROWS]
-            if image.shape[2] == 4 and image.dtype == np.uint8:
-                np.take(_ALPHA8, strip[..., 3], out=alpha)
-            elif image.shape[2] == 4:  # 16 -> 10 bits, rounded, in uint16 (no wider temporary)
-                a = strip[..., 3]
+            if alpha_src is None:
+                alpha[...] = 1023
+            elif image.dtype == np.uint8:
+                np.take(_ALPHA8, alpha_src[r0:r0 + STRIP_ROWS], out=alpha)
+            else:  # 16 -> 10 bits, rounded, in uint16 (no wider temporary)
+                a = alpha_src[r0:r0 + STRIP_ROWS]
                 np.right_shift(a, 6, out=alpha)
                 alpha += (a >> 5) & 1
                 np.minimum(alpha, 1023, out=alpha)
-            else:
-                alpha[...] = 1023
         return frame

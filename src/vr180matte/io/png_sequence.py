@@ -12,16 +12,20 @@ import numpy as np
 
 from vr180matte.io.errors import OutputError
 from vr180matte.io.parallel_encode import FilePool
+from vr180matte.io.picture import RgbAlpha
 
 
-def write_png(folder: Path, image: np.ndarray, index: int) -> None:
+def write_png(folder: Path, image: np.ndarray | RgbAlpha, index: int) -> None:
     """``{index:06d}.png`` in ``folder``; cv2 writes uint16 arrays as 16-bit PNG, so a 10-bit source keeps its
-    precision."""
+    precision. Colour and alpha apart are interleaved into BGRA in one copy (what the cvtColor below costs)."""
     import cv2
 
-    code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
     target = folder / f"{index:06d}.png"
-    if not cv2.imwrite(str(target), cv2.cvtColor(image, code)):
+    if isinstance(image, RgbAlpha):
+        bgr = image.rgba(bgr=True)
+    else:
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(target), bgr):
         raise OutputError(f"cannot write {target}; check free space and permissions")
 
 
@@ -39,13 +43,13 @@ class PngSequence:
         #: N writer threads (None: each file written inline)
         self.pool: FilePool | None = FilePool(files, lambda item: self._write(*item)) if files > 1 else None
 
-    def write(self, image: np.ndarray, index: int) -> None:
+    def write(self, image: np.ndarray | RgbAlpha, index: int) -> None:
         if self.pool is not None:
             self.pool.submit((image, index))
         else:
             self._write(image, index)
 
-    def _write(self, image: np.ndarray, index: int) -> None:
+    def _write(self, image: np.ndarray | RgbAlpha, index: int) -> None:
         write_png(self.path, image, index)
 
     def close(self) -> None:

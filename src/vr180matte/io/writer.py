@@ -45,6 +45,7 @@ from vr180matte.io.codecs import CODECS as _TABLE
 from vr180matte.io.codecs import get_codec
 from vr180matte.io.encoder_config import EncoderSettings, sws_colorspace
 from vr180matte.io.errors import OutputError
+from vr180matte.io.picture import RgbAlpha
 from vr180matte.io.png_sequence import PngSequence
 
 log = logging.getLogger(__name__)
@@ -159,12 +160,17 @@ class SegmentWriter:
         return self._av.stream if self._av is not None else None
 
     # -- writing -------------------------------------------------------------------------------------------------
-    def write(self, image: np.ndarray, pts: int | None, index: int, duration: int | None = None) -> None:
-        """Encode one frame. ``pts`` is the SOURCE timestamp in ``time_base`` units (None: derived from ``index``);
-        ``duration`` (ticks, optional, e.g. ``DecodedFrame.duration``) keeps a variable-rate last frame's length."""
+    def write(self, image: np.ndarray | RgbAlpha, pts: int | None, index: int, duration: int | None = None) -> None:
+        """Encode one frame: (H, W, 3|4) pixels, or straight colour and alpha apart (io/picture.py). ``pts`` is the
+        SOURCE timestamp in ``time_base`` units (None: derived from ``index``); ``duration`` (ticks, optional, e.g.
+        ``DecodedFrame.duration``) keeps a variable-rate last frame's length."""
         if self._closed:
             raise OutputError(f"segment {self.path} is already closed")
-        if image.dtype not in (np.uint8, np.uint16) or image.ndim != 3 or image.shape[2] not in (3, 4):
+        if isinstance(image, RgbAlpha):
+            image.check()
+        elif image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"expected (H, W, 3|4) uint8 or uint16, got {image.shape} {image.dtype}")
+        if image.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"expected (H, W, 3|4) uint8 or uint16, got {image.shape} {image.dtype}")
         if image.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, segment is {self.width}x{self.height}")

@@ -27,6 +27,32 @@ def _bg(background, device) -> torch.Tensor:
     return torch.tensor(vals, dtype=torch.float32).to(device, non_blocking=True)
 
 
+def _top(dtype: torch.dtype) -> float:
+    """Full scale of a frame's dtype: 255 for 8-bit, 65535 for 16-bit colour."""
+    return 255.0 if dtype == torch.uint8 else 65535.0
+
+
+def _levels(alpha: torch.Tensor, device, top: float) -> torch.Tensor:
+    """Alpha in [0, 1] (clamped) as float integer levels 0..``top``, rounded (in place on clamp's own copy)."""
+    return alpha.to(device, torch.float32).clamp(0, 1).mul_(top).round_()
+
+
+@torch.no_grad()
+def straight_alpha(alpha: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The alpha channel :func:`compose` writes for straight ``mode="alpha"``, alone: ``alpha`` (..., H, W) float
+    -> integer levels in ``dtype`` (uint8 0..255, or uint16 0..65535 for a 16-bit frame), into ``out`` when
+    given. With straight alpha the colour is the source's, so an alpha deliverable needs only this plane beside
+    the decoded frame (io/picture.py): no RGBA frame is built."""
+    if dtype not in (torch.uint8, torch.uint16):
+        raise ValueError(f"alpha levels are uint8 or uint16, got {dtype}")
+    device = out.device if out is not None else alpha.device
+    aq = _levels(alpha, device, _top(dtype))
+    if out is None:
+        return aq.to(dtype)
+    out.copy_(aq)
+    return out
+
+
 @torch.no_grad()
 def compose(
     rgb: torch.Tensor,
@@ -57,14 +83,13 @@ def compose(
         raise ValueError(f"compose expects an (H, W, 3) uint8 or uint16 frame, got {tuple(rgb.shape)} {rgb.dtype}")
     if tuple(alpha.shape) != tuple(rgb.shape[:-1]):
         raise ValueError(f"alpha {tuple(alpha.shape)} does not match the frame {tuple(rgb.shape[:-1])}")
-    top = 255.0 if rgb.dtype == torch.uint8 else 65535.0
-    a = alpha.to(rgb.device, torch.float32).clamp(0, 1)
+    top = _top(rgb.dtype)
     if out is not None and (tuple(out.shape) != (*rgb.shape[:-1], channels(mode)) or out.dtype != rgb.dtype):
         raise ValueError(
             f"out {tuple(out.shape)} {out.dtype} does not fit a {mode} frame of {tuple(rgb.shape)} {rgb.dtype}"
         )
     if mode == "alpha":
-        aq = a.mul_(top).round_()  # in place on clamp's own copy; integers in 0..top, so the casts below are exact
+        aq = _levels(alpha, rgb.device, top)  # integers in 0..top, so the casts below are exact
         if premultiplied:
             # with the quantised alpha, so colour <= alpha holds exactly in the written values
             c = (rgb.float() * (aq / top)[..., None]).round_().to(rgb.dtype)
@@ -75,6 +100,7 @@ def compose(
         out[..., :3] = c
         out[..., 3] = aq
         return out
+    a = alpha.to(rgb.device, torch.float32).clamp(0, 1)
     bg = _bg(background, rgb.device) * (top / 255.0)
     res = (bg + (rgb.float() - bg) * a[..., None]).round_().clamp_(0, top)
     if out is None:

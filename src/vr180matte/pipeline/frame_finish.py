@@ -7,6 +7,7 @@ run this half alone, on blended probabilities instead of a model's.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..config import Config
@@ -66,6 +67,11 @@ class FrameFinisher:
         self.packer = make_packer(cfg, plan)
         self.decontaminate = decontaminate_enabled(cfg.refine.decontaminate, plan.output.format)
         self.decontaminated = {"tiles": 0, "band_pixels": 0}
+        # Straight alpha with the source's colour: the output is the decoded frame plus an alpha plane, handed to
+        # the writer apart (io/picture.py), so no RGBA frame is built here (premultiplied or decontaminated colour
+        # is new colour, and takes the compose path)
+        self.straight = (plan.output.format == "alpha" and not cfg.refine.premultiplied and not self.decontaminate
+                         and self.packer is None)
 
     def reset(self) -> None:
         """Chunk start: fresh smoothers."""
@@ -113,7 +119,8 @@ class FrameFinisher:
         return order, eye_stack(self.geo.layout, seg.frame)
 
     def finish(self, seg: Segmented) -> dict:
-        """Full-resolution alpha and the output images: ``{eye or None: (H, W, C) numpy}``."""
+        """Full-resolution alpha and the output images: ``{eye or None: (H, W, C) numpy}``, or for straight alpha
+        ``{eye or None: RgbAlpha}`` (the decoded colour and the alpha plane apart, io/picture.py)."""
         from ..matte.composite import channels, compose
 
         alphas = self.alphas(seg)
@@ -130,6 +137,10 @@ class FrameFinisher:
             with self.timer("composite"):
                 packed = self.packer(seg.eyes["left"], seg.eyes["right"], alphas["left"], alphas["right"])
                 return {None: packed.cpu().numpy()}
+        if self.straight:
+            with self.timer("composite"):
+                return straight_outputs(self.geo.layout, seg.rgb, alphas, whole_frame=self.whole_frame,
+                                        maintain_sbs=self.plan.output.maintain_sbs)
         c = self.cfg
         kw = dict(mode=c.output.format, background=tuple(c.output.background_color), premultiplied=c.refine.premultiplied)
         with self.timer("composite"):
@@ -152,3 +163,23 @@ class FrameFinisher:
                 return {None: frame.cpu().numpy()}
             return {eye: compose(seg.eyes[eye], alphas[eye], **kw).contiguous().cpu().numpy()
                     for eye in ("left", "right")}
+
+
+def straight_outputs(layout, rgb: np.ndarray, alphas: dict, *, whole_frame: bool, maintain_sbs: bool) -> dict:
+    """Straight-alpha outputs ``{eye or None: RgbAlpha}``: the decoded frame ``rgb`` (or its eye views) with the
+    alpha levels beside it, the alpha plane being the frame's one download. The pixels :func:`compose` gives."""
+    from ..io.picture import RgbAlpha
+    from ..matte.composite import straight_alpha
+
+    dtype = torch.uint8 if rgb.dtype == np.uint8 else torch.uint16
+    if not maintain_sbs:
+        return {eye: RgbAlpha(view, straight_alpha(alphas[eye], dtype).cpu().numpy())
+                for eye, view in zip(("left", "right"), layout.split(rgb))}
+    plane = torch.empty(rgb.shape[:2], dtype=dtype, device=alphas["left"].device)
+    if whole_frame:  # both eyes in one op over the (2, H, W) view of the plane
+        order = ("left", "right") if layout.left_first else ("right", "left")
+        straight_alpha(torch.stack([alphas[e] for e in order]), dtype, out=eye_stack(layout, plane))
+    else:
+        for eye, view in zip(("left", "right"), layout.split(plane)):
+            straight_alpha(alphas[eye], dtype, out=view)
+    return {None: RgbAlpha(rgb, plane.cpu().numpy())}
