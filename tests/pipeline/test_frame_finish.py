@@ -63,3 +63,34 @@ def test_separate_eye_files_hand_over_eye_views(tmp_path, monkeypatch):
     w = rgb.shape[1] // 2
     assert np.shares_memory(out["left"].rgb, rgb) and np.array_equal(out["right"].rgb, rgb[:, w:])
     assert len(r.outputs) == 2 and all(p.is_dir() and len(list(p.glob("*.png"))) == 2 for p in r.outputs)
+
+
+def test_passthrough_engine_hands_over_the_decoded_frame_and_one_opaque_plane(tmp_path, monkeypatch):
+    """The passthrough engine (the I/O path alone) writes each decoded frame with alpha 1 from the frame itself
+    and one read-only opaque plane; separate eye files get each eye's own half."""
+    from synth import write_video
+    from vr180matte.pipeline.frame_matter import OpaqueMatter
+
+    def sbs(i):  # the eyes differ (the right one mirrored), so a swapped or wrong half would show
+        x = np.linspace(0, 255, 96, dtype=np.float32)[None, :, None]
+        left = np.broadcast_to(x + 8 * i, (64, 96, 3)).clip(0, 255).astype(np.uint8)
+        return np.concatenate([left, left[:, ::-1]], axis=1)
+
+    clip = write_video(tmp_path / "c.mp4", sbs, n=3, options={"crf": "10"})
+    seen = []
+    finish = OpaqueMatter.finish
+    monkeypatch.setattr(OpaqueMatter, "finish", lambda self, seg: seen.append((seg.rgb, finish(self, seg))) or seen[-1][1])
+    sets = ["hardware.device=cpu", "matting.engine=passthrough"]
+    run(clip, out_dir=tmp_path / "sbs", overrides=sets, quiet=True)
+    assert len(seen) == 3 and all(out[None].rgb is rgb for rgb, out in seen)
+    planes = {id(out[None].alpha) for _, out in seen}
+    assert len(planes) == 1 and (seen[0][1][None].alpha == 255).all() and not seen[0][1][None].alpha.flags.writeable
+    seen.clear()
+    r = run(clip, out_dir=tmp_path / "eyes", overrides=sets + ["output.maintain_sbs=false"], quiet=True)
+    rgb = seen[0][0]
+    for path in r.outputs:
+        eye = "left" if "_left" in path.name else "right"
+        want = rgb[:, :96] if eye == "left" else rgb[:, 96:]
+        got = _decoded(path)[0]
+        assert got.shape == (64, 96, 4) and (got[..., 3] == 255).all()
+        assert np.abs(got[..., :3].astype(int) - want).mean() < 2, eye

@@ -150,6 +150,7 @@ class OpaqueMatter:
         self.geo = plan.geometry
         self._chunk: Chunk | None = None
         self.packer = make_packer(cfg, plan)
+        self._opaque: tuple | None = None  # ((H, W), dtype) -> the read-only all-opaque alpha plane of that frame
 
     def set_geometry(self, geo: Geometry) -> None:
         self.geo = geo
@@ -170,10 +171,20 @@ class OpaqueMatter:
             one = torch.ones(left.shape[:2])
             return {None: self.packer(left, right, one, one).cpu().numpy()}
         if self.plan.output.codec.alpha:
-            rgba = np.empty((*rgb.shape[:2], 4), dtype=rgb.dtype)
-            rgba[..., :3] = rgb
-            rgba[..., 3] = np.iinfo(rgb.dtype).max
-            rgb = rgba
+            # the decoded frame and an opaque alpha plane apart (io/picture.py), as the matting path hands
+            # straight alpha over: no RGBA copy of the frame; the plane is made once and only read
+            from ..io.picture import RgbAlpha
+
+            key = (rgb.shape[:2], rgb.dtype)
+            if self._opaque is None or self._opaque[0] != key:
+                plane = np.full(rgb.shape[:2], np.iinfo(rgb.dtype).max, dtype=rgb.dtype)
+                plane.flags.writeable = False
+                self._opaque = (key, plane)
+            alpha = self._opaque[1]
+            if self.plan.output.maintain_sbs:
+                return {None: RgbAlpha(rgb, alpha)}
+            return {eye: RgbAlpha(view, a) for eye, view, a in
+                    zip(("left", "right"), self.geo.layout.split(rgb), self.geo.layout.split(alpha))}
         if self.plan.output.maintain_sbs:
             return {None: rgb}
         left, right = self.geo.layout.split(rgb)
