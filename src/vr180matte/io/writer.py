@@ -167,10 +167,8 @@ class SegmentWriter:
         if self._closed:
             raise OutputError(f"segment {self.path} is already closed")
         if isinstance(image, RgbAlpha):
-            image.check()
-        elif image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise ValueError(f"expected (H, W, 3|4) uint8 or uint16, got {image.shape} {image.dtype}")
-        if image.dtype not in (np.uint8, np.uint16):
+            image.check()  # two parts that make one (H, W, 4) frame; its shape and dtype are checked below
+        if image.dtype not in (np.uint8, np.uint16) or len(image.shape) != 3 or image.shape[2] not in (3, 4):
             raise ValueError(f"expected (H, W, 3|4) uint8 or uint16, got {image.shape} {image.dtype}")
         if image.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]}, segment is {self.width}x{self.height}")

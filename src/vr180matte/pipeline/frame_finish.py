@@ -24,6 +24,11 @@ def eye_stack(layout, frame: torch.Tensor) -> torch.Tensor:
     return frame.unflatten(0, (2, frame.shape[0] // 2))
 
 
+def storage_order(layout) -> tuple[str, str]:
+    """The eyes in the order :func:`eye_stack` gives them (storage order: first = left for sbs/tb)."""
+    return ("left", "right") if layout.left_first else ("right", "left")
+
+
 def make_packer(cfg: Config, plan: RunPlan):
     """The passthrough packer for ``output.format: passthrough`` (None otherwise)."""
     if plan.output.format != "passthrough":
@@ -113,7 +118,7 @@ class FrameFinisher:
     def _batch(self, seg: Segmented) -> tuple[tuple[str, str], torch.Tensor]:
         """The eyes in the frame's storage order and their full-resolution (B=2, H, W, 3) guides: a strided view
         of the decoded frame (no copy) for 8-bit sources, stacked 8-bit proxies for >8-bit ones."""
-        order = ("left", "right") if self.geo.layout.left_first else ("right", "left")
+        order = storage_order(self.geo.layout)
         if seg.guides:
             return order, torch.stack([seg.guides[e] for e in order])
         return order, eye_stack(self.geo.layout, seg.frame)
@@ -149,7 +154,7 @@ class FrameFinisher:
                 # no per-eye call, no joined alpha; the finished frame comes down once.
                 frame = torch.empty((*seg.frame.shape[:2], channels(c.output.format)),
                                     dtype=seg.frame.dtype, device=seg.frame.device)
-                order = ("left", "right") if self.geo.layout.left_first else ("right", "left")
+                order = storage_order(self.geo.layout)
                 compose(eye_stack(self.geo.layout, seg.frame), torch.stack([alphas[e] for e in order]),
                         out=eye_stack(self.geo.layout, frame), **kw)
                 return {None: frame.cpu().numpy()}
@@ -177,7 +182,7 @@ def straight_outputs(layout, rgb: np.ndarray, alphas: dict, *, whole_frame: bool
                 for eye, view in zip(("left", "right"), layout.split(rgb))}
     plane = torch.empty(rgb.shape[:2], dtype=dtype, device=alphas["left"].device)
     if whole_frame:  # both eyes in one op over the (2, H, W) view of the plane
-        order = ("left", "right") if layout.left_first else ("right", "left")
+        order = storage_order(layout)
         straight_alpha(torch.stack([alphas[e] for e in order]), dtype, out=eye_stack(layout, plane))
     else:
         for eye, view in zip(("left", "right"), layout.split(plane)):
